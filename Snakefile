@@ -1,0 +1,21 @@
+# MEDUSA speech emotion recognition on MSP-Podcast (see README.md and config/config.yaml).
+import os
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+# The recipe; --configfile files (e.g. config/demo.yaml) are merged on top of it.
+configfile: os.path.join(workflow.basedir, "config/config.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/demo.smk"
+include: "workflow/rules/prepare.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        "results/data/manifest.tsv",

@@ -1,0 +1,51 @@
+"""Balanced sampling (SPEC 4.4): stage-2 epochs, the meta-classifier and balanced holdout."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from medusa.emotions import NUM_CLASSES
+
+
+def stage2_balanced_subset(
+    hard_labels: np.ndarray, ambiguous: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """Indices of one balanced epoch.
+
+    `hard_labels[i]` is the argmax class of file i's soft target; `ambiguous[i]` is True for
+    files whose consensus is X or O (the ambiguous pool). Each of the classes present among the
+    non-ambiguous files is undersampled to the rarest class's count, and that same count is
+    drawn from the ambiguous pool. Returned indices are shuffled.
+    """
+    hard_labels = np.asarray(hard_labels)
+    ambiguous = np.asarray(ambiguous, dtype=bool)
+    if hard_labels.shape != ambiguous.shape:
+        raise ValueError("hard_labels and ambiguous must have the same shape")
+    per_class = [np.flatnonzero((hard_labels == c) & ~ambiguous) for c in range(NUM_CLASSES)]
+    present = [idx for idx in per_class if len(idx) > 0]
+    if not present:
+        raise ValueError("no file with a consensus class to balance")
+    count = min(len(idx) for idx in present)
+    chosen = [rng.choice(idx, size=count, replace=False) for idx in present]
+    pool = np.flatnonzero(ambiguous)
+    if len(pool) > 0:
+        chosen.append(rng.choice(pool, size=min(count, len(pool)), replace=False))
+    subset = np.concatenate(chosen)
+    rng.shuffle(subset)
+    return subset
+
+
+def balanced_evaluation_subset(hard_labels: np.ndarray, seed: int) -> np.ndarray:
+    """A fixed class-balanced subset for model selection ("balanced held-out" of the paper).
+
+    Every class present is undersampled to the rarest present class's count with a fixed seed,
+    so every model and epoch is scored on the same files. Indices are sorted.
+    """
+    hard_labels = np.asarray(hard_labels)
+    rng = np.random.default_rng(seed)
+    per_class = [np.flatnonzero(hard_labels == c) for c in range(NUM_CLASSES)]
+    present = [idx for idx in per_class if len(idx) > 0]
+    if not present:
+        raise ValueError("no labelled file to balance")
+    count = min(len(idx) for idx in present)
+    return np.sort(np.concatenate([rng.choice(idx, size=count, replace=False) for idx in present]))

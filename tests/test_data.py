@@ -1,0 +1,259 @@
+"""The data layer: EmoDetail parsing, soft targets, the speaker-disjoint split, `prepare`."""
+
+import csv
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from medusa.data import (
+    MANIFEST_COLUMNS,
+    DataError,
+    Problems,
+    Vote,
+    build_manifest,
+    normalise_primary,
+    parse_emo_detail,
+    read_detailed_votes,
+    read_manifest,
+    soft_targets,
+    speaker_disjoint_holdout,
+)
+
+from workflow_runner import run_snakemake
+
+
+def test_parse_emo_detail_with_quoted_secondaries():
+    parsed = parse_emo_detail(
+        "WORKER00014; Angry; Disgust,Contempt,Other-annoyed; A:5.0; V:2.0; D:6.0;"
+    )
+    assert parsed["worker"] == "WORKER00014"
+    assert parsed["primary"] == "Angry"
+    assert parsed["secondary"] == ["Disgust", "Contempt", "Other-annoyed"]
+    assert (parsed["A"], parsed["V"], parsed["D"]) == (5.0, 2.0, 6.0)
+
+
+def test_parse_emo_detail_empty_secondaries_and_other_primary():
+    parsed = parse_emo_detail("WORKER7; Other-bored, a bit sleepy; ; A:3; V:4; D:2;")
+    assert parsed["primary"] == "Other-bored, a bit sleepy"
+    assert parsed["secondary"] == []
+    assert normalise_primary(parsed["primary"]) == ("Other", True)
+
+
+def test_parse_emo_detail_rejects_garbage():
+    with pytest.raises(ValueError, match="ratings"):
+        parse_emo_detail("WORKER1; Happy")
+
+
+def test_normalise_primary_vocabulary():
+    assert normalise_primary(" happy ") == ("H", True)
+    assert normalise_primary("Contempt") == ("C", True)
+    assert normalise_primary("Other") == ("Other", True)
+    assert normalise_primary("Hapy") == ("Hapy", False)
+
+
+def test_soft_targets_math():
+    votes = [
+        Vote("a.wav", "w1", "A", True),
+        Vote("a.wav", "w2", "A", True),
+        Vote("a.wav", "w3", "C", True),
+        Vote("a.wav", "w4", "Other", True),  # Other counts for none
+        Vote("b.wav", "w1", "Other", True),
+        Vote("b.wav", "w2", "Other", True),
+        Vote("c.wav", "w1", "Hapy", False),
+        Vote("c.wav", "w2", "N", True),
+    ]
+    targets = soft_targets(votes)
+    np.testing.assert_allclose(targets["a.wav"], [2 / 3, 0, 0, 0, 0, 0, 1 / 3, 0])
+    assert targets["b.wav"] is None  # all votes Other: no soft target
+    np.testing.assert_allclose(targets["c.wav"], [0, 0, 0, 0, 0, 0, 0, 1])
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def test_both_detailed_layouts_give_the_same_votes(tmp_path):
+    string_layout = tmp_path / "string.csv"
+    _write_csv(
+        string_layout,
+        ["FileName", "EmoDetail"],
+        [
+            ["x.wav", "WORKER1; Sad; Angry,Fear; A:2; V:2; D:3;"],
+            ["x.wav", "WORKER2; Other-gloomy; ; A:2; V:3; D:3;"],
+            ["x.wav", "WORKER3; Neutral; ; A:4; V:4; D:4;"],
+        ],
+    )
+    columns_layout = tmp_path / "columns.csv"
+    _write_csv(
+        columns_layout,
+        ["FileName", "WorkerID", "EmoClass_Major", "EmoClass_Second", "EmoAct", "EmoVal", "EmoDom"],
+        [
+            ["x.wav", "WORKER1", "Sad", "Angry,Fear", 2, 2, 3],
+            ["x.wav", "WORKER2", "Other-gloomy", "", 2, 3, 3],
+            ["x.wav", "WORKER3", "Neutral", "", 4, 4, 4],
+        ],
+    )
+    a = read_detailed_votes(string_layout, Problems())
+    b = read_detailed_votes(columns_layout, Problems())
+    assert [(v.worker, v.primary) for v in a] == [(v.worker, v.primary) for v in b]
+    np.testing.assert_allclose(soft_targets(a)["x.wav"], soft_targets(b)["x.wav"])
+
+
+def test_unrecognised_detailed_layout_names_the_file(tmp_path):
+    bad = tmp_path / "labels_detailed.csv"
+    _write_csv(bad, ["FileName", "Something"], [["x.wav", "1"]])
+    with pytest.raises(DataError, match="labels_detailed.csv"):
+        read_detailed_votes(bad, Problems())
+
+
+def test_speaker_disjoint_split_is_disjoint_stratified_and_seed_stable():
+    rng = np.random.default_rng(0)
+    speakers = pd.Series([str(s) for s in rng.integers(0, 60, 2000)])
+    classes = pd.Series(
+        rng.choice(
+            list("ASHUFDCNXO"), 2000, p=[0.1, 0.09, 0.22, 0.04, 0.02, 0.02, 0.03, 0.38, 0.05, 0.05]
+        )
+    )
+    held = speaker_disjoint_holdout(speakers, classes, 0.1, seed=3)
+    assert set(speakers[held]).isdisjoint(set(speakers[~held]))
+    assert 0.05 < held.mean() < 0.15
+    # Stratified as well as whole speakers allow: class shares close to the full set's.
+    full = classes.value_counts(normalize=True)
+    part = classes[held].value_counts(normalize=True).reindex(full.index, fill_value=0)
+    assert (full - part).abs().max() < 0.05
+    np.testing.assert_array_equal(held, speaker_disjoint_holdout(speakers, classes, 0.1, seed=3))
+    assert not np.array_equal(held, speaker_disjoint_holdout(speakers, classes, 0.1, seed=4))
+
+
+def test_unknown_speakers_stay_in_train():
+    speakers = pd.Series(["Unknown"] * 50 + [str(i % 10) for i in range(200)])
+    classes = pd.Series(["N"] * 250)
+    held = speaker_disjoint_holdout(speakers, classes, 0.2, seed=0)
+    assert not held[:50].any()
+    assert held.any()
+
+
+def _corpus(tmp_path: Path) -> Path:
+    """A small corpus with one of each problem `prepare` must report."""
+    root = tmp_path / "corpus"
+    audio = root / "Audios"
+    audio.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    consensus, detailed = [], []
+    speakers = [1, 2, 3, 4, 5, 6, 7, 8]
+    for i in range(24):
+        name = f"MSP-PODCAST_{i:04d}_0001.wav"
+        speaker = speakers[i % len(speakers)]
+        split = "Development" if speaker in (7, 8) else "Train"
+        letter = "ASHUFDCN"[i % 8]
+        label = ["Angry", "Sad", "Happy", "Surprise", "Fear", "Disgust", "Contempt", "Neutral"][
+            i % 8
+        ]
+        consensus.append([name, letter, 4.0, 3.5, 4.5, speaker, "Female", split])
+        for w in range(3):
+            detailed.append([name, f"WORKER{w}; {label}; ; A:4; V:3; D:5;"])
+        if name != "MSP-PODCAST_0003_0001.wav":  # its audio is missing
+            sf.write(
+                audio / name, rng.normal(0, 0.1, 16000).astype(np.float32), 16000, subtype="PCM_16"
+            )
+    # Stereo 44.1 kHz clip, an unreadable one, an unlabelled test3 clip, a short one.
+    consensus.append(["MSP-PODCAST_0100_0001.wav", "H", 5, 6, 5, 1, "Male", "Train"])
+    detailed.append(
+        ["MSP-PODCAST_0100_0001.wav", "WORKER1; Happy; Surprise,Other-glad; A:5; V:6; D:5;"]
+    )
+    sf.write(
+        audio / "MSP-PODCAST_0100_0001.wav", rng.normal(0, 0.1, (44100, 2)), 44100, subtype="PCM_16"
+    )
+    consensus.append(["MSP-PODCAST_0101_0001.wav", "N", 4, 4, 4, 2, "Male", "Train"])
+    detailed.append(["MSP-PODCAST_0101_0001.wav", "WORKER1; Neutral; ; A:4; V:4; D:4;"])
+    (audio / "MSP-PODCAST_0101_0001.wav").write_bytes(b"RIFF this is not a wav file")
+    sf.write(
+        audio / "MSP-PODCAST_test3_0001.wav", rng.normal(0, 0.1, 8000), 16000, subtype="PCM_16"
+    )
+    # All votes Other -> no soft target; attribute out of range; unknown label; duplicate row.
+    consensus.append(["MSP-PODCAST_0102_0001.wav", "O", 9.5, 4, 4, 3, "Male", "Train"])
+    detailed.append(["MSP-PODCAST_0102_0001.wav", "WORKER1; Other-bored; ; A:4; V:4; D:4;"])
+    detailed.append(["MSP-PODCAST_0102_0001.wav", "WORKER2; Hapy; ; A:4; V:4; D:4;"])
+    sf.write(audio / "MSP-PODCAST_0102_0001.wav", rng.normal(0, 0.1, 3200), 16000, subtype="PCM_16")
+    consensus.append(consensus[0])
+    _write_csv(
+        root / "Labels" / "labels_consensus.csv",
+        ["FileName", "EmoClass", "EmoAct", "EmoVal", "EmoDom", "SpkrID", "Gender", "Split_Set"],
+        consensus,
+    )
+    _write_csv(root / "Labels" / "labels_detailed.csv", ["FileName", "EmoDetail"], detailed)
+    return root
+
+
+def _tree_digest(root: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*")):
+        digest.update(str(path.relative_to(root)).encode())
+        if path.is_file():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def test_build_manifest_reports_every_problem(tmp_path):
+    root = _corpus(tmp_path)
+    manifest, problems, _ = build_manifest(
+        root, holdout_fraction=0.25, split_seed=1, min_duration_s=0.5
+    )
+    assert list(manifest.columns) == MANIFEST_COLUMNS
+    for kind in [
+        "missing audio",
+        "unreadable audio",
+        "no 8-class vote",
+        "unknown label string",
+        "attribute out of range",
+        "duplicate consensus row",
+        "short audio",
+        "resampled on read",
+        "downmixed on read",
+    ]:
+        assert problems.count(kind) >= 1, kind
+    assert problems.count("missing audio") == 1
+    ids = set(manifest["id"])
+    assert "MSP-PODCAST_0003_0001" not in ids  # missing audio
+    assert "MSP-PODCAST_0101_0001" not in ids  # unreadable
+    stereo = manifest.set_index("id").loc["MSP-PODCAST_0100_0001"]
+    assert (stereo["sample_rate"], stereo["channels"]) == (44100, 2)
+    assert manifest.set_index("id").loc["MSP-PODCAST_test3_0001", "subset"] == "test"
+    other = manifest.set_index("id").loc["MSP-PODCAST_0102_0001"]
+    assert np.isnan(other["A"]) and np.isnan(other["act"])
+    assert set(manifest["subset"]) == {"train", "holdout", "dev", "test"}
+    train = set(manifest.loc[manifest.subset == "train", "speaker"])
+    holdout = set(manifest.loc[manifest.subset == "holdout", "speaker"])
+    assert train.isdisjoint(holdout)
+    labelled = manifest[manifest["A"].notna()]
+    np.testing.assert_allclose(labelled[list("ASHUFDCN")].sum(axis=1), 1.0)
+
+
+def test_prepare_rule_writes_manifest_and_report_and_leaves_corpus_alone(tmp_path):
+    root = _corpus(tmp_path)
+    before = _tree_digest(root)
+    work = tmp_path / "work"
+    work.mkdir()
+    run = run_snakemake(
+        work,
+        "--cores",
+        "1",
+        "results/data/manifest.tsv",
+        config={"data": {"root": str(root), "holdout_fraction": 0.25}},
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    manifest = read_manifest(work / "results/data/manifest.tsv")
+    assert len(manifest) == 24 - 1 + 1 + 1 + 1  # one missing, stereo, test3, all-Other file
+    report = (work / "results/data/report.md").read_text()
+    for kind in ["missing audio", "unreadable audio", "no 8-class vote", "unknown label string"]:
+        assert kind in report
+    assert "MSP-PODCAST_0003_0001.wav" in report
+    assert _tree_digest(root) == before

@@ -1,0 +1,28 @@
+"""The conda environment files carry exactly the project's pinned dependencies."""
+
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _pip_requirements(env_file: Path) -> list[str]:
+    env = yaml.safe_load(env_file.read_text())
+    pips = [d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d]
+    return sorted(r for group in pips for r in group)
+
+
+def test_env_files_agree_with_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    env_files = sorted((ROOT / "envs").glob("*.yaml"))
+    assert env_files, "no conda environment under envs/"
+    for env_file in env_files:
+        assert _pip_requirements(env_file) == sorted(project), env_file.name
+
+
+def test_every_rule_declares_the_conda_env():
+    for rules in sorted((ROOT / "workflow/rules").glob("*.smk")):
+        text = rules.read_text()
+        assert text.count("\nrule ") + text.startswith("rule ") == text.count("conda:"), rules.name

@@ -1,0 +1,21 @@
+"""Snakemake script for rule `prepare` (thin: read the snakemake object, call the library)."""
+
+import json
+import logging
+import sys
+
+sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115 - the log stays open for the job
+logging.basicConfig(stream=sys.stderr, level=logging.INFO)
+
+from medusa.data import prepare  # noqa: E402
+
+data = json.loads(snakemake.params.data)
+manifest = prepare(
+    root=data["root"],
+    manifest_path=snakemake.output.manifest,
+    report_path=snakemake.output.report,
+    holdout_fraction=data["holdout_fraction"],
+    split_seed=data["split_seed"],
+    min_duration_s=data["min_duration_s"],
+)
+logging.info("manifest: %d rows -> %s", len(manifest), snakemake.output.manifest)
