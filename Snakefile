@@ -10,12 +10,22 @@ min_version("9.0")
 configfile: os.path.join(workflow.basedir, "config/config.yaml")
 
 
+# Aggregation targets run no code: never submit them to a cluster.
+localrules:
+    all,
+    soup,
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/demo.smk"
 include: "workflow/rules/prepare.smk"
+include: "workflow/rules/asr.smk"
+include: "workflow/rules/features.smk"
+include: "workflow/rules/training.smk"
+include: "workflow/rules/ensemble.smk"
 
 
 rule all:
     default_target: True
     input:
-        "results/data/manifest.tsv",
+        rules.soup.input,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import string
+
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
@@ -32,3 +35,35 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
         },
         "confusion": confusion_matrix(y_true, y_pred, labels=LABELS).tolist(),
     }
+
+
+def normalise_words(text: str) -> list[str]:
+    """Lower-cased words with punctuation removed, for word error rates."""
+    return re.sub(f"[{re.escape(string.punctuation)}]", " ", text.lower()).split()
+
+
+def word_errors(reference: list[str], hypothesis: list[str]) -> int:
+    """Levenshtein distance between two word lists (substitutions, insertions, deletions)."""
+    row = list(range(len(hypothesis) + 1))
+    for i, ref_word in enumerate(reference, 1):
+        previous, row[0] = row[0], i
+        for j, hyp_word in enumerate(hypothesis, 1):
+            previous, row[j] = (
+                row[j],
+                min(row[j] + 1, row[j - 1] + 1, previous + (ref_word != hyp_word)),
+            )
+    return row[-1]
+
+
+def word_error_rate(references: list[str], hypotheses: list[str]) -> float:
+    """Corpus word error rate: total word errors over total reference words."""
+    if len(references) != len(hypotheses):
+        raise ValueError("references and hypotheses differ in length")
+    errors = words = 0
+    for reference, hypothesis in zip(references, hypotheses, strict=True):
+        ref = normalise_words(reference)
+        errors += word_errors(ref, normalise_words(hypothesis))
+        words += len(ref)
+    if words == 0:
+        raise ValueError("no reference words")
+    return errors / words

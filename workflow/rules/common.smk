@@ -11,6 +11,7 @@ os.environ.update(
 )
 
 from medusa.config import (
+    model_config,
     DEMO_CORPUS_ROOT,
     canonical_json,
     check_data_root,
@@ -65,3 +66,124 @@ def local_backbone_input(model_path):
         return []
     name = model_path[len(LOCAL_BACKBONE_DIR) :].split("/")[0]
     return [LOCAL_BACKBONE_DIR + name]
+
+
+# ---------------------------------------------------------------- subsets, shards, features
+
+# Subsets every feature set is extracted for: train/holdout for training and model selection,
+# dev for the reported evaluation, test (unlabelled) for the challenge predictions.
+SUBSETS = ("train", "holdout", "dev", "test")
+SHARDS = range(config["shards"])
+MODELS = list(config["models"])
+# CPU threads of each GPU job (data loading, and the computation itself on a CPU-only machine).
+GPU_JOB_THREADS = config["threads_per_gpu_job"]
+META_SEEDS = list(config["meta"]["seeds"])
+
+
+wildcard_constraints:
+    subset="|".join(SUBSETS),
+    feature_set="|".join(config["feature_sets"]),
+    model="|".join(MODELS),
+    seed=r"\d+",
+    shard=r"\d+",
+
+
+def asr_params():
+    """Only the ASR sub-config: changing a model or a feature set never reruns ASR."""
+    return canonical_json(config["asr"])
+
+
+def asr_model_input(wildcards):
+    return local_backbone_input(config["asr"]["model"])
+
+
+def asr_shards(wildcards):
+    return expand(
+        "results/asr/{subset}/shard{shard}.jsonl", subset=wildcards.subset, shard=SHARDS
+    )
+
+
+def feature_set_params(wildcards):
+    """Only this feature set's sub-config (canonical), so editing it re-extracts only it."""
+    return canonical_json(config["feature_sets"][wildcards.feature_set])
+
+
+def feature_inputs(wildcards):
+    """Manifest, the backbone when the workflow builds it, and the transcripts for text."""
+    feature_set = config["feature_sets"][wildcards.feature_set]
+    inputs = {
+        "manifest": "results/data/manifest.tsv",
+        "backbone": local_backbone_input(feature_set["backbone"]),
+    }
+    if feature_set["kind"] == "text":
+        inputs["transcripts"] = f"results/asr/{wildcards.subset}.jsonl"
+    return inputs
+
+
+def feature_shards(wildcards):
+    return expand(
+        "results/features/{feature_set}/{subset}/shard{shard}.h5",
+        feature_set=wildcards.feature_set,
+        subset=wildcards.subset,
+        shard=SHARDS,
+    )
+
+
+# ---------------------------------------------------------------- models
+
+
+def model_params(wildcards):
+    """The model's resolved settings (model_defaults + its own entry), canonical JSON."""
+    return canonical_json(model_config(config, wildcards.model))
+
+
+def model_feature_files(wildcards):
+    """Feature files of the model's feature sets for every subset, grouped by subset."""
+    features = config["models"][wildcards.model]["features"]
+    return {
+        subset: expand(
+            "results/features/{feature_set}/{subset}.h5",
+            feature_set=features,
+            subset=subset,
+        )
+        for subset in SUBSETS
+    }
+
+
+def stage1_inputs(wildcards):
+    return {"manifest": "results/data/manifest.tsv", **model_feature_files(wildcards)}
+
+
+def stage2_inputs(wildcards):
+    return {
+        **stage1_inputs(wildcards),
+        "init": f"results/models/{wildcards.model}/stage1/checkpoint.pt",
+    }
+
+
+def posterior_inputs(wildcards):
+    return {
+        **stage1_inputs(wildcards),
+        "checkpoint": f"results/models/{wildcards.model}/stage2/checkpoint.pt",
+    }
+
+
+# ---------------------------------------------------------------- ensemble
+
+
+def meta_params(wildcards):
+    """Meta-classifier settings plus the model order (its input layout), canonical JSON."""
+    return canonical_json({"meta": config["meta"], "models": MODELS})
+
+
+def evaluation_params():
+    return canonical_json(config["evaluation"])
+
+
+def soup_params():
+    return canonical_json({"soup": config["soup"], "evaluation": config["evaluation"]})
+
+
+def model_features_json():
+    """Which feature sets each model fuses (for the report's Table 1)."""
+    return canonical_json({m: config["models"][m]["features"] for m in MODELS})

@@ -1,0 +1,1 @@
+"""Offline demo assets: a synthetic MSP-Podcast-layout corpus (espeak-ng speech) and tiny backbones."""

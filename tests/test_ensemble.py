@@ -1,0 +1,405 @@
+"""Stages 3 and 4: ensemble inputs, vote baselines, meta-classifier seeds, soup, predictions."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from sklearn.metrics import accuracy_score, f1_score
+
+from medusa.emotions import ATTRIBUTES, CLASS_LETTERS, NUM_CLASSES
+from medusa.ensemble import (
+    EnsembleError,
+    MetaClassifier,
+    MetaConfig,
+    evaluation_data,
+    load_ensemble_inputs,
+    load_head,
+    majority_vote,
+    make_soup,
+    predict_probs,
+    predict_test,
+    read_manifest,
+    score_head,
+    soft_vote,
+    split_inputs,
+    train_meta,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+# A quick recipe for tests: the paper's head and loss, a higher rate so few epochs suffice.
+FAST_META = {
+    "head": "linear",
+    "mlp_hidden": 16,
+    "init_seed": 0,
+    "train_on": "holdout",
+    "lr": 1e-2,
+    "batch_size": 128,
+    "epochs": 30,
+    "weight_decay": 0.01,
+    "loss_weights": {"classes": 1.5, "attributes": 0.4},
+}
+SIZES = {"train": 150, "holdout": 500, "dev": 400, "test": 25}
+# Imbalanced like MSP-Podcast (Neutral and Happy dominate).
+PRIOR = np.array([0.10, 0.10, 0.22, 0.07, 0.05, 0.05, 0.06, 0.35])
+
+
+def make_world(root: Path, n_models: int = 4, seed: int = 0, strength: float = 1.2) -> dict:
+    """A synthetic manifest plus informative posteriors of `n_models` DeepSER models.
+
+    Each clip has a hidden class; five annotators vote for it with probability 0.7 (soft
+    target, consensus = plurality or X on a tie); every model's posterior is a softmax of
+    `strength` on the hidden class plus noise and a model-specific class bias.
+    """
+    rng = np.random.default_rng(seed)
+    rows, hidden = [], {}
+    for subset, n in SIZES.items():
+        for i in range(n):
+            clip = (
+                f"MSP-PODCAST_test3_{i:04d}"
+                if subset == "test"
+                else f"MSP-PODCAST_{subset}_{i:04d}"
+            )
+            c = int(rng.choice(NUM_CLASSES, p=PRIOR))
+            hidden[clip] = c
+            row = {
+                "id": clip,
+                "path": f"/corpus/Audios/{clip}.wav",
+                "subset": subset,
+                "speaker": str(i % 20) if subset != "test" else "Unknown",
+                "gender": "Female",
+                "duration_s": 3.0,
+                "sample_rate": 16000,
+                "channels": 1,
+                "emo_class": "",
+                **dict.fromkeys(CLASS_LETTERS, np.nan),
+                **dict.fromkeys(ATTRIBUTES, np.nan),
+            }
+            if subset != "test":
+                votes = np.where(rng.random(5) < 0.7, c, rng.integers(0, NUM_CLASSES, 5))
+                counts = np.bincount(votes, minlength=NUM_CLASSES)
+                top = np.flatnonzero(counts == counts.max())
+                row["emo_class"] = CLASS_LETTERS[top[0]] if len(top) == 1 else "X"
+                if rng.random() < 0.03:  # only Other-* votes: no soft target
+                    row["emo_class"] = "O"
+                else:
+                    row.update(zip(CLASS_LETTERS, counts / counts.sum(), strict=True))
+                row.update(zip(ATTRIBUTES, np.clip(rng.normal(4, 1, 3), 1, 7), strict=True))
+                if rng.random() < 0.05:
+                    row["dom"] = np.nan
+            rows.append(row)
+    manifest = pd.DataFrame(rows)
+    manifest_path = root / "manifest.tsv"
+    manifest.to_csv(manifest_path, sep="\t", index=False, na_rep="")
+
+    paths = []
+    for k in range(n_models):
+        name = f"m{k + 1:02d}_synthetic"
+        path = root / "posteriors" / f"{name}.h5"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        bias = rng.normal(0, 0.5, NUM_CLASSES)
+        with h5py.File(path, "w") as f:
+            f.attrs["model"] = name
+            for subset in SIZES:
+                ids = sorted(manifest.loc[manifest["subset"] == subset, "id"])
+                onehot = np.eye(NUM_CLASSES)[[hidden[i] for i in ids]]
+                logits = strength * onehot + rng.normal(0, 1.0, onehot.shape) + bias
+                probs = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+                g = f.create_group(subset)
+                g.create_dataset("ids", data=ids, dtype=h5py.string_dtype("utf-8"))
+                g.create_dataset("probs", data=probs.astype(np.float32))
+                attrs = np.clip(rng.normal(4, 1, (len(ids), 3)), 1, 7)
+                g.create_dataset("attributes", data=attrs.astype(np.float32))
+        paths.append(path)
+    return {"paths": paths, "manifest": manifest_path, "root": root}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> dict:
+    return make_world(tmp_path_factory.mktemp("world"))
+
+
+@pytest.fixture(scope="module")
+def seeds(world) -> list[Path]:
+    """Three trained linear seeds, shared by the soup tests."""
+    dirs = []
+    for seed in range(3):
+        out = world["root"] / "meta" / f"seed{seed}"
+        train_meta(world["paths"], world["manifest"], FAST_META, seed, out, 0, log=lambda _: None)
+        dirs.append(out)
+    return dirs
+
+
+# --- inputs ---------------------------------------------------------------------------------
+
+
+def test_ensemble_inputs_concatenate_models_in_order(world):
+    ids, X = load_ensemble_inputs(world["paths"], "dev")
+    assert X.shape == (SIZES["dev"], 4 * 11) and X.dtype == np.float32
+    assert list(ids) == sorted(ids)
+    with h5py.File(world["paths"][2], "r") as f:
+        np.testing.assert_array_equal(X[:, 22:30], f["dev/probs"][()])
+        np.testing.assert_array_equal(X[:, 30:33], f["dev/attributes"][()])
+    probs, attrs = split_inputs(X)
+    assert probs.shape == (4, SIZES["dev"], 8) and attrs.shape == (4, SIZES["dev"], 3)
+    _, X_rev = load_ensemble_inputs(world["paths"][::-1], "dev")
+    np.testing.assert_array_equal(X_rev[:, :11], X[:, 33:44])
+
+
+def test_mismatched_ids_raise_naming_file_and_subset(world, tmp_path):
+    broken = tmp_path / "m99_broken.h5"
+    shutil.copy(world["paths"][1], broken)
+    with h5py.File(broken, "r+") as f:
+        f.attrs["model"] = "m99_broken"
+        g = f["dev"]
+        keep = {k: g[k][()][1:] for k in ("ids", "probs", "attributes")}
+        for k, v in keep.items():
+            del g[k]
+            g.create_dataset(k, data=v)
+    with pytest.raises(EnsembleError, match=r"m99_broken\.h5 \[dev\].*1 missing"):
+        load_ensemble_inputs([world["paths"][0], broken], "dev")
+    with pytest.raises(EnsembleError, match="no group 'train'"):
+        load_ensemble_inputs([_without_group(world["paths"][0], tmp_path, "train")], "train")
+
+
+def _without_group(src: Path, tmp_path: Path, group: str) -> Path:
+    dst = tmp_path / f"no_{group}.h5"
+    shutil.copy(src, dst)
+    with h5py.File(dst, "r+") as f:
+        del f[group]
+    return dst
+
+
+# --- vote baselines -------------------------------------------------------------------------
+
+
+def _p(*pairs: tuple[int, float]) -> np.ndarray:
+    """A posterior with the given (class, probability) pairs, the rest spread evenly."""
+    p = np.zeros(NUM_CLASSES)
+    for c, v in pairs:
+        p[c] = v
+    rest = [c for c in range(NUM_CLASSES) if p[c] == 0]
+    p[rest] = (1 - p.sum()) / len(rest)
+    return p
+
+
+def test_majority_vote_plurality_and_tie_break():
+    # clip 0: votes H, H, A -> H even though A is confident.
+    # clip 1: votes A, S (tie) -> S, the larger summed probability (0.3+0.7 vs 0.6+0.2).
+    model1 = np.stack([_p((2, 0.5)), _p((0, 0.6), (1, 0.3))])
+    model2 = np.stack([_p((2, 0.4)), _p((1, 0.7), (0, 0.2))])
+    model3 = np.stack([_p((0, 0.99)), _p((7, 0.5), (1, 0.1), (0, 0.1))])  # clip 1: N
+    np.testing.assert_array_equal(majority_vote([model1, model2]), [2, 1])
+    # clip 1 with model 3: a three-way tie A, S, N; S has the largest summed probability
+    # (1.1 vs 0.9 and 0.53).
+    np.testing.assert_array_equal(majority_vote([model1, model2, model3]), [2, 1])
+
+
+def test_soft_vote_is_the_mean_posterior():
+    a = np.stack([_p((0, 0.9)), _p((3, 0.4))])
+    b = np.stack([_p((1, 0.5)), _p((3, 0.6))])
+    mean = soft_vote([a, b])
+    np.testing.assert_allclose(mean, (a + b) / 2)
+    np.testing.assert_allclose(mean.sum(axis=1), 1.0)
+    # The soft vote can disagree with the majority: A is confident, S is not.
+    assert mean[0].argmax() == 0 and mean[1].argmax() == 3
+
+
+# --- the head ---------------------------------------------------------------------------------
+
+
+def test_meta_classifier_shapes_and_attribute_range():
+    x = torch.rand(5, 33) * 6
+    for head in ("linear", "mlp"):
+        logits, attrs = MetaClassifier(33, head, 16)(x)
+        assert logits.shape == (5, 8) and attrs.shape == (5, 3)
+        assert ((attrs >= 1) & (attrs <= 7)).all()
+    with pytest.raises(ValueError, match="multiple of 11"):
+        MetaClassifier(32)
+    with pytest.raises(ValueError, match="'linear' or 'mlp'"):
+        MetaClassifier(33, head="rnn")
+
+
+def test_meta_config_checks_keys_and_values():
+    cfg = MetaConfig.from_dict({**FAST_META, "seeds": [0, 1]})
+    assert cfg.class_weight == 1.5 and cfg.attribute_weight == 0.4 and cfg.epochs == 30
+    # The recipe's block gives the paper's stage-3 settings, which are also the defaults.
+    recipe = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["meta"]
+    assert MetaConfig.from_dict(recipe) == MetaConfig()
+    assert MetaConfig().lr == 1e-3 and MetaConfig().batch_size == 128
+    assert MetaConfig.from_dict({"lr": "1e-2", "epochs": 5.0}).lr == 0.01
+    with pytest.raises(EnsembleError, match="unknown key.*mixup"):
+        MetaConfig.from_dict({**FAST_META, "mixup": True})
+    with pytest.raises(EnsembleError, match="train_on"):
+        MetaConfig.from_dict({**FAST_META, "train_on": "dev"})
+
+
+def test_train_meta_is_seed_deterministic_and_beats_chance(world, seeds, tmp_path):
+    again = tmp_path / "again"
+    metrics = train_meta(world["paths"], world["manifest"], FAST_META, 0, again, 0, log=None)
+    first = torch.load(seeds[0] / "head.pt", weights_only=True)["state_dict"]
+    second = torch.load(again / "head.pt", weights_only=True)["state_dict"]
+    for key in first:
+        assert torch.equal(first[key], second[key]), key
+    assert json.loads((seeds[0] / "metrics.json").read_text()) == metrics
+    other = torch.load(seeds[1] / "head.pt", weights_only=True)["state_dict"]
+    assert not torch.equal(first["classes.weight"], other["classes.weight"])
+    # Informative posteriors: far above the 1/8 chance level on both scored sets.
+    assert metrics["dev"]["macro_f1"] > 0.5
+    assert metrics["balanced_holdout"]["macro_f1"] > 0.5
+    assert metrics["n_train_clips"] < SIZES["holdout"]  # clips without a soft target left out
+    assert metrics["loss_history"][-1] < metrics["loss_history"][0]
+
+
+def test_train_meta_on_train_posteriors(world, tmp_path):
+    cfg = {**FAST_META, "train_on": "train", "epochs": 2}
+    metrics = train_meta(world["paths"], world["manifest"], cfg, 0, tmp_path / "t", 0)
+    assert metrics["train_on"] == "train" and metrics["n_train_clips"] <= SIZES["train"]
+    assert load_head(tmp_path / "t")[1]["train_on"] == "train"
+    no_train = [_without_group(p, tmp_path, "train") for p in world["paths"][:1]]
+    with pytest.raises(EnsembleError, match=r"no_train\.h5: no group 'train'"):
+        train_meta(no_train, world["manifest"], cfg, 0, tmp_path / "u", 0)
+
+
+def test_seeds_share_their_initialisation(world, tmp_path):
+    cfg = {**FAST_META, "head": "mlp", "epochs": 1, "lr": 1e-12}
+    for seed in (3, 4):
+        train_meta(world["paths"], world["manifest"], cfg, seed, tmp_path / f"s{seed}", 0)
+    a = load_head(tmp_path / "s3")[0].state_dict()
+    b = load_head(tmp_path / "s4")[0].state_dict()
+    for key in a:  # an lr of 1e-12 leaves the shared initial weights in place
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-9)
+
+
+def test_metrics_match_scikit_learn(world, seeds):
+    model, _ = load_head(seeds[0])
+    data = evaluation_data(world["paths"], read_manifest(world["manifest"]), 0)
+    X, y = data["dev"]
+    pred = predict_probs(model, X).argmax(axis=1)
+    got = score_head(model, X, y)
+    assert got["macro_f1"] == pytest.approx(f1_score(y, pred, average="macro"))
+    assert got["micro_f1"] == pytest.approx(f1_score(y, pred, average="micro"))
+    assert got["accuracy"] == pytest.approx(accuracy_score(y, pred))
+    per_class = f1_score(y, pred, labels=range(8), average=None, zero_division=0)
+    assert list(got["per_class_f1"].values()) == pytest.approx(list(per_class))
+    # dev scores only the 8 consensus classes: X/O rows are not in y.
+    manifest = read_manifest(world["manifest"])
+    dev = manifest[manifest["subset"] == "dev"]
+    assert len(y) == dev["emo_class"].isin(CLASS_LETTERS).sum() < len(dev)
+    counts = np.bincount(data["balanced_holdout"][1], minlength=8)
+    assert (counts == counts[0]).all()
+
+
+# --- soup -----------------------------------------------------------------------------------
+
+
+def test_soup_of_identical_models_equals_each_of_them(world, seeds, tmp_path):
+    copies = []
+    for i in range(3):
+        d = tmp_path / f"copy{i}"
+        d.mkdir()
+        shutil.copy(seeds[0] / "head.pt", d / "head.pt")
+        copies.append(d)
+    soup_dir = tmp_path / "soup"
+    metrics = make_soup(
+        copies, world["paths"], world["manifest"], {"method": "uniform"}, 0, soup_dir
+    )
+    original, _ = load_head(seeds[0])
+    soup, info = load_head(soup_dir)
+    for key, value in original.state_dict().items():
+        assert torch.equal(soup.state_dict()[key], value), key
+    seed_metrics = json.loads((seeds[0] / "metrics.json").read_text())
+    assert metrics["dev"] == seed_metrics["dev"]
+    assert info["seeds"] == [0, 0, 0]
+
+
+def test_linear_soup_averages_weights_and_logits(world, seeds, tmp_path):
+    soup_dir = tmp_path / "soup"
+    metrics = make_soup(
+        seeds, world["paths"], world["manifest"], {"method": "uniform"}, 0, soup_dir
+    )
+    heads = [load_head(d)[0] for d in seeds]
+    soup, info = load_head(soup_dir)
+    for key in soup.state_dict():
+        mean = torch.stack([h.state_dict()[key] for h in heads]).mean(dim=0)
+        torch.testing.assert_close(soup.state_dict()[key], mean)
+    x = torch.from_numpy(load_ensemble_inputs(world["paths"], "dev")[1])
+    with torch.no_grad():
+        mean_logits = torch.stack([h(x)[0] for h in heads]).mean(dim=0)
+        torch.testing.assert_close(soup(x)[0], mean_logits, rtol=1e-5, atol=1e-5)
+    assert info["seeds"] == [0, 1, 2] and metrics["seeds"] == [0, 1, 2]
+    assert all(i["in_soup"] for i in metrics["ingredients"])
+    assert set(metrics) >= {"dev", "balanced_holdout", "holdout", "method", "ingredients"}
+    assert set(metrics["dev"]) >= {"macro_f1", "micro_f1", "accuracy", "per_class_f1", "confusion"}
+
+
+def test_greedy_soup_never_lowers_heldout_f1(world, seeds, tmp_path):
+    # A sabotaged seed (weights negated and amplified, so that it would dominate any average)
+    # must be left out by the greedy recipe.
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    ckpt = torch.load(seeds[1] / "head.pt", weights_only=True)
+    ckpt["state_dict"] = {k: -10 * v for k, v in ckpt["state_dict"].items()}
+    ckpt["seeds"] = [99]
+    torch.save(ckpt, bad / "head.pt")
+    dirs = [bad, *seeds]
+    metrics = make_soup(
+        dirs, world["paths"], world["manifest"], {"method": "greedy"}, 0, tmp_path / "g"
+    )
+    scores = {i["dir"]: i["balanced_holdout_macro_f1"] for i in metrics["ingredients"]}
+    first = max(scores.values())
+    assert metrics["balanced_holdout"]["macro_f1"] >= first
+    assert not metrics["ingredients"][0]["in_soup"] and 99 not in metrics["seeds"]
+    with pytest.raises(EnsembleError, match="method"):
+        make_soup(dirs, world["paths"], world["manifest"], {"method": "best"}, 0, tmp_path / "x")
+
+
+def test_soup_rejects_heads_over_different_models(world, seeds, tmp_path):
+    odd = tmp_path / "odd"
+    odd.mkdir()
+    ckpt = torch.load(seeds[0] / "head.pt", weights_only=True)
+    ckpt["models"] = ckpt["models"][::-1]
+    torch.save(ckpt, odd / "head.pt")
+    with pytest.raises(EnsembleError, match="models .* differs"):
+        make_soup([seeds[0], odd], world["paths"], world["manifest"], {}, 0, tmp_path / "s")
+
+
+# --- predictions ----------------------------------------------------------------------------
+
+
+def test_predict_test_writes_one_sorted_row_per_unlabelled_clip(world, seeds, tmp_path):
+    out_csv, post_csv = tmp_path / "pred" / "test.csv", tmp_path / "pred" / "test_posteriors.csv"
+    # Posteriors files in another order than the head's: matched by model name.
+    predict_test(seeds[0], world["paths"][::-1], world["manifest"], out_csv, post_csv)
+    pred = pd.read_csv(out_csv, dtype=str, keep_default_na=False)
+    assert list(pred.columns) == ["FileName", "EmoClass"]
+    manifest = read_manifest(world["manifest"])
+    test_ids = manifest.loc[manifest["subset"] == "test", "id"]
+    assert sorted(pred["FileName"]) == sorted(f"{i}.wav" for i in test_ids)
+    assert list(pred["FileName"]) == sorted(pred["FileName"])
+    assert pred["EmoClass"].isin(CLASS_LETTERS).all()
+    post = pd.read_csv(post_csv)
+    assert list(post.columns) == ["FileName", *CLASS_LETTERS]
+    assert list(post["FileName"]) == list(pred["FileName"])
+    np.testing.assert_allclose(post[list(CLASS_LETTERS)].sum(axis=1), 1.0, atol=1e-4)
+    letters = np.asarray(CLASS_LETTERS)[post[list(CLASS_LETTERS)].to_numpy().argmax(axis=1)]
+    assert list(letters) == list(pred["EmoClass"])
+
+
+def test_predict_test_fails_when_a_test_clip_has_no_posterior(world, seeds, tmp_path):
+    manifest = pd.read_csv(world["manifest"], sep="\t", dtype=str, keep_default_na=False)
+    extra = manifest[manifest["subset"] == "test"].iloc[:1].copy()
+    extra["id"] = "MSP-PODCAST_test3_9999"
+    pd.concat([manifest, extra]).to_csv(tmp_path / "manifest.tsv", sep="\t", index=False)
+    with pytest.raises(EnsembleError, match=r"1 'test' clip.*no posteriors.*test3_9999"):
+        predict_test(
+            seeds[0], world["paths"], tmp_path / "manifest.tsv", tmp_path / "a", tmp_path / "b"
+        )
+    assert not (tmp_path / "a").exists()

@@ -1,0 +1,116 @@
+rule meta:
+    """Stage 3: a meta-classifier over all models' posteriors, balanced sampling, one seed."""
+    input:
+        manifest="results/data/manifest.tsv",
+        posteriors=expand("results/posteriors/{model}.h5", model=MODELS),
+    output:
+        head="results/meta/seed{seed}/head.pt",
+        metrics="results/meta/seed{seed}/metrics.json",
+    log:
+        "logs/meta/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/meta/seed{seed}.tsv"
+    conda:
+        "../../envs/medusa.yaml"
+    params:
+        meta=meta_params,
+        evaluation=evaluation_params(),
+    script:
+        "../scripts/meta.py"
+
+
+rule model_soup:
+    """Stage 4: the meta-classifier seeds averaged into one model (uniform or greedy soup)."""
+    input:
+        manifest="results/data/manifest.tsv",
+        posteriors=expand("results/posteriors/{model}.h5", model=MODELS),
+        heads=expand("results/meta/seed{seed}/head.pt", seed=META_SEEDS),
+    output:
+        head="results/soup/head.pt",
+        metrics=report(
+            "results/soup/metrics.json",
+            caption="../report/soup_metrics.rst",
+            category="Ensemble",
+        ),
+    log:
+        "logs/soup.log",
+    conda:
+        "../../envs/medusa.yaml"
+    params:
+        soup=soup_params(),
+    script:
+        "../scripts/model_soup.py"
+
+
+rule predict:
+    """Challenge-format predictions of the soup for the unlabelled test subset."""
+    input:
+        manifest="results/data/manifest.tsv",
+        posteriors=expand("results/posteriors/{model}.h5", model=MODELS),
+        head="results/soup/head.pt",
+    output:
+        letters=report(
+            "results/predictions/test.csv",
+            caption="../report/predictions.rst",
+            category="Predictions",
+        ),
+        posteriors="results/predictions/test_posteriors.csv",
+    log:
+        "logs/predict.log",
+    conda:
+        "../../envs/medusa.yaml"
+    script:
+        "../scripts/predict.py"
+
+
+rule report:
+    """Paper-shaped tables (Table 1, Table 3), per-class F1 and figures."""
+    input:
+        manifest="results/data/manifest.tsv",
+        posteriors=expand("results/posteriors/{model}.h5", model=MODELS),
+        meta=expand("results/meta/seed{seed}/metrics.json", seed=META_SEEDS),
+        soup="results/soup/head.pt",
+    output:
+        table1=report(
+            "results/report/table1.tsv",
+            caption="../report/table1.rst",
+            category="Ensemble",
+        ),
+        table3=report(
+            "results/report/table3.tsv",
+            caption="../report/table3.rst",
+            category="Ensemble",
+        ),
+        per_class=report(
+            "results/report/per_class_f1.tsv",
+            caption="../report/per_class.rst",
+            category="Ensemble",
+        ),
+        confusion=report(
+            "results/report/confusion.png",
+            caption="../report/confusion.rst",
+            category="Figures",
+        ),
+        models=report(
+            "results/report/models.png",
+            caption="../report/models.rst",
+            category="Figures",
+        ),
+        headline="results/report/headline.md",
+    log:
+        "logs/report.log",
+    conda:
+        "../../envs/medusa.yaml"
+    params:
+        evaluation=evaluation_params(),
+        model_features=model_features_json(),
+    script:
+        "../scripts/report.py"
+
+
+rule soup:
+    """The final target: the soup, its evaluation report and the test predictions."""
+    input:
+        rules.model_soup.output,
+        rules.report.output,
+        rules.predict.output,

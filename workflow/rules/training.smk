@@ -1,0 +1,70 @@
+rule stage1:
+    """DeepSER stage 1: full train subset, class-weighted soft-target loss, Manifold MixUp."""
+    input:
+        unpack(stage1_inputs),
+    output:
+        checkpoint="results/models/{model}/stage1/checkpoint.pt",
+        metrics="results/models/{model}/stage1/metrics.json",
+        history="results/models/{model}/stage1/history.tsv",
+    log:
+        "logs/models/{model}/stage1.log",
+    benchmark:
+        "results/benchmarks/models/{model}/stage1.tsv"
+    conda:
+        "../../envs/medusa.yaml"
+    threads: GPU_JOB_THREADS
+    resources:
+        gpu=1,
+    params:
+        model=model_params,
+        resume_dir="results/models/{model}/stage1.resume",
+    script:
+        "../scripts/train_stage.py"
+
+
+rule stage2:
+    """DeepSER stage 2: from the stage-1 best checkpoint, a fresh balanced subset every epoch."""
+    input:
+        unpack(stage2_inputs),
+    output:
+        checkpoint="results/models/{model}/stage2/checkpoint.pt",
+        metrics=report(
+            "results/models/{model}/stage2/metrics.json",
+            caption="../report/model_metrics.rst",
+            category="Models",
+            labels={"model": "{model}", "file": "stage-2 metrics"},
+        ),
+        history="results/models/{model}/stage2/history.tsv",
+    log:
+        "logs/models/{model}/stage2.log",
+    benchmark:
+        "results/benchmarks/models/{model}/stage2.tsv"
+    conda:
+        "../../envs/medusa.yaml"
+    threads: GPU_JOB_THREADS
+    resources:
+        gpu=1,
+    params:
+        model=model_params,
+        resume_dir="results/models/{model}/stage2.resume",
+    script:
+        "../scripts/train_stage.py"
+
+
+rule posteriors:
+    """Class posteriors and attributes of the stage-2 model for every subset."""
+    input:
+        unpack(posterior_inputs),
+    output:
+        "results/posteriors/{model}.h5",
+    log:
+        "logs/posteriors/{model}.log",
+    benchmark:
+        "results/benchmarks/posteriors/{model}.tsv"
+    conda:
+        "../../envs/medusa.yaml"
+    threads: GPU_JOB_THREADS
+    resources:
+        gpu=1,
+    script:
+        "../scripts/posteriors.py"

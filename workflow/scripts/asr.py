@@ -1,0 +1,29 @@
+"""Snakemake script for rule `asr` (one shard of one subset)."""
+
+import json
+import logging
+import sys
+
+sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115 - the log stays open for the job
+logging.basicConfig(stream=sys.stderr, level=logging.INFO)
+
+import torch  # noqa: E402
+
+from medusa.asr import run_asr  # noqa: E402
+from medusa.devices import acquire_device  # noqa: E402
+
+asr = json.loads(snakemake.params.asr)
+log = logging.getLogger("asr")
+torch.set_num_threads(snakemake.threads)
+with acquire_device(log=log) as device:
+    run_asr(
+        asr["model"],
+        snakemake.input.manifest,
+        snakemake.wildcards.subset,
+        snakemake.output[0],
+        batch_size=asr["batch_size"],
+        shard=int(snakemake.wildcards.shard),
+        n_shards=snakemake.params.n_shards,
+        device=device,
+        log=log,
+    )

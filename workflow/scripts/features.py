@@ -1,0 +1,29 @@
+"""Snakemake script for rule `features` (one feature set, one shard of one subset)."""
+
+import json
+import logging
+import sys
+
+sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115 - the log stays open for the job
+logging.basicConfig(stream=sys.stderr, level=logging.INFO)
+
+import torch  # noqa: E402
+
+from medusa.devices import acquire_device  # noqa: E402
+from medusa.features import extract_feature_set  # noqa: E402
+
+log = logging.getLogger("features")
+torch.set_num_threads(snakemake.threads)
+with acquire_device(log=log) as device:
+    extract_feature_set(
+        snakemake.wildcards.feature_set,
+        json.loads(snakemake.params.feature_set),
+        snakemake.input.manifest,
+        snakemake.wildcards.subset,
+        snakemake.output[0],
+        asr_path=snakemake.input.get("transcripts"),
+        shard=int(snakemake.wildcards.shard),
+        n_shards=snakemake.params.n_shards,
+        device=device,
+        log=log,
+    )

@@ -1,0 +1,23 @@
+"""Snakemake script for rule `meta` (one seed of the stage-3 meta-classifier)."""
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115 - the log stays open for the job
+logging.basicConfig(stream=sys.stderr, level=logging.INFO)
+
+from medusa.ensemble import train_meta  # noqa: E402
+
+meta = json.loads(snakemake.params.meta)["meta"]
+evaluation = json.loads(snakemake.params.evaluation)
+train_meta(
+    list(snakemake.input.posteriors),
+    snakemake.input.manifest,
+    meta,
+    int(snakemake.wildcards.seed),
+    Path(snakemake.output.head).parent,
+    evaluation["balanced_holdout_seed"],
+    log=logging.getLogger("meta").info,
+)

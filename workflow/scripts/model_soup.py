@@ -1,0 +1,22 @@
+"""Snakemake script for rule `model_soup` (stage 4)."""
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115 - the log stays open for the job
+logging.basicConfig(stream=sys.stderr, level=logging.INFO)
+
+from medusa.ensemble import make_soup  # noqa: E402
+
+params = json.loads(snakemake.params.soup)
+make_soup(
+    [Path(head).parent for head in snakemake.input.heads],
+    list(snakemake.input.posteriors),
+    snakemake.input.manifest,
+    params["soup"],
+    params["evaluation"]["balanced_holdout_seed"],
+    Path(snakemake.output.head).parent,
+    log=logging.getLogger("soup").info,
+)
