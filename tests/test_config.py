@@ -10,6 +10,7 @@ from medusa.config import (
     ConfigError,
     canonical_json,
     check_data_root,
+    enabled_models,
     model_config,
     validate_config,
 )
@@ -127,3 +128,15 @@ def test_snakemake_reports_config_errors_by_key(tmp_path):
     missing = run_snakemake(tmp_path, "-n", config={"data": {"root": str(tmp_path / "absent")}})
     assert missing.returncode != 0
     assert "make demo" in missing.stdout + missing.stderr
+
+
+def test_disabled_models_leave_the_dag(recipe):
+    recipe["models"]["m03_wavlm_whisper_hubert"]["enabled"] = False
+    config = validate_config(recipe, SCHEMA)
+    assert "m03_wavlm_whisper_hubert" not in enabled_models(config)
+    assert len(enabled_models(config)) == 13
+    assert "enabled" not in model_config(config, "m01_hubert_roberta")
+    for model in recipe["models"].values():
+        model["enabled"] = False
+    with pytest.raises(ConfigError, match="at least one"):
+        validate_config(recipe, SCHEMA)

@@ -85,9 +85,18 @@ def validate_config(config: dict, schema_path: str | Path) -> dict:
                 )
         if len(set(model["features"])) != len(model["features"]):
             problems.append(f"models.{name}.features: a feature set is listed twice")
+    if not enabled_models(config):
+        problems.append("models: every model has enabled: false; the ensemble needs at least one")
+    if config["model_defaults"].get("enabled") is not None:
+        problems.append("model_defaults.enabled: set `enabled` on individual models only")
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     return config
+
+
+def enabled_models(config: dict) -> list[str]:
+    """Models in the DAG, in config order (the ensemble's input order)."""
+    return [name for name, model in config["models"].items() if model.get("enabled", True)]
 
 
 def check_data_root(config: dict) -> None:
@@ -121,6 +130,7 @@ def deep_merge(base: dict, override: dict) -> dict:
 def model_config(config: dict, model: str) -> dict:
     """A model's resolved settings: model_defaults with the model's own entry on top."""
     resolved = deep_merge(config["model_defaults"], config["models"][model])
+    resolved.pop("enabled", None)  # only decides whether the model is in the DAG
     resolved["name"] = model
     return resolved
 

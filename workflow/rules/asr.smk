@@ -1,14 +1,14 @@
 rule asr:
-    """Whisper ASR of one shard of a subset (greedy, English, batched by length)."""
+    """Whisper ASR of a subset, or of one shard of it (greedy, English, batched by length)."""
     input:
         manifest="results/data/manifest.tsv",
         model=asr_model_input,
     output:
-        temp("results/asr/{subset}/shard{shard}.jsonl"),
+        sharded_output("results/asr/{subset}", ".jsonl"),
     log:
-        "logs/asr/{subset}/shard{shard}.log",
+        sharded_path("logs/asr/{subset}", ".log"),
     benchmark:
-        "results/benchmarks/asr/{subset}/shard{shard}.tsv"
+        sharded_path("results/benchmarks/asr/{subset}", ".tsv")
     conda:
         "../../envs/medusa.yaml"
     threads: GPU_JOB_THREADS
@@ -21,15 +21,17 @@ rule asr:
         "../scripts/asr.py"
 
 
-rule asr_merge:
-    """Join the shards of a subset into one JSONL sorted by id."""
-    input:
-        asr_shards,
-    output:
-        "results/asr/{subset}.jsonl",
-    log:
-        "logs/asr/{subset}/merge.log",
-    conda:
-        "../../envs/medusa.yaml"
-    script:
-        "../scripts/asr_merge.py"
+if SHARDED:
+
+    rule asr_merge:
+        """Join the shards of a subset into one JSONL sorted by id."""
+        input:
+            asr_shards,
+        output:
+            "results/asr/{subset}.jsonl",
+        log:
+            "logs/asr/{subset}.merge.log",
+        conda:
+            "../../envs/medusa.yaml"
+        script:
+            "../scripts/asr_merge.py"

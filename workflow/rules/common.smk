@@ -11,6 +11,7 @@ os.environ.update(
 )
 
 from medusa.config import (
+    enabled_models,
     model_config,
     DEMO_CORPUS_ROOT,
     canonical_json,
@@ -74,7 +75,8 @@ def local_backbone_input(model_path):
 # dev for the reported evaluation, test (unlabelled) for the challenge predictions.
 SUBSETS = ("train", "holdout", "dev", "test")
 SHARDS = range(config["shards"])
-MODELS = list(config["models"])
+SHARDED = config["shards"] > 1
+MODELS = enabled_models(config)
 # CPU threads of each GPU job (data loading, and the computation itself on a CPU-only machine).
 GPU_JOB_THREADS = config["threads_per_gpu_job"]
 META_SEEDS = list(config["meta"]["seeds"])
@@ -86,6 +88,21 @@ wildcard_constraints:
     model="|".join(MODELS),
     seed=r"\d+",
     shard=r"\d+",
+
+
+def sharded_path(stem, suffix):
+    """`stem/shard{shard}suffix` when subsets are sharded, else `stem suffix`.
+
+    With one shard (the default) ASR and feature jobs write their final files directly and no
+    merge job runs.
+    """
+    return f"{stem}/shard{{shard}}{suffix}" if SHARDED else f"{stem}{suffix}"
+
+
+def sharded_output(stem, suffix):
+    """A job's output: the final file, or a temporary shard that the merge job consumes."""
+    path = sharded_path(stem, suffix)
+    return temp(path) if SHARDED else path
 
 
 def asr_params():

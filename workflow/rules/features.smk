@@ -1,13 +1,13 @@
 rule features:
-    """Layer embeddings of one backbone for one shard of a subset, float16 HDF5."""
+    """Layer embeddings of one backbone for a subset (or one shard of it), float16 HDF5."""
     input:
         unpack(feature_inputs),
     output:
-        temp("results/features/{feature_set}/{subset}/shard{shard}.h5"),
+        sharded_output("results/features/{feature_set}/{subset}", ".h5"),
     log:
-        "logs/features/{feature_set}/{subset}/shard{shard}.log",
+        sharded_path("logs/features/{feature_set}/{subset}", ".log"),
     benchmark:
-        "results/benchmarks/features/{feature_set}/{subset}/shard{shard}.tsv"
+        sharded_path("results/benchmarks/features/{feature_set}/{subset}", ".tsv")
     conda:
         "../../envs/medusa.yaml"
     threads: GPU_JOB_THREADS
@@ -20,15 +20,17 @@ rule features:
         "../scripts/features.py"
 
 
-rule features_merge:
-    """Join the shards of a (feature set, subset) into the final store."""
-    input:
-        feature_shards,
-    output:
-        "results/features/{feature_set}/{subset}.h5",
-    log:
-        "logs/features/{feature_set}/{subset}/merge.log",
-    conda:
-        "../../envs/medusa.yaml"
-    script:
-        "../scripts/features_merge.py"
+if SHARDED:
+
+    rule features_merge:
+        """Join the shards of a (feature set, subset) into the final store."""
+        input:
+            feature_shards,
+        output:
+            "results/features/{feature_set}/{subset}.h5",
+        log:
+            "logs/features/{feature_set}/{subset}.merge.log",
+        conda:
+            "../../envs/medusa.yaml"
+        script:
+            "../scripts/features_merge.py"

@@ -22,7 +22,7 @@ with acquire_device(log=log) as device:
         snakemake.wildcards.subset,
         snakemake.output[0],
         asr_path=snakemake.input.get("transcripts"),
-        shard=int(snakemake.wildcards.shard),
+        shard=int(snakemake.wildcards.get("shard", 0)),
         n_shards=snakemake.params.n_shards,
         device=device,
         log=log,
