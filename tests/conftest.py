@@ -2,3 +2,28 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import pytest  # noqa: E402
+
+from workflow_runner import CI_CONFIGS, run_snakemake  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def completed_ci_run(tmp_path_factory):
+    """A working directory in which the CI-sized demo has run to `soup` locally (2 cores).
+
+    Shared by the workflow tests (outputs, rerun behaviour) and the SLURM test (same results).
+    """
+    workdir = tmp_path_factory.mktemp("ci-run")
+    run = run_snakemake(
+        workdir,
+        "soup",
+        "--cores",
+        "2",
+        "--resources",
+        "gpu=1",
+        configfiles=CI_CONFIGS,
+        timeout=2400,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
+    return workdir

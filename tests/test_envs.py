@@ -1,5 +1,6 @@
 """The conda environment files carry exactly the project's pinned dependencies."""
 
+import re
 import tomllib
 from pathlib import Path
 
@@ -28,3 +29,11 @@ def test_every_rule_that_runs_code_declares_the_conda_env():
         for block in blocks:
             if "script:" in block or "shell:" in block:
                 assert 'conda:\n        "../../envs/medusa.yaml"' in block, (rules.name, block[:40])
+
+
+def test_the_workflow_knows_every_demo_backbone():
+    from medusa.demo.backbones import BACKBONE_NAMES
+
+    common = (ROOT / "workflow/rules/common.smk").read_text()
+    block = common[common.index("DEMO_BACKBONES = (") : common.index("DEMO_BACKBONE_PATTERN")]
+    assert sorted(re.findall(r'"([^"]+)"', block)) == sorted(BACKBONE_NAMES)

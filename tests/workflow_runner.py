@@ -36,3 +36,32 @@ def run_snakemake(
         cmd += ["--configfile", *files]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+CI_CONFIGS = [REPO / "config/demo.yaml", REPO / "tests/config/ci.yaml"]
+
+
+def dry_run_jobs(workdir: Path, *targets: str, config: dict | None = None) -> list[tuple[str, str]]:
+    """(rule, wildcards) of every job a dry run of the CI-sized demo would run, sorted.
+
+    Aggregation targets (`all`, `soup`) run no code and are left out.
+    """
+    run = run_snakemake(workdir, "-n", *targets, configfiles=CI_CONFIGS, config=config)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    jobs, rule = [], None
+    for line in (run.stdout + "\n" + run.stderr).splitlines():
+        stripped = line.strip()
+        if line.startswith(("rule ", "localrule ")) and stripped.endswith(":"):
+            if rule is not None:
+                jobs.append((rule, ""))
+            rule = stripped.split()[1].rstrip(":")
+        elif rule is not None and stripped.startswith("wildcards:"):
+            jobs.append((rule, stripped.removeprefix("wildcards:").strip()))
+            rule = None
+        elif rule is not None and stripped.startswith("resources:"):
+            # Jobs without wildcards print resources right after their other fields.
+            jobs.append((rule, ""))
+            rule = None
+    if rule is not None:
+        jobs.append((rule, ""))
+    return sorted(job for job in jobs if job[0] not in ("all", "soup"))

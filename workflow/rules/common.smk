@@ -43,6 +43,7 @@ DEMO_BACKBONES = (
     "whisper-tiny-en-asr",
     "whisper-random-asr",
     "whisper-tiny-en-encoder",
+    "whisper-tiny-en-10s-encoder",
     "whisper-random-encoder",
     "wavlm-tiny",
     "hubert-tiny",
@@ -50,7 +51,7 @@ DEMO_BACKBONES = (
     "roberta-tiny",
     "modernbert-tiny",
 )
-DEMO_BACKBONE_PATTERN = "|".join(DEMO_BACKBONES)
+DEMO_BACKBONE_PATTERN = "|".join(sorted(DEMO_BACKBONES, key=len, reverse=True))
 LOCAL_BACKBONE_DIR = "resources/backbones/"
 
 
@@ -150,8 +151,14 @@ def feature_shards(wildcards):
 
 
 def model_params(wildcards):
-    """The model's resolved settings (model_defaults + its own entry), canonical JSON."""
-    return canonical_json(model_config(config, wildcards.model))
+    """The model's resolved settings (model_defaults + its own entry) and the seed of the
+    balanced holdout it is selected on, canonical JSON."""
+    return canonical_json(
+        {
+            **model_config(config, wildcards.model),
+            "balanced_holdout_seed": config["evaluation"]["balanced_holdout_seed"],
+        }
+    )
 
 
 def model_feature_files(wildcards):

