@@ -10,7 +10,6 @@ import pytest
 import soundfile as sf
 
 from medusa.data import (
-    MANIFEST_COLUMNS,
     DataError,
     Problems,
     Vote,
@@ -18,9 +17,15 @@ from medusa.data import (
     normalise_primary,
     parse_emo_detail,
     read_detailed_votes,
-    read_manifest,
     soft_targets,
     speaker_disjoint_holdout,
+)
+from medusa.manifest import (
+    MANIFEST_COLUMNS,
+    ManifestError,
+    read_manifest,
+    subset_paths,
+    write_manifest,
 )
 
 from workflow_runner import run_snakemake
@@ -235,6 +240,45 @@ def test_build_manifest_reports_every_problem(tmp_path):
     assert train.isdisjoint(holdout)
     labelled = manifest[manifest["A"].notna()]
     np.testing.assert_allclose(labelled[list("ASHUFDCN")].sum(axis=1), 1.0)
+
+
+def test_manifest_round_trip_keeps_strings_and_missing_values(tmp_path):
+    manifest, _, _ = build_manifest(_corpus(tmp_path), holdout_fraction=0.25, split_seed=1)
+    write_manifest(manifest, tmp_path / "m.tsv")
+    back = read_manifest(tmp_path / "m.tsv")
+    pd.testing.assert_frame_equal(back, manifest, check_dtype=False)
+    assert back.attrs["path"] == str(tmp_path / "m.tsv")
+    assert set(back["emo_class"]) <= {*"ASHUFDCNOX", ""}  # "N" is Neutral, not a missing value
+    assert back["sample_rate"].dtype.kind == "i" and back["A"].isna().any()
+    test = manifest[manifest["subset"] == "test"]
+    expected = list(zip(test["id"], test["path"], strict=True))
+    assert subset_paths(tmp_path / "m.tsv", "test") == expected
+
+
+def test_manifest_errors_name_the_file_and_line(tmp_path):
+    def write(*rows: dict | None) -> Path:
+        """A manifest of rows {"id": "a", "path": "a.wav", "subset": "dev"} | row; None: blank."""
+        cells = {c: "" for c in MANIFEST_COLUMNS} | {"id": "a", "path": "a.wav", "subset": "dev"}
+        lines = ["\t".join(MANIFEST_COLUMNS)]
+        for row in rows:
+            lines.append("" if row is None else "\t".join((cells | row)[c] for c in cells))
+        (tmp_path / "m.tsv").write_text("\n".join(lines) + "\n")
+        return tmp_path / "m.tsv"
+
+    with pytest.raises(FileNotFoundError, match="nope.tsv"):
+        read_manifest(tmp_path / "nope.tsv")
+    (tmp_path / "m.tsv").write_text("id\tpath\tsubset\na\ta.wav\tdev\n")
+    with pytest.raises(ManifestError, match=r"m\.tsv: missing column\(s\) \['speaker'"):
+        read_manifest(tmp_path / "m.tsv")
+    assert subset_paths(tmp_path / "m.tsv", "dev") == [("a", "a.wav")]  # needs no labels
+    # Blank lines are skipped, but line numbers still count them.
+    with pytest.raises(ManifestError, match=r"m\.tsv:4: id 'a' appears twice"):
+        read_manifest(write({}, None, {}))
+    with pytest.raises(ManifestError, match=r"m\.tsv:3: empty path"):
+        read_manifest(write({}, {"id": "b", "path": " "}))
+    with pytest.raises(ManifestError, match=r"m\.tsv:3: A of 'b' is not a number: 'x'"):
+        read_manifest(write({}, {"id": "b", "A": "x"}))
+    assert issubclass(ManifestError, ValueError)
 
 
 def test_prepare_rule_writes_manifest_and_report_and_leaves_corpus_alone(tmp_path):

@@ -26,12 +26,12 @@ from medusa.ensemble import (
     make_soup,
     predict_probs,
     predict_test,
-    read_manifest,
     score_head,
     soft_vote,
     split_inputs,
     train_meta,
 )
+from medusa.manifest import read_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 # A quick recipe for tests: the paper's head and loss, a higher rate so few epochs suffice.

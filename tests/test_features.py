@@ -8,9 +8,10 @@ import pytest
 import soundfile as sf
 import torch
 
-from medusa.audio import AudioError, load_audio, read_manifest
+from medusa.audio import AudioError, load_audio
 from medusa.demo.backbones import build_backbone
 from medusa.features import extract_feature_set, layer_view, load_backbone
+from medusa.manifest import subset_paths
 from medusa.store import FeatureReader, merge_feature_files
 
 SR = 16000
@@ -263,7 +264,7 @@ def test_extract_writes_the_store_in_id_order(backbones, corpus, tmp_path):
         assert attrs["backbone"] == backbones["hubert-tiny"] and attrs["kind"] == "audio"
         assert attrs["layer"] == "last" and attrs["dim"] == 32 and attrs["frame_rate"] == 50.0
         assert attrs["feature_set"] == "hubert" and len(attrs["weights_sha256"]) == 64
-        for utt_id, path in read_manifest(corpus / "manifest.tsv", "dev"):
+        for utt_id, path in subset_paths(corpus / "manifest.tsv", "dev"):
             (want,) = bb.encode_batch([load_audio(path)])
             np.testing.assert_allclose(r[utt_id], want.astype(np.float16), atol=2e-3, rtol=2e-3)
 
@@ -357,13 +358,13 @@ def test_load_audio_errors_name_the_file(tmp_path):
         load_audio(tmp_path / "bad.wav")
 
 
-def test_read_manifest(corpus, tmp_path):
-    rows = read_manifest(corpus / "manifest.tsv", "train")
+def test_subset_paths(corpus, tmp_path):
+    rows = subset_paths(corpus / "manifest.tsv", "train")
     assert [u for u, _ in rows] == ["t_01", "t_02"]
-    assert read_manifest(corpus / "manifest.tsv", "nothing") == []
+    assert subset_paths(corpus / "manifest.tsv", "nothing") == []
     (tmp_path / "m.tsv").write_text("id\tsubset\nx\tdev\n")
     with pytest.raises(ValueError, match=r"m.tsv: missing column\(s\) \['path'\]"):
-        read_manifest(tmp_path / "m.tsv", "dev")
+        subset_paths(tmp_path / "m.tsv", "dev")
     (tmp_path / "m.tsv").write_text("id\tpath\tsubset\nx\ta.wav\tdev\nx\tb.wav\tdev\n")
     with pytest.raises(ValueError, match="m.tsv:3: id 'x' appears twice"):
-        read_manifest(tmp_path / "m.tsv", "dev")
+        subset_paths(tmp_path / "m.tsv", "dev")

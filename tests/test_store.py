@@ -1,6 +1,7 @@
 """HDF5 feature store: exact round trip, validation, atomic writes, shards, worker safety."""
 
 import multiprocessing as mp
+import os
 import pickle
 import subprocess
 import sys
@@ -10,6 +11,13 @@ import h5py
 import numpy as np
 import pytest
 
+from medusa.atomic import (
+    atomic_directory,
+    atomic_torch_save,
+    atomic_write,
+    atomic_write_json,
+    atomic_write_text,
+)
 from medusa.store import FeatureReader, FeatureWriter, merge_feature_files, shard_ids
 
 DIM = 6
@@ -235,3 +243,51 @@ def test_shard_ids_partition():
     assert shard_ids(ids, 0, 10, block=5) == []  # more shards than blocks: some are empty
     with pytest.raises(ValueError):
         shard_ids(ids, 4, 4)
+
+
+def test_atomic_file_writes(tmp_path):
+    import torch
+
+    target = tmp_path / "new" / "x.pt"
+    atomic_torch_save(target, {"w": torch.arange(3)})
+    first = target.read_bytes()
+    atomic_torch_save(target, {"w": torch.arange(3)})
+    assert target.read_bytes() == first  # equal objects, identical bytes
+
+    def failing(tmp):
+        tmp.write_text("half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        atomic_write(target, failing)
+    assert target.read_bytes() == first
+    atomic_write_json(tmp_path / "new" / "m.json", {"b": 1, "a": [2]}, sort_keys=True)
+    assert (tmp_path / "new" / "m.json").read_text() == '{\n  "a": [\n    2\n  ],\n  "b": 1\n}\n'
+    atomic_write_text(tmp_path / "new" / "t.txt", "é\n")
+    assert (tmp_path / "new" / "t.txt").read_text(encoding="utf-8") == "é\n"
+    assert sorted(p.name for p in (tmp_path / "new").iterdir()) == ["m.json", "t.txt", "x.pt"]
+
+
+def test_atomic_directory_replaces_whole_folders_or_nothing(tmp_path):
+    out = tmp_path / "out"
+    with atomic_directory(out) as tmp:
+        (tmp / "a.txt").write_text("first")
+    with pytest.raises(KeyboardInterrupt), atomic_directory(out) as tmp:
+        (tmp / "b.txt").write_text("half")
+        raise KeyboardInterrupt
+    assert [p.name for p in out.iterdir()] == ["a.txt"]
+    with atomic_directory(out) as tmp:
+        (tmp / "b.txt").write_text("second")
+    assert [p.name for p in out.iterdir()] == ["b.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temporary or old folder left
+
+
+def test_atomic_files_get_the_umask_mode_not_owner_only(tmp_path):
+    from medusa.atomic import atomic_write_text
+
+    previous = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "out.txt", "x")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "out.txt").stat().st_mode & 0o777 == 0o644

@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from medusa.emotions import CLASS_LETTERS
+from medusa.manifest import read_manifest
 from medusa.store import FeatureWriter
 from medusa.training import (
     BatchPlan,
@@ -21,7 +22,6 @@ from medusa.training import (
     collate,
     epoch_batches,
     load_checkpoint,
-    read_manifest,
     train_stage,
     write_posteriors,
 )

@@ -31,16 +31,16 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 import whisper
 from tqdm import tqdm
 
-from medusa.audio import SAMPLE_RATE, load_audio, read_manifest
+from medusa.atomic import atomic_write_text
+from medusa.audio import SAMPLE_RATE, load_audio
+from medusa.manifest import subset_paths
 from medusa.store import shard_ids
 
 LOG = logging.getLogger(__name__)
@@ -167,7 +167,7 @@ def run_asr(
     """
     log = log or LOG
     device = torch.device(device)
-    paths = dict(read_manifest(manifest_path, subset))
+    paths = dict(subset_paths(manifest_path, subset))
     block = batch_size * BATCHES_PER_BLOCK
     ids = shard_ids(paths, shard, n_shards, block)
     log.info(
@@ -199,22 +199,13 @@ def run_asr(
 
 def write_transcripts(records: Sequence[dict], out_path: str | os.PathLike) -> None:
     """Write records as JSONL sorted by id, atomically (temp file in the folder + os.replace)."""
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     lines = [
         json.dumps(
             {k: r[k] for k in ("id", "text", "avg_logprob", "no_speech_prob")}, ensure_ascii=False
         )
         for r in sorted(records, key=lambda r: r["id"])
     ]
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write("".join(line + "\n" for line in lines))
-        os.replace(tmp, out_path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write_text(out_path, "".join(line + "\n" for line in lines))
 
 
 def read_transcripts(path: str | os.PathLike) -> dict[str, dict]:

@@ -8,8 +8,8 @@ Reads the corpus folder (never writes to it):
                                      or  FileName,WorkerID,EmoClass_Major,EmoClass_Second,EmoAct,EmoVal,EmoDom
                                                                         (MSP-Podcast 2.0)
 
-and produces the manifest every later stage reads (MANIFEST_COLUMNS) plus a human-readable report of
-every problem found. Nothing is dropped silently: each excluded or altered row is counted in the
+and produces the manifest every later stage reads (columns and reader: `medusa.manifest`) plus a
+human-readable report of every problem found. Nothing is dropped silently: each excluded or altered row is counted in the
 report with examples.
 """
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 import csv
 import os
 import re
-import tempfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,28 +26,16 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
+from medusa.atomic import atomic_write_text
 from medusa.emotions import (
     ALL_CONSENSUS_LETTERS,
     ATTRIBUTE_RANGE,
-    ATTRIBUTES,
     CLASS_LETTERS,
     CLASS_NAMES,
     NAME_TO_LETTER,
 )
+from medusa.manifest import MANIFEST_COLUMNS, write_manifest
 
-MANIFEST_COLUMNS = [
-    "id",
-    "path",
-    "subset",
-    "speaker",
-    "gender",
-    "duration_s",
-    "sample_rate",
-    "channels",
-    "emo_class",
-    *CLASS_LETTERS,
-    *ATTRIBUTES,
-]
 CONSENSUS_COLUMNS = [
     "FileName",
     "EmoClass",
@@ -405,45 +392,6 @@ def build_manifest(
     return manifest, problems, summary
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_manifest(manifest: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Write the manifest TSV atomically (soft targets with full float precision)."""
-    _atomic_write_text(Path(path), manifest.to_csv(sep="\t", index=False, na_rep=""))
-
-
-def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a manifest TSV written by write_manifest (ids and speakers stay strings)."""
-    manifest = pd.read_csv(
-        path,
-        sep="\t",
-        dtype={
-            "id": str,
-            "path": str,
-            "subset": str,
-            "speaker": str,
-            "gender": str,
-            "emo_class": str,
-        },
-        keep_default_na=False,
-        na_values={c: [""] for c in [*CLASS_LETTERS, *ATTRIBUTES]},
-    )
-    missing = [c for c in MANIFEST_COLUMNS if c not in manifest.columns]
-    if missing:
-        raise DataError(f"{path}: not a manifest, missing column(s) {missing}")
-    return manifest
-
-
 def format_report(
     manifest: pd.DataFrame, problems: Problems, summary: dict, examples: int = 5
 ) -> str:
@@ -503,5 +451,5 @@ def prepare(
     """The `prepare` stage: build the manifest and the report, both written atomically."""
     manifest, problems, summary = build_manifest(root, holdout_fraction, split_seed, min_duration_s)
     write_manifest(manifest, manifest_path)
-    _atomic_write_text(Path(report_path), format_report(manifest, problems, summary))
+    atomic_write_text(report_path, format_report(manifest, problems, summary))
     return manifest

@@ -21,10 +21,8 @@ The head is tiny, so it always runs on the CPU; one seed trains in seconds.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,14 +34,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medusa.atomic import atomic_torch_save, atomic_write_json, atomic_write_text
 from medusa.emotions import (
     AMBIGUOUS_LETTERS,
     ATTRIBUTE_RANGE,
     ATTRIBUTES,
     CLASS_LETTERS,
-    LETTER_TO_INDEX,
     NUM_CLASSES,
 )
+from medusa.manifest import consensus_labels, read_manifest
 from medusa.metrics import classification_metrics
 from medusa.sampling import balanced_evaluation_subset, stage2_balanced_subset
 
@@ -54,7 +53,6 @@ MODEL_OUTPUTS = NUM_CLASSES + len(ATTRIBUTES)
 HEAD_FORMAT = 1
 # The scored views of the labelled data, written to every metrics.json.
 EVALUATION_SETS = ("dev", "holdout", "balanced_holdout")
-MANIFEST_REQUIRED = ("id", "path", "subset", "emo_class", *CLASS_LETTERS, *ATTRIBUTES)
 
 
 class EnsembleError(ValueError):
@@ -192,30 +190,6 @@ def paths_in_model_order(
     return [by_name[m] for m in models]
 
 
-def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
-    """The data stage's manifest TSV (ids and letters as strings, empty numbers as NaN)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"manifest not found: {path}")
-    numeric = [*CLASS_LETTERS, *ATTRIBUTES]
-    manifest = pd.read_csv(
-        path,
-        sep="\t",
-        dtype={"id": str, "path": str, "subset": str, "emo_class": str},
-        keep_default_na=False,  # "N" (Neutral) and friends must stay letters
-        na_values={c: ["", "nan", "NaN"] for c in numeric},
-    )
-    missing = [c for c in MANIFEST_REQUIRED if c not in manifest.columns]
-    if missing:
-        raise EnsembleError(f"{path}: not a manifest, missing column(s) {missing}")
-    duplicated = manifest["id"][manifest["id"].duplicated()]
-    if len(duplicated):
-        raise EnsembleError(f"{path}: duplicate id {duplicated.iloc[0]!r}")
-    manifest["emo_class"] = manifest["emo_class"].fillna("").astype(str)
-    manifest.attrs["path"] = str(path)
-    return manifest
-
-
 def manifest_rows(manifest: pd.DataFrame, subset: str, ids: np.ndarray) -> pd.DataFrame:
     """The manifest rows of `subset` in the order of `ids`; the two id sets must be equal."""
     source = manifest.attrs.get("path", "manifest")
@@ -236,13 +210,6 @@ def manifest_rows(manifest: pd.DataFrame, subset: str, ids: np.ndarray) -> pd.Da
     return part.loc[list(ids)]
 
 
-def consensus_labels(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """(positions, class index) of the rows whose consensus is one of the 8 classes."""
-    letters = rows["emo_class"].to_numpy()
-    keep = np.flatnonzero(np.isin(letters, CLASS_LETTERS))
-    return keep, np.array([LETTER_TO_INDEX[c] for c in letters[keep]], dtype=np.int64)
-
-
 def evaluation_data(
     posterior_paths: Sequence[str | os.PathLike],
     manifest: pd.DataFrame,
@@ -252,7 +219,7 @@ def evaluation_data(
     data = {}
     for subset in ("dev", "holdout"):
         ids, X = load_ensemble_inputs(posterior_paths, subset)
-        keep, y = consensus_labels(manifest_rows(manifest, subset, ids))
+        keep, y = consensus_labels(manifest_rows(manifest, subset, ids)["emo_class"])
         if len(y) == 0:
             raise EnsembleError(f"no {subset!r} clip with an 8-class consensus to score")
         data[subset] = (X[keep], y)
@@ -695,10 +662,7 @@ def predict_test(
     paths = paths_in_model_order(posterior_paths, info["models"])
     ids, X = load_ensemble_inputs(paths, "test")
     rows = manifest_rows(read_manifest(manifest_path), "test", ids)
-    file_names = [
-        Path(p).name if isinstance(p, str) and p else f"{i}.wav"
-        for i, p in zip(ids, rows["path"], strict=True)
-    ]
+    file_names = [Path(p).name for p in rows["path"]]  # read_manifest: never empty
     if len(set(file_names)) != len(file_names):
         raise EnsembleError(f"{manifest_path}: two test clips share an audio file name")
     probs = predict_probs(model, X)
@@ -706,36 +670,17 @@ def predict_test(
     table.insert(0, "FileName", file_names)
     table.insert(1, "EmoClass", np.asarray(CLASS_LETTERS)[probs.argmax(axis=1)])
     table = table.sort_values("FileName", kind="stable").reset_index(drop=True)
-    _atomic_write_text(Path(out_csv), table[["FileName", "EmoClass"]].to_csv(index=False))
+    atomic_write_text(out_csv, table[["FileName", "EmoClass"]].to_csv(index=False))
     posteriors = table.drop(columns="EmoClass")
-    _atomic_write_text(
-        Path(out_posteriors_csv), posteriors.to_csv(index=False, float_format="%.6f")
-    )
+    atomic_write_text(out_posteriors_csv, posteriors.to_csv(index=False, float_format="%.6f"))
     return posteriors
 
 
 # --------------------------------------------------------------------------------------------
-# Atomic writes
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    _atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-
-
-def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """Call write(tmp) on a temporary name beside `path`, then rename it onto `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+# Outputs
 
 
 def _write_outputs(out_dir: Path, model: MetaClassifier, info: dict, metrics: dict) -> None:
     checkpoint = {"format": HEAD_FORMAT, "state_dict": model.state_dict(), **info}
-    _atomic_write(out_dir / "head.pt", lambda tmp: torch.save(checkpoint, tmp))
-    _atomic_write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+    atomic_torch_save(out_dir / "head.pt", checkpoint)
+    atomic_write_json(out_dir / "metrics.json", metrics)

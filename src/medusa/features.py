@@ -55,7 +55,8 @@ import torch
 from tqdm import tqdm
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoTokenizer
 
-from medusa.audio import SAMPLE_RATE, load_audio, read_manifest
+from medusa.audio import SAMPLE_RATE, load_audio
+from medusa.manifest import subset_paths
 from medusa.store import FeatureWriter, shard_ids
 
 LOG = logging.getLogger(__name__)
@@ -379,7 +380,7 @@ def extract_feature_set(
     """
     log = log or LOG
     cfg = FeatureSetConfig.from_dict(feature_set_cfg, feature_set_name)
-    paths = dict(read_manifest(manifest_path, subset))
+    paths = dict(subset_paths(manifest_path, subset))
     block = cfg.batch_size * BATCHES_PER_BLOCK
     ids = shard_ids(paths, shard, n_shards, block)
     texts: dict[str, str] = {}

@@ -17,14 +17,14 @@ classes, X/O excluded) and the balanced holdout. Files written to ``out_dir``:
 from __future__ import annotations
 
 import os
-import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from medusa.atomic import atomic_write, atomic_write_text
 from medusa.emotions import CLASS_LETTERS, NUM_CLASSES
 from medusa.ensemble import (
     EnsembleError,
@@ -33,12 +33,12 @@ from medusa.ensemble import (
     majority_vote,
     posterior_model_name,
     predict_probs,
-    read_manifest,
     reorder_models,
     single_threaded,
     soft_vote,
     split_inputs,
 )
+from medusa.manifest import read_manifest
 from medusa.metrics import classification_metrics
 
 SCORED = ("dev", "balanced_holdout")
@@ -119,7 +119,7 @@ def build_report(
         _models_figure(names, model_scores, vote_scores["Soft voting"], soup_scores),
         out_dir / "models.png",
     )
-    _atomic_write(out_dir / "headline.md", lambda tmp: tmp.write_text(format_headline(out_dir)))
+    atomic_write_text(out_dir / "headline.md", format_headline(out_dir))
     return {"table1": table1, "table3": table3, "per_class": per_class}
 
 
@@ -319,22 +319,8 @@ def _read_tsv(path: Path) -> pd.DataFrame:
 
 
 def _write_tsv(table: pd.DataFrame, path: Path) -> None:
-    text = table.to_csv(sep="\t", index=False, float_format="%.4f", na_rep="")
-    _atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+    atomic_write_text(path, table.to_csv(sep="\t", index=False, float_format="%.4f", na_rep=""))
 
 
 def _save_figure(fig: Figure, path: Path) -> None:
-    _atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))
-
-
-def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """Call write(tmp) on a temporary name beside `path`, then rename it onto `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=120))

@@ -30,12 +30,13 @@ API:
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import h5py
 import numpy as np
+
+from medusa.atomic import temporary_sibling
 
 FORMAT_VERSION = 1
 # Rows are buffered in memory and flushed in blocks: resizing an HDF5 dataset per utterance
@@ -45,13 +46,6 @@ _FLUSH_BYTES = 64 * 2**20
 # one utterance touches few bytes beyond it.
 _CHUNK_BYTES = 2**18
 _F16_MAX = float(np.finfo(np.float16).max)
-
-
-def _temporary_path(path: Path) -> Path:
-    """A fresh, unique name next to `path` (same folder, so os.replace is atomic)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
 
 
 def _check_attr(key: str, value) -> object:
@@ -85,8 +79,7 @@ class FeatureWriter:
         self._tmp: Path | None = None
 
     def __enter__(self) -> FeatureWriter:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = _temporary_path(self.path)
+        self._tmp = temporary_sibling(self.path)
         self._file = h5py.File(self._tmp, "w")
         self._frames = None  # created by the first flush, once the data's size is known
         return self

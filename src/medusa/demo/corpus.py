@@ -19,7 +19,6 @@ import atexit
 import csv
 import ctypes
 import os
-import secrets
 import shutil
 import tempfile
 import threading
@@ -30,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from medusa.atomic import atomic_directory
 from medusa.emotions import CLASS_LETTERS, CLASS_NAMES, NAME_TO_LETTER
 
 SAMPLE_RATE = 16000
@@ -895,17 +895,6 @@ def _inject_problems(root: Path, labelled: list[Clip], seed: int) -> dict[str, s
     return problems
 
 
-def _replace_dir(tmp: Path, out_dir: Path) -> None:
-    """Move a finished corpus into place; an existing one is swapped out, then removed."""
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old-{secrets.token_hex(4)}")
-        os.replace(out_dir, old)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, out_dir)
-
-
 def generate_corpus(
     out_dir: str | os.PathLike,
     n_labelled: int = 300,
@@ -940,10 +929,7 @@ def generate_corpus(
     for i, clip in enumerate(labelled):
         _annotate(clip, workers, i in all_other, rng_annotation)
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir.with_name(f".{out_dir.name}.partial-{os.getpid()}-{secrets.token_hex(4)}")
-    tmp.mkdir()
-    try:
+    with atomic_directory(out_dir) as tmp:
         (tmp / "Audios").mkdir()
         (tmp / "Labels").mkdir()
         synth = Synthesizer()
@@ -974,10 +960,6 @@ def generate_corpus(
                 for c in sorted(clips, key=lambda c: c.file_name)
             ],
         )
-        _replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
     def by_class(subset, attr):
         counts = Counter(getattr(c, attr) for c in subset)

@@ -1,0 +1,134 @@
+"""The manifest: the one table of clips that the data stage writes and every later stage reads.
+
+A tab-separated file, one row per audio clip, with the columns MANIFEST_COLUMNS:
+
+    id, path, subset           clip id (the audio file's stem), audio path, train/holdout/dev/test
+    speaker, gender            "Unknown" / "" when not known
+    duration_s, sample_rate, channels
+    emo_class                  consensus letter (A S H U F D C N, O, X) or "" (none)
+    A S H U F D C N            soft target (votes per class / votes), empty when there is none
+    act val dom                mean attribute ratings in [1, 7], empty when missing
+
+- ``read_manifest(path, required=MANIFEST_COLUMNS)``: the table as a DataFrame (text columns
+  as strings, so "N" and ids like "0001" survive; empty numbers as NaN), checked: the file
+  exists, has the `required` columns, and every row has an id and a path, with ids unique.
+  Errors name the file (and the line).
+- ``write_manifest(manifest, path)``: atomic, full float precision, empty cells for NaN.
+- ``subset_paths(path, subset)``: ``[(id, audio path)]`` of one subset in file order (ASR and
+  feature stages, which need no labels).
+- ``consensus_labels(letters)``: which clips are scored (an 8-class consensus) and their class
+  indices.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from medusa.atomic import atomic_write_text
+from medusa.emotions import ATTRIBUTES, CLASS_LETTERS, LETTER_TO_INDEX
+
+MANIFEST_COLUMNS = [
+    "id",
+    "path",
+    "subset",
+    "speaker",
+    "gender",
+    "duration_s",
+    "sample_rate",
+    "channels",
+    "emo_class",
+    *CLASS_LETTERS,
+    *ATTRIBUTES,
+]
+# What the stages that only read audio need.
+AUDIO_COLUMNS = ("id", "path", "subset")
+# Read as numbers (empty cells: NaN); every other column stays text.
+NUMERIC_COLUMNS = ("duration_s", "sample_rate", "channels", *CLASS_LETTERS, *ATTRIBUTES)
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be used; the message names the file (and line)."""
+
+
+def read_manifest(
+    path: str | os.PathLike, required: Sequence[str] = MANIFEST_COLUMNS
+) -> pd.DataFrame:
+    """Read and check a manifest TSV (module docstring); ``attrs["path"]`` names its file.
+
+    `required`: the columns the caller needs (``id`` always). Other columns are kept as read:
+    text columns as strings, NUMERIC_COLUMNS as numbers with NaN for empty cells.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"manifest not found: {path}")
+    # Everything as text first ("N" for Neutral and ids like "0001" must stay as written), and
+    # blank lines kept, so that a row's index still gives its line in the file.
+    manifest = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, skip_blank_lines=False)
+    missing = [c for c in dict.fromkeys(["id", *required]) if c not in manifest.columns]
+    if missing:
+        raise ManifestError(f"{path}: missing column(s) {missing}; found {list(manifest.columns)}")
+    manifest = manifest[~(manifest == "").all(axis=1)]
+    line = manifest.index.to_numpy() + 2  # 1-based, after the header line
+
+    def where(rows: pd.Series) -> str:
+        """`file:line` of the first row of the boolean mask `rows`."""
+        return f"{path}:{line[int(np.argmax(rows.to_numpy()))]}"
+
+    for column in ("id", "path"):
+        if column in manifest.columns:
+            manifest[column] = manifest[column].str.strip()
+            empty = manifest[column] == ""
+            if empty.any():
+                raise ManifestError(f"{where(empty)}: empty {column}")
+    repeated = manifest["id"].duplicated()
+    if repeated.any():
+        utt_id = manifest["id"][repeated].iloc[0]
+        raise ManifestError(f"{where(repeated)}: id {utt_id!r} appears twice")
+    for column in NUMERIC_COLUMNS:
+        if column in manifest.columns:
+            text = manifest[column].str.strip()
+            empty = text.isin(["", "nan", "NaN"])
+            values = pd.to_numeric(text.mask(empty), errors="coerce")
+            bad = values.isna() & ~empty
+            if bad.any():
+                utt_id, value = manifest["id"][bad].iloc[0], text[bad].iloc[0]
+                raise ManifestError(
+                    f"{where(bad)}: {column} of {utt_id!r} is not a number: {value!r}"
+                )
+            manifest[column] = values
+    manifest = manifest.reset_index(drop=True)
+    manifest.attrs["path"] = str(path)
+    return manifest
+
+
+def write_manifest(manifest: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Write the manifest TSV atomically (soft targets with full float precision)."""
+    atomic_write_text(path, manifest.to_csv(sep="\t", index=False, na_rep=""))
+
+
+def subset_paths(path: str | os.PathLike, subset: str) -> list[tuple[str, str]]:
+    """``(id, audio path)`` of every row of `subset`, in file order.
+
+    Relative audio paths are relative to the working directory (Snakemake runs jobs from the
+    workflow folder).
+    """
+    manifest = read_manifest(path, required=AUDIO_COLUMNS)
+    rows = manifest[manifest["subset"] == subset]
+    return list(zip(rows["id"].tolist(), rows["path"].tolist(), strict=True))
+
+
+def consensus_labels(
+    letters: Sequence[str] | np.ndarray | pd.Series,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(mask of the clips whose consensus is one of the 8 classes, their class indices).
+
+    These are the clips the challenge scores: X, O and unlabelled clips are left out.
+    """
+    letters = np.asarray(letters, dtype=object)
+    keep = np.isin(letters, CLASS_LETTERS)
+    return keep, np.array([LETTER_TO_INDEX[c] for c in letters[keep]], dtype=np.int64)
