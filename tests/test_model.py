@@ -226,3 +226,32 @@ def test_build_model_from_config():
         build_model(cfg, [4])
     with pytest.raises(ValueError, match="fusion"):
         build_model({**cfg, "fusion": "early"}, [4, 6])
+
+
+def test_frame_pooling_averages_valid_frames_and_ignores_padding():
+    from medusa.model import pool_frames
+
+    x = torch.arange(2 * 6 * 1, dtype=torch.float32).view(2, 6, 1)
+    mask = torch.tensor([[True] * 6, [True] * 3 + [False] * 3])
+    pooled, pooled_mask = pool_frames(x, mask, 4)
+    assert pooled.shape == (2, 2, 1)
+    assert pooled[0, :, 0].tolist() == [1.5, 4.5]  # (0+1+2+3)/4, (4+5)/2
+    assert pooled[1, 0, 0].item() == 7.0  # (6+7+8)/3: the padded frame takes no part
+    assert pooled_mask.tolist() == [[True, True], [True, False]]
+
+
+def test_frame_pooling_keeps_outputs_independent_of_batch_padding():
+    torch.manual_seed(0)
+    model = DeepSER([6, 5], 16, 2, 32, 0.0, 2, frame_pooling=[3, 1]).eval()
+    a, b = torch.randn(1, 10, 6), torch.randn(1, 7, 5)
+    alone = model(
+        [a, b], [torch.ones(1, 10, dtype=torch.bool), torch.ones(1, 7, dtype=torch.bool)]
+    )[0]
+    padded = model(
+        [torch.cat([a, torch.zeros(1, 5, 6)], 1), torch.cat([b, torch.zeros(1, 4, 5)], 1)],
+        [
+            torch.tensor([[True] * 10 + [False] * 5]),
+            torch.tensor([[True] * 7 + [False] * 4]),
+        ],
+    )[0]
+    torch.testing.assert_close(alone, padded, atol=1e-5, rtol=1e-5)

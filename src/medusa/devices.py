@@ -169,7 +169,7 @@ def acquire_device(
             device = torch.device("cuda", 0)
         try:
             if not torch.cuda.is_available():
-                log.warning("device: cpu (CUDA device %s is visible but unusable)", claimed)
+                log.warning("device: cpu (CUDA device %s of visible %s is unusable)", claimed, ids)
                 device = torch.device("cpu")
             else:
                 torch.cuda.set_device(device)

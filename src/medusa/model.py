@@ -35,6 +35,23 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
 
+def pool_frames(x: torch.Tensor, mask: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Average every `k` consecutive valid frames: `[B, L, D]` -> `[B, ceil(L / k), D]`.
+
+    Padded frames take no part (a window of padding only becomes padding), so pooling keeps
+    a clip's output independent of how much the batch pads it.
+    """
+    if k == 1:
+        return x, mask
+    batch, length, dim = x.shape
+    pad = (-length) % k
+    weights = F.pad(mask.to(x.dtype), (0, pad))
+    sums = F.pad(x * mask.unsqueeze(-1).to(x.dtype), (0, 0, 0, pad))
+    sums = sums.view(batch, -1, k, dim).sum(dim=2)
+    counts = weights.view(batch, -1, k).sum(dim=2)
+    return sums / counts.clamp(min=1.0).unsqueeze(-1), counts > 0
+
+
 class Encoder(nn.Module):
     """Algorithm 1 (ENC): per-frame projection, N transformer layers, masked mean pooling."""
 
@@ -139,8 +156,14 @@ class DeepSER(nn.Module):
         mixup_p: float = 0.0,
         mixup_alpha: float = 0.4,
         attention_dropout: float | None = None,
+        frame_pooling: list[int] | None = None,
     ):
         super().__init__()
+        # Optional speed knob (not in the paper, off by default): average k consecutive frames
+        # of a modality before its encoder; attention cost falls by about k^2.
+        self.frame_pooling = list(frame_pooling or [1] * len(input_dims))
+        if len(self.frame_pooling) != len(input_dims) or min(self.frame_pooling) < 1:
+            raise ValueError(f"frame_pooling must give k >= 1 per modality: {frame_pooling}")
         if len(input_dims) < 2:
             raise ValueError(f"DeepSER fuses at least 2 modalities, got {len(input_dims)}")
         if fusion not in ("deep", "late"):
@@ -172,7 +195,12 @@ class DeepSER(nn.Module):
                 f"model has {len(self.encoders)} modalities, got {len(features)} feature "
                 f"tensors and {len(masks)} masks"
             )
-        masks = [ensure_nonempty(m) for m in masks]
+        pooled_inputs = [
+            pool_frames(x, m, k)
+            for x, m, k in zip(features, masks, self.frame_pooling, strict=True)
+        ]
+        features = [x for x, _ in pooled_inputs]
+        masks = [ensure_nonempty(m) for _, m in pooled_inputs]
         layers, pooled = [], []
         for enc, x, mask in zip(self.encoders, features, masks, strict=True):
             outputs, vector = enc(x, mask)
@@ -212,7 +240,11 @@ class DeepSER(nn.Module):
 
 
 def build_model(model_cfg: dict, input_dims: list[int]) -> DeepSER:
-    """A DeepSER from a resolved model config (config.yaml model_defaults + the model's entry)."""
+    """A DeepSER from a resolved model config (config.yaml model_defaults + the model's entry).
+
+    `modality_frame_pooling` (one k per modality) is filled in by training from the config's
+    `frame_pooling` and the feature sets' frame rates (text is never pooled).
+    """
     mixup = model_cfg.get("mixup", {})
     attention_dropout = model_cfg.get("attention_dropout")
     return DeepSER(
@@ -226,6 +258,7 @@ def build_model(model_cfg: dict, input_dims: list[int]) -> DeepSER:
         mixup_p=float(mixup.get("p", 0.0)) if mixup.get("enabled", False) else 0.0,
         mixup_alpha=float(mixup.get("alpha", 0.4)),
         attention_dropout=None if attention_dropout is None else float(attention_dropout),
+        frame_pooling=model_cfg.get("modality_frame_pooling"),
     )
 
 

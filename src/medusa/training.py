@@ -52,6 +52,7 @@ DEFAULTS = {
     "num_workers": 0,  # DataLoader worker processes reading HDF5 (0: read in-process)
     "max_frames": 1500,  # longer sequences are cropped to their first max_frames frames
     "amp": True,  # bf16 autocast on CUDA (ignored on CPU)
+    "frame_pooling": 1,  # average k audio frames before the encoders (1: off, the paper)
     "balanced_holdout_seed": 0,  # config evaluation.balanced_holdout_seed
 }
 # Clips per length bucket = batch size x this: large enough to shuffle well, small enough
@@ -437,6 +438,16 @@ def resolve_config(model_cfg: dict) -> dict:
     return cfg
 
 
+def modality_frame_pooling(cfg: dict, paths: list) -> list[int]:
+    """`frame_pooling` for modalities with a frame rate (audio, Whisper), 1 for token sequences."""
+    k = int(cfg.get("frame_pooling", 1))
+    pooling = []
+    for p in paths:
+        with FeatureReader(p) as reader:
+            pooling.append(k if float(reader.attrs.get("frame_rate", 0.0)) > 0 else 1)
+    return pooling
+
+
 def _input_dims(paths: list) -> list[int]:
     dims = []
     for p in paths:
@@ -497,6 +508,7 @@ def train_stage(
     # --- data ------------------------------------------------------------------------------
     features = list(cfg["features"])
     input_dims = _check_paths(feature_paths, ["train", "holdout"], features)
+    cfg["modality_frame_pooling"] = modality_frame_pooling(cfg, feature_paths["train"])
     manifest = read_manifest(manifest_path)
 
     def subset(name: str) -> Subset:
