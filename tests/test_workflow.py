@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from medusa.data import read_manifest
 from medusa.emotions import CLASS_LETTERS
+from medusa.manifest import read_manifest
 
 from workflow_runner import CI_CONFIGS, dry_run_jobs
 
