@@ -58,7 +58,7 @@ def test_demo_dag_produces_every_output(completed_ci_run):
     soup = json.loads((results / "soup/metrics.json").read_text())
     assert 0.0 <= soup["dev"]["macro_f1"] <= 1.0
     table1 = pd.read_csv(results / "report/table1.tsv", sep="\t")
-    assert {"m05_wavlm_roberta", "m13_whisper_wavlm"} <= set(table1.iloc[:, 0])
+    assert {"m05_wavlm_roberta", "m13_whisper_wavlm"} <= set(table1["model"])
     table3 = pd.read_csv(results / "report/table3.tsv", sep="\t")
     assert len(table3) == 4
     for figure in ("confusion.png", "models.png"):
