@@ -8,6 +8,17 @@ import pytest  # noqa: E402
 from workflow_runner import CI_CONFIGS, run_snakemake  # noqa: E402
 
 
+@pytest.fixture(scope="module")
+def torch_single_thread():
+    """One torch thread for the module's tests, then the previous setting again."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def completed_ci_run(tmp_path_factory):
     """A working directory in which the CI-sized demo has run to `soup` locally (2 cores).
