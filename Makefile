@@ -34,7 +34,14 @@ format: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest
 
+# The demo's GPU slots: one per GPU; on a CPU-only machine one per core, so that the model jobs
+# (single-threaded there, see threads_per_gpu_job in config/demo.yaml) use every core.
+DEMO_CORES ?= 2
+GPU_COUNT := $(shell nvidia-smi -L 2>/dev/null | grep -c '^GPU ')
+DEMO_GPU_SLOTS := $(if $(filter 0,$(GPU_COUNT)),$(DEMO_CORES),$(GPU_COUNT))
+
 # The whole MEDUSA DAG on the embedded demo, then its headline table (SPEC 4.5).
 demo: $(STAMP)
-	PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake soup --configfile config/demo.yaml --cores 2 --resources gpu=1
+	PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake soup --configfile config/demo.yaml \
+		--cores $(DEMO_CORES) --resources gpu=$(DEMO_GPU_SLOTS)
 	@cat results/report/headline.md
