@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from medusa.model import (
     DeepSER,
+    InputStandardiser,
     ManifoldMixUp,
     build_model,
     class_weights_from_targets,
@@ -66,6 +67,8 @@ def test_fusion_encoders_follow_layer_count_and_late_fusion_removes_them():
 def test_padding_does_not_change_outputs(input_dims):
     model = tiny(input_dims).eval()
     torch.manual_seed(1)
+    # With input statistics set too: standardised padding must stay out of every result.
+    model.set_input_statistics([(torch.randn(d), 0.5 + torch.rand(d)) for d in input_dims])
     lengths = [
         (3, 2, 4)[: len(input_dims)],
         (9, 1, 6)[: len(input_dims)],
@@ -87,6 +90,42 @@ def test_padding_does_not_change_outputs(input_dims):
             for f, k in zip(features, masks, strict=True)
         ]
         torch.testing.assert_close(model(noisy, masks)[0], together[0], atol=1e-5, rtol=1e-5)
+
+
+def test_input_standardiser_applies_statistics_and_keeps_padding_zero():
+    standardise = InputStandardiser(3)
+    x = torch.tensor([[[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]])
+    mask = torch.tensor([[True, False]])
+    # The default statistics are the identity (the paper's model).
+    torch.testing.assert_close(standardise(x, mask), torch.tensor([[[1.0, 2.0, 3.0], [0, 0, 0]]]))
+    standardise.set_statistics(torch.tensor([1.0, 0.0, -1.0]), torch.tensor([2.0, 1.0, 4.0]))
+    torch.testing.assert_close(
+        standardise(x, mask), torch.tensor([[[0.0, 2.0, 1.0], [0.0, 0.0, 0.0]]])
+    )
+    with pytest.raises(ValueError, match="std > 0"):
+        standardise.set_statistics(torch.zeros(3), torch.tensor([1.0, 0.0, 1.0]))
+    with pytest.raises(ValueError, match="for 3 features"):
+        standardise.set_statistics(torch.zeros(2), torch.ones(2))
+
+
+def test_standardised_model_ignores_the_scale_and_offset_of_its_inputs():
+    """Features x with their statistics and a*x + b with theirs give the same predictions."""
+    model = tiny([7, 5]).eval()
+    features, masks = batch([7, 5], [(4, 3), (6, 2), (2, 5)])
+    scale, offset = torch.rand(7) * 100 + 1, torch.randn(7) * 50
+    moved = [features[0] * scale + offset, features[1]]
+
+    def stats(f, k):
+        frames = f[k]
+        return frames.mean(dim=0), frames.std(dim=0)
+
+    with torch.no_grad():
+        model.set_input_statistics([stats(f, k) for f, k in zip(features, masks, strict=True)])
+        expected = model(features, masks)[0]
+        model.set_input_statistics([stats(f, k) for f, k in zip(moved, masks, strict=True)])
+        torch.testing.assert_close(model(moved, masks)[0], expected, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="2 modalities, got 1"):
+        model.set_input_statistics([stats(features[0], masks[0])])
 
 
 def test_empty_sequence_gives_finite_outputs_and_gradients():

@@ -62,6 +62,23 @@ def test_reader_returns_exactly_the_frames_written(tmp_path):
         assert f["frames"].maxshape == (None, DIM)
 
 
+def test_reader_in_memory_serves_the_same_frames_without_the_file(tmp_path):
+    utts = _utterances()
+    path = tmp_path / "f.h5"
+    _write(path, utts)
+    reader = FeatureReader(path)
+    assert reader.nbytes == sum(len(f) for f in utts.values()) * DIM * 2
+    reader.load_into_memory()
+    reader.close()
+    path.unlink()  # every read below comes from memory
+    for utt_id, frames in utts.items():
+        got = reader[utt_id]
+        assert got.dtype == np.float16
+        np.testing.assert_array_equal(got, frames.astype(np.float16))
+    clone = pickle.loads(pickle.dumps(reader))  # as a spawn-started DataLoader worker gets it
+    np.testing.assert_array_equal(clone.get_by_index(0), reader.get_by_index(0))
+
+
 def test_small_files_waste_no_chunk_space(tmp_path, monkeypatch):
     monkeypatch.setattr("medusa.store._CHUNK_BYTES", 2 * DIM * 50)  # chunks of <= 50 rows
     utts = _utterances(12, seed=2)

@@ -186,6 +186,43 @@ def test_stage1_outputs(corpus, stage1):
     checkpoint = torch.load(out / "checkpoint.pt", weights_only=True)
     assert checkpoint["input_dims"] == list(FEATURE_SETS.values())
     assert checkpoint["model_cfg"]["features"] == list(FEATURE_SETS)
+    # standardise_inputs is off by default: the input statistics stay the identity.
+    for m, dim in enumerate(FEATURE_SETS.values()):
+        assert torch.equal(checkpoint["model_state"][f"standardisers.{m}.mean"], torch.zeros(dim))
+        assert torch.equal(checkpoint["model_state"][f"standardisers.{m}.std"], torch.ones(dim))
+
+
+def test_standardise_inputs_uses_the_training_frames_statistics(corpus, tmp_path):
+    manifest, features = corpus
+    cfg = model_cfg(standardise_inputs=True, stage1={"max_epochs": 1}, stage2={"max_epochs": 1})
+    train_stage(1, cfg, manifest, features, tmp_path / "s1", tmp_path / "r1")
+    train_stage(
+        2,
+        cfg,
+        manifest,
+        features,
+        tmp_path / "s2",
+        tmp_path / "r2",
+        init_checkpoint=tmp_path / "s1" / "checkpoint.pt",
+    )
+    # The files stage 1 trains on: a soft target, and features in both sets ("train_0000" has
+    # no text features). Frames cropped to max_frames, as training crops them.
+    table = read_manifest(manifest)
+    trained = table[(table["subset"] == "train") & table["A"].notna()]["id"]
+    trained = [i for i in trained if i != "train_0000"]
+    for m, path in enumerate(features["train"]):
+        with h5py.File(path, "r") as f:
+            ids = f["ids"].asstr()[()].tolist()
+            frames = np.concatenate(
+                [
+                    f["frames"][f["offsets"][k] : f["offsets"][k] + f["lengths"][k]][:10]
+                    for k in (ids.index(i) for i in trained)
+                ]
+            ).astype(np.float64)
+        for stage in ("s1", "s2"):  # stage 2 keeps the statistics of its stage-1 checkpoint
+            state = state_dict(tmp_path / stage / "checkpoint.pt")
+            np.testing.assert_allclose(state[f"standardisers.{m}.mean"], frames.mean(0), atol=1e-5)
+            np.testing.assert_allclose(state[f"standardisers.{m}.std"], frames.std(0), rtol=1e-4)
 
 
 def test_seeded_runs_repeat_exactly_and_stale_resume_state_is_ignored(corpus, stage1, tmp_path):

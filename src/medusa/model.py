@@ -52,6 +52,37 @@ def pool_frames(x: torch.Tensor, mask: torch.Tensor, k: int) -> tuple[torch.Tens
     return sums / counts.clamp(min=1.0).unsqueeze(-1), counts > 0
 
 
+class InputStandardiser(nn.Module):
+    """`(x - mean) / std` per feature dimension, with statistics of the training features.
+
+    Not in the paper (off by default: mean 0, std 1 is the identity). Backbone layers often
+    carry a few dimensions of very large magnitude (Whisper's encoder does) that drown the
+    others in the first projection; standardising makes every dimension start on one scale.
+    The statistics are buffers, so checkpoints carry them to stage 2 and the posteriors.
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    def set_statistics(self, mean: torch.Tensor, std: torch.Tensor) -> None:
+        mean, std = torch.as_tensor(mean).float(), torch.as_tensor(std).float()
+        if mean.shape != self.mean.shape or std.shape != self.std.shape:
+            raise ValueError(
+                f"statistics of shape {tuple(mean.shape)}/{tuple(std.shape)} for "
+                f"{self.mean.shape[0]} features"
+            )
+        if not (torch.isfinite(mean).all() and torch.isfinite(std).all() and (std > 0).all()):
+            raise ValueError("feature statistics must be finite with std > 0")
+        self.mean.copy_(mean)
+        self.std.copy_(std)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        # Padded frames stay exactly zero, whatever the statistics.
+        return torch.where(mask.unsqueeze(-1), (x - self.mean) / self.std, 0.0)
+
+
 class Encoder(nn.Module):
     """Algorithm 1 (ENC): per-frame projection, N transformer layers, masked mean pooling."""
 
@@ -176,6 +207,7 @@ class DeepSER(nn.Module):
                 dim, hidden_size, num_heads, ff_size, dropout, encoder_layers, attention_dropout
             )
 
+        self.standardisers = nn.ModuleList(InputStandardiser(d) for d in input_dims)
         self.encoders = nn.ModuleList(encoder(d) for d in input_dims)
         self.fusion = (
             nn.ModuleList(encoder(hidden_size) for _ in range(encoder_layers))
@@ -196,8 +228,10 @@ class DeepSER(nn.Module):
                 f"tensors and {len(masks)} masks"
             )
         pooled_inputs = [
-            pool_frames(x, m, k)
-            for x, m, k in zip(features, masks, self.frame_pooling, strict=True)
+            pool_frames(standardise(x, m), m, k)
+            for standardise, x, m, k in zip(
+                self.standardisers, features, masks, self.frame_pooling, strict=True
+            )
         ]
         features = [x for x, _ in pooled_inputs]
         masks = [ensure_nonempty(m) for _, m in pooled_inputs]
@@ -217,6 +251,15 @@ class DeepSER(nn.Module):
             pooled.append(vector)  # the last fusion encoder's pooled output
 
         return self.merge(torch.cat(pooled, dim=-1))
+
+    def set_input_statistics(self, statistics: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """Per modality `(mean [D_m], std [D_m])` of the training features (see InputStandardiser)."""
+        if len(statistics) != len(self.standardisers):
+            raise ValueError(
+                f"model has {len(self.standardisers)} modalities, got {len(statistics)} statistics"
+            )
+        for standardiser, (mean, std) in zip(self.standardisers, statistics, strict=True):
+            standardiser.set_statistics(mean, std)
 
     def forward(
         self,

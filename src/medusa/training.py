@@ -7,8 +7,8 @@ checkpoint over every subset.
 
 Data loading: features stay on disk in HDF5 and are read one utterance slice at a time by
 DataLoader workers (`num_workers`; 0 reads in the training process). One MSP-Podcast feature set
-is ~70 GB, so caching everything in RAM cannot be the general path; the OS page cache already
-keeps small (demo) stores in memory. Batches group clips of similar length (shuffled buckets),
+is ~70 GB, so caching everything in RAM cannot be the general path; files under
+IN_MEMORY_MAX_BYTES (the demo's) are read into memory once instead. Batches group clips of similar length (shuffled buckets),
 so little time goes into padding.
 
 Determinism: all randomness of epoch e (stage-2 subset, batch order, dropout, MixUp) is drawn
@@ -53,8 +53,16 @@ DEFAULTS = {
     "max_frames": 1500,  # longer sequences are cropped to their first max_frames frames
     "amp": True,  # bf16 autocast on CUDA (ignored on CPU)
     "frame_pooling": 1,  # average k audio frames before the encoders (1: off, the paper)
+    "standardise_inputs": False,  # per-dimension train mean/std before the encoders (not paper)
     "balanced_holdout_seed": 0,  # config evaluation.balanced_holdout_seed
 }
+# Feature files up to this size are read into memory once per job (FeatureReader.load_into_memory);
+# larger ones (a full MSP-Podcast feature set is ~70 GB) are read one clip at a time.
+IN_MEMORY_MAX_BYTES = 2**30
+# Input statistics (standardise_inputs) come from at most this many training clips, evenly
+# spaced: plenty for a mean and std per dimension, and one pass over a full MSP-Podcast feature
+# set would cost more than an epoch.
+STATISTICS_MAX_CLIPS = 2000
 # Clips per length bucket = batch size x this: large enough to shuffle well, small enough
 # that a bucket's clips have similar lengths.
 BUCKET_BATCHES = 50
@@ -178,6 +186,9 @@ class ClipDataset(Dataset):
 
     def __init__(self, ids: list[str], feature_paths: list[Path], max_frames: int):
         self.readers = [FeatureReader(p) for p in feature_paths]
+        for reader in self.readers:
+            if reader.nbytes <= IN_MEMORY_MAX_BYTES:
+                reader.load_into_memory()
         self.rows = [np.array([r.index(i) for i in ids], dtype=np.int64) for r in self.readers]
         self.max_frames = max_frames
         self.dims = [r.dim for r in self.readers]
@@ -196,6 +207,33 @@ class ClipDataset(Dataset):
             for r, rows in zip(self.readers, self.rows, strict=True)
         ]
         return i, frames
+
+
+def feature_statistics(
+    dataset: ClipDataset, max_clips: int = STATISTICS_MAX_CLIPS
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per modality `(mean, std)` over every frame of (up to `max_clips` evenly spaced) clips.
+
+    Frames are cropped as training crops them. A constant dimension gets std 1 (only centred).
+    """
+    n = len(dataset)
+    picks = np.unique(np.linspace(0, n - 1, min(n, max_clips)).round().astype(np.int64))
+    sums = [np.zeros(d) for d in dataset.dims]
+    squares = [np.zeros(d) for d in dataset.dims]
+    frames = [0] * len(dataset.dims)
+    for i in picks:
+        for m, x in enumerate(dataset[int(i)][1]):
+            x = x.numpy().astype(np.float64)
+            sums[m] += x.sum(axis=0)
+            squares[m] += (x**2).sum(axis=0)
+            frames[m] += len(x)
+    statistics = []
+    for total, square, count in zip(sums, squares, frames, strict=True):
+        mean = total / count
+        std = np.sqrt(np.maximum(square / count - mean**2, 0.0))
+        std = np.where(std > 1e-6, std, 1.0)
+        statistics.append((torch.from_numpy(mean).float(), torch.from_numpy(std).float()))
+    return statistics
 
 
 def collate(items: list[tuple[int, list[torch.Tensor]]]) -> dict:
@@ -567,6 +605,12 @@ def train_stage(
     seed = int(cfg["seed"])
     torch.manual_seed(seed)
     model = build_model(cfg, input_dims)
+    if stage == 1 and cfg["standardise_inputs"]:
+        model.set_input_statistics(feature_statistics(train_set))
+        log(
+            "stage 1: inputs standardised with statistics of "
+            f"{min(len(train_set), STATISTICS_MAX_CLIPS)} training files"
+        )
     if stage == 2:
         checkpoint = torch.load(init_checkpoint, map_location="cpu", weights_only=True)
         if checkpoint["input_dims"] != input_dims or checkpoint["features"] != features:

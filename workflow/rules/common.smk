@@ -41,6 +41,7 @@ def prepare_params():
 # Names the demo_backbone rule can build (medusa.demo.backbones.build_backbone).
 DEMO_BACKBONES = (
     "whisper-tiny-en-asr",
+    "whisper-tiny-en-15s-asr",
     "whisper-random-asr",
     "whisper-tiny-en-encoder",
     "whisper-tiny-en-10s-encoder",
