@@ -6,7 +6,6 @@ import re
 import string
 
 import numpy as np
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
 from medusa.emotions import CLASS_LETTERS, NUM_CLASSES
 
@@ -20,6 +19,10 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict:
     present in truth or prediction (scikit-learn's default, as in the challenge scorer); a class
     the model never predicts but that occurs in the truth counts as F1 = 0.
     """
+    # Imported here: scikit-learn takes ~2 s to import, and jobs that only write posteriors or
+    # transcripts (which import this module) never score anything.
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+
     y_true = np.asarray(y_true, dtype=int)
     y_pred = np.asarray(y_pred, dtype=int)
     if len(y_true) == 0:
