@@ -5,8 +5,8 @@ Usage (after `make demo`, or at least `snakemake results/asr/{subset}.jsonl --co
     .venv/bin/python benchmarks/demo_asr_wer.py [--corpus resources/demo/msp-podcast] [--asr results/asr]
 
 Without the workflow's transcripts it transcribes the corpus itself with the demo's ASR model
-(`--model`, default the converted Whisper tiny.en), through the same library code. Prints the
-WER per subset, per intended emotion (prosody) and per voice.
+(`--model`, default the converted Whisper tiny.en with the demo's 15 s window), through the
+same library code. Prints the WER per subset, per intended emotion (prosody) and per voice.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--corpus", type=Path, default=Path("resources/demo/msp-podcast"))
     parser.add_argument("--asr", type=Path, default=Path("results/asr"))
-    parser.add_argument("--model", default="resources/backbones/whisper-tiny-en-asr/model.pt")
+    parser.add_argument("--model", default="resources/backbones/whisper-tiny-en-15s-asr/model.pt")
     args = parser.parse_args()
     truth = pd.read_csv(args.corpus / "demo_truth.csv", keep_default_na=False)
     hyps = transcripts(args.asr, args.corpus, truth, args.model)

@@ -44,7 +44,7 @@ DEMO_BACKBONES = (
     "whisper-tiny-en-15s-asr",
     "whisper-random-asr",
     "whisper-tiny-en-encoder",
-    "whisper-tiny-en-10s-encoder",
+    "whisper-tiny-en-5s-encoder",
     "whisper-random-encoder",
     "wavlm-tiny",
     "hubert-tiny",
