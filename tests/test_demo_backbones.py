@@ -17,8 +17,8 @@ HF_BACKBONES = {
     "hubert-tiny": (32, 3),
     "whisper-random-encoder": (32, 3),
     "whisper-tiny-en-encoder": (384, 5),
-    "roberta-tiny": (32, 3),
-    "modernbert-tiny": (32, 3),
+    "roberta-tiny": (128, 3),
+    "modernbert-tiny": (128, 3),
     "minilm-l6": (384, 7),
 }
 TEXT_BACKBONES = ("roberta-tiny", "modernbert-tiny", "minilm-l6")
