@@ -37,8 +37,9 @@ test: lint
 # The demo's GPU slots: one per GPU; on a CPU-only machine one per core, so that the model jobs
 # (single-threaded there, see threads_per_gpu_job in config/demo.yaml) use every core.
 DEMO_CORES ?= 2
-GPU_COUNT := $(shell nvidia-smi -L 2>/dev/null | grep -c '^GPU ')
-DEMO_GPU_SLOTS := $(if $(filter 0,$(GPU_COUNT)),$(DEMO_CORES),$(GPU_COUNT))
+# Deferred (=): only `make demo` asks nvidia-smi.
+GPU_COUNT = $(shell nvidia-smi -L 2>/dev/null | grep -c '^GPU ')
+DEMO_GPU_SLOTS = $(if $(filter 0,$(GPU_COUNT)),$(DEMO_CORES),$(GPU_COUNT))
 
 # The whole MEDUSA DAG on the embedded demo, then its headline table (SPEC 4.5).
 demo: $(STAMP)

@@ -8,8 +8,8 @@ checkpoint over every subset.
 Data loading: features stay on disk in HDF5 and are read one utterance slice at a time by
 DataLoader workers (`num_workers`; 0 reads in the training process). One MSP-Podcast feature set
 is ~70 GB, so caching everything in RAM cannot be the general path; files under
-IN_MEMORY_MAX_BYTES (the demo's) are read into memory once instead. Batches group clips of similar length (shuffled buckets),
-so little time goes into padding.
+IN_MEMORY_MAX_BYTES (the demo's) are read into memory once instead. Batches group clips of
+similar length (shuffled buckets), so little time goes into padding.
 
 Determinism: all randomness of epoch e (stage-2 subset, batch order, dropout, MixUp) is drawn
 from generators seeded with (seed, stage, e). A resumed run therefore needs no RNG snapshot:
