@@ -5,7 +5,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import pytest  # noqa: E402
 
-from workflow_runner import CI_CONFIGS, run_snakemake  # noqa: E402
+from workflow_runner import CI_CONFIGS, generate_demo_corpus, run_snakemake  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +26,7 @@ def completed_ci_run(tmp_path_factory):
     Shared by the workflow tests (outputs, rerun behaviour) and the SLURM test (same results).
     """
     workdir = tmp_path_factory.mktemp("ci-run")
+    generate_demo_corpus(workdir)
     run = run_snakemake(
         workdir,
         "soup",

@@ -20,6 +20,8 @@ from medusa.asr import (
 from medusa.demo.backbones import build_backbone
 from medusa.demo.corpus import Synthesizer
 
+from clip_tables import partition_index
+
 SR = 16000
 SENTENCES = {
     "garden": "The weather is lovely today and I am going to the garden.",
@@ -133,10 +135,11 @@ def test_run_asr_sharded_equals_unsharded(tiny_en, manifest, tmp_path, monkeypat
     # Blocks of one batch of 2 clips: 4 clips = 2 blocks, one per shard.
     monkeypatch.setattr(medusa.asr, "BATCHES_PER_BLOCK", 1)
     kw = {"batch_size": 2, "progress": False}
-    assert run_asr(path, manifest, "dev", tmp_path / "all.jsonl", **kw) == 4
+    assert run_asr(path, partition_index(manifest, "dev"), tmp_path / "all.jsonl", **kw) == 4
     shards = [tmp_path / f"s{k}.jsonl" for k in range(2)]
     counts = [
-        run_asr(path, manifest, "dev", p, shard=k, n_shards=2, **kw) for k, p in enumerate(shards)
+        run_asr(path, partition_index(manifest, "dev"), p, shard=k, n_shards=2, **kw)
+        for k, p in enumerate(shards)
     ]
     assert counts == [2, 2]
     merge_transcripts(shards, tmp_path / "merged.jsonl")
@@ -154,10 +157,15 @@ def test_empty_output_is_a_valid_transcript(tiny_en, manifest, tmp_path, monkeyp
         return [_result("", 0, -1.0, 0.99) for _ in range(len(mel))]
 
     monkeypatch.setattr(medusa.asr.whisper, "decode", silent_decode)
-    run_asr(path, manifest, "train", tmp_path / "t.jsonl", progress=False)
+    run_asr(path, partition_index(manifest, "train"), tmp_path / "t.jsonl", progress=False)
     assert read_transcripts(tmp_path / "t.jsonl")["c6"]["text"] == ""
     # A subset with no clips: an empty transcript file, no model needed.
-    assert run_asr("no-such-model", manifest, "test", tmp_path / "e.jsonl", progress=False) == 0
+    assert (
+        run_asr(
+            "no-such-model", partition_index(manifest, "test"), tmp_path / "e.jsonl", progress=False
+        )
+        == 0
+    )
     assert (tmp_path / "e.jsonl").read_text() == ""
 
 

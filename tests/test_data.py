@@ -14,6 +14,7 @@ from medusa.data import (
     Problems,
     Vote,
     build_manifest,
+    labelled_audio_indexes,
     normalise_primary,
     parse_emo_detail,
     read_detailed_votes,
@@ -27,6 +28,7 @@ from medusa.manifest import (
     subset_paths,
     write_manifest,
 )
+from medusa.partitions import UNLABELLED, clip_paths, write_audio_index
 
 from workflow_runner import run_snakemake
 
@@ -198,6 +200,13 @@ def _corpus(tmp_path: Path) -> Path:
     return root
 
 
+def clip_paths_of(root: Path, partition: str, tmp_path: Path) -> list[tuple[str, str]]:
+    """The usable clips of one partition, through the written audio index."""
+    index = tmp_path / f"{partition}.tsv"
+    write_audio_index(root, partition, index, tmp_path / f"{partition}.md")
+    return clip_paths(index)
+
+
 def _tree_digest(root: Path) -> str:
     digest = hashlib.sha256()
     for path in sorted(root.rglob("*")):
@@ -210,7 +219,7 @@ def _tree_digest(root: Path) -> str:
 def test_build_manifest_reports_every_problem(tmp_path):
     root = _corpus(tmp_path)
     manifest, problems, _ = build_manifest(
-        root, holdout_fraction=0.25, split_seed=1, min_duration_s=0.5
+        root, labelled_audio_indexes(root), holdout_fraction=0.25, split_seed=1, min_duration_s=0.5
     )
     assert list(manifest.columns) == MANIFEST_COLUMNS
     for kind in [
@@ -231,10 +240,12 @@ def test_build_manifest_reports_every_problem(tmp_path):
     assert "MSP-PODCAST_0101_0001" not in ids  # unreadable
     stereo = manifest.set_index("id").loc["MSP-PODCAST_0100_0001"]
     assert (stereo["sample_rate"], stereo["channels"]) == (44100, 2)
-    assert manifest.set_index("id").loc["MSP-PODCAST_test3_0001", "subset"] == "test"
+    # Unlabelled audio is its own partition, never in the manifest (medusa.partitions).
+    assert "MSP-PODCAST_test3_0001" not in ids
+    assert [i for i, _ in clip_paths_of(root, UNLABELLED, tmp_path)] == ["MSP-PODCAST_test3_0001"]
     other = manifest.set_index("id").loc["MSP-PODCAST_0102_0001"]
     assert np.isnan(other["A"]) and np.isnan(other["act"])
-    assert set(manifest["subset"]) == {"train", "holdout", "dev", "test"}
+    assert set(manifest["subset"]) == {"train", "holdout", "dev"}
     train = set(manifest.loc[manifest.subset == "train", "speaker"])
     holdout = set(manifest.loc[manifest.subset == "holdout", "speaker"])
     assert train.isdisjoint(holdout)
@@ -243,16 +254,19 @@ def test_build_manifest_reports_every_problem(tmp_path):
 
 
 def test_manifest_round_trip_keeps_strings_and_missing_values(tmp_path):
-    manifest, _, _ = build_manifest(_corpus(tmp_path), holdout_fraction=0.25, split_seed=1)
+    root = _corpus(tmp_path)
+    manifest, _, _ = build_manifest(
+        root, labelled_audio_indexes(root), holdout_fraction=0.25, split_seed=1
+    )
     write_manifest(manifest, tmp_path / "m.tsv")
     back = read_manifest(tmp_path / "m.tsv")
     pd.testing.assert_frame_equal(back, manifest, check_dtype=False)
     assert back.attrs["path"] == str(tmp_path / "m.tsv")
     assert set(back["emo_class"]) <= {*"ASHUFDCNOX", ""}  # "N" is Neutral, not a missing value
     assert back["sample_rate"].dtype.kind == "i" and back["A"].isna().any()
-    test = manifest[manifest["subset"] == "test"]
-    expected = list(zip(test["id"], test["path"], strict=True))
-    assert subset_paths(tmp_path / "m.tsv", "test") == expected
+    dev = manifest[manifest["subset"] == "dev"]
+    expected = list(zip(dev["id"], dev["path"], strict=True))
+    assert subset_paths(tmp_path / "m.tsv", "dev") == expected
 
 
 def test_manifest_errors_name_the_file_and_line(tmp_path):
@@ -295,7 +309,7 @@ def test_prepare_rule_writes_manifest_and_report_and_leaves_corpus_alone(tmp_pat
     )
     assert run.returncode == 0, run.stderr[-3000:]
     manifest = read_manifest(work / "results/data/manifest.tsv")
-    assert len(manifest) == 24 - 1 + 1 + 1 + 1  # one missing, stereo, test3, all-Other file
+    assert len(manifest) == 24 - 1 + 1 + 1  # one missing, stereo, all-Other file
     report = (work / "results/data/report.md").read_text()
     for kind in ["missing audio", "unreadable audio", "no 8-class vote", "unknown label string"]:
         assert kind in report

@@ -2,8 +2,9 @@
 
 import pytest
 
-from medusa.data import build_manifest
+from medusa.data import build_manifest, labelled_audio_indexes
 from medusa.demo.corpus import generate_corpus
+from medusa.partitions import UNLABELLED, audio_partitions
 
 # Generator's planted problem -> the data report's problem kind.
 EXPECTED_REPORT = {
@@ -29,16 +30,24 @@ def corpora(tmp_path_factory):
 
 def test_clean_demo_corpus_has_no_unplanned_problems(corpora):
     base, clean, _ = corpora
-    manifest, problems, _ = build_manifest(base / "clean", holdout_fraction=0.15, split_seed=0)
+    root = base / "clean"
+    manifest, problems, _ = build_manifest(
+        root, labelled_audio_indexes(root), holdout_fraction=0.15, split_seed=0
+    )
     assert set(problems.items) <= ALWAYS_ALLOWED, dict(problems.items)
-    assert len(manifest) == clean["n_files"]
-    assert set(manifest["subset"]) == {"train", "holdout", "dev", "test"}
-    assert (manifest["subset"] == "test").sum() == 4
+    # The 4 unlabelled Test3 clips are their own audio partition, not manifest rows.
+    assert len(manifest) == clean["n_files"] - 4
+    assert set(manifest["subset"]) == {"train", "holdout", "dev"}
+    assert sorted(audio_partitions(root)) == ["development", "train", UNLABELLED]
+    assert len(audio_partitions(root)[UNLABELLED]) == 4
 
 
 def test_planted_problems_are_each_reported(corpora):
     base, _, broken = corpora
-    _, problems, _ = build_manifest(base / "broken", holdout_fraction=0.15, split_seed=0)
+    root = base / "broken"
+    _, problems, _ = build_manifest(
+        root, labelled_audio_indexes(root), holdout_fraction=0.15, split_seed=0
+    )
     planted = broken["problems"]
     assert set(planted.values()) == set(EXPECTED_REPORT)
     for file_name, kind in planted.items():

@@ -14,6 +14,8 @@ from medusa.features import extract_feature_set, layer_view, load_backbone
 from medusa.manifest import subset_paths
 from medusa.store import FeatureReader, merge_feature_files
 
+from clip_tables import partition_index
+
 SR = 16000
 KINDS = {
     "wavlm-tiny": "audio",
@@ -250,7 +252,9 @@ def corpus(tmp_path_factory):
 def test_extract_writes_the_store_in_id_order(backbones, corpus, tmp_path):
     cfg = _cfg(backbones, "hubert-tiny", batch_size=2)
     out = tmp_path / "hubert" / "dev.h5"
-    n = extract_feature_set("hubert", cfg, corpus / "manifest.tsv", "dev", out, progress=False)
+    n = extract_feature_set(
+        "hubert", cfg, partition_index(corpus / "manifest.tsv", "dev"), out, progress=False
+    )
     assert n == 5
     bb = load_backbone(cfg, "cpu")
     with FeatureReader(out) as r:
@@ -274,10 +278,12 @@ def test_sharded_and_unsharded_runs_give_identical_files(
     cfg = _cfg(backbones, name, batch_size=2)
     args = {"asr_path": corpus / "asr.jsonl", "progress": False}
     manifest = corpus / "manifest.tsv"
-    extract_feature_set("fs", cfg, manifest, "dev", tmp_path / "whole.h5", **args)
+    extract_feature_set("fs", cfg, partition_index(manifest, "dev"), tmp_path / "whole.h5", **args)
     shards = [tmp_path / f"shard{k}.h5" for k in range(2)]
     for k, path in enumerate(shards):
-        extract_feature_set("fs", cfg, manifest, "dev", path, shard=k, n_shards=2, **args)
+        extract_feature_set(
+            "fs", cfg, partition_index(manifest, "dev"), path, shard=k, n_shards=2, **args
+        )
     assert [len(FeatureReader(p)) for p in shards] == [2, 3]
     merge_feature_files(shards, tmp_path / "merged.h5")
     with FeatureReader(tmp_path / "whole.h5") as a, FeatureReader(tmp_path / "merged.h5") as b:
@@ -294,8 +300,7 @@ def test_text_extraction_handles_empty_transcripts(backbones, corpus, tmp_path):
     extract_feature_set(
         "mb",
         cfg,
-        corpus / "manifest.tsv",
-        "dev",
+        partition_index(corpus / "manifest.tsv", "dev"),
         out,
         asr_path=corpus / "asr.jsonl",
         progress=False,
@@ -313,8 +318,7 @@ def test_text_extraction_names_missing_transcripts(backbones, corpus, tmp_path):
         extract_feature_set(
             "rb",
             _cfg(backbones, "roberta-tiny"),
-            corpus / "manifest.tsv",
-            "dev",
+            partition_index(corpus / "manifest.tsv", "dev"),
             tmp_path / "x.h5",
             asr_path=tmp_path / "asr.jsonl",
             progress=False,
@@ -324,7 +328,10 @@ def test_text_extraction_names_missing_transcripts(backbones, corpus, tmp_path):
 
 def test_empty_subset_gives_an_empty_store(backbones, corpus, tmp_path):
     n = extract_feature_set(
-        "w", _cfg(backbones, "wavlm-tiny"), corpus / "manifest.tsv", "test", tmp_path / "t.h5"
+        "w",
+        _cfg(backbones, "wavlm-tiny"),
+        partition_index(corpus / "manifest.tsv", "test"),
+        tmp_path / "t.h5",
     )
     with FeatureReader(tmp_path / "t.h5") as r:
         assert n == 0 and len(r) == 0 and r.dim == 32

@@ -1,4 +1,4 @@
-"""DeepSER (SPEC 4.3): shapes, padding invariance, MixUp, losses, late-fusion switch."""
+"""DeepSER (docs/method.md, section 4): shapes, padding invariance, MixUp, losses, late-fusion switch."""
 
 import math
 

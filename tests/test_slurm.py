@@ -25,7 +25,7 @@ import h5py
 import numpy as np
 import pytest
 
-from workflow_runner import CI_CONFIGS, REPO, SNAKEMAKE
+from workflow_runner import CI_CONFIGS, REPO, SNAKEMAKE, generate_demo_corpus
 
 SCRIPT = REPO / "tests/slurm/slurm-ci.sh"
 PROFILE = REPO / "profiles/slurm"
@@ -70,6 +70,7 @@ def slurm_cluster():
 def slurm_run(slurm_cluster, tmp_path_factory):
     """A working directory in which the CI-sized demo ran to `soup` on SLURM."""
     workdir = tmp_path_factory.mktemp("slurm-run")
+    generate_demo_corpus(workdir)  # locally, as a user would before submitting
     cmd = [
         "timeout", "-s", "INT", "-k", "30", str(RUN_TIMEOUT_S),
         SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
@@ -132,7 +133,14 @@ def test_slurm_run_produces_the_final_outputs(slurm_run):
     logs = job_logs(slurm_run)
     # Aggregation rules are local rules: never submitted.
     assert "soup" not in logs and "all" not in logs
-    assert set(GPU_RULES) | {"prepare", "meta", "model_soup", "predict", "report"} <= set(logs)
+    assert set(GPU_RULES) | {
+        "audio_index",
+        "prepare",
+        "meta",
+        "model_soup",
+        "predict",
+        "report",
+    } <= set(logs)
 
 
 def test_gpu_jobs_get_exactly_one_gpu(slurm_run):
@@ -176,6 +184,8 @@ def test_gpu_jobs_get_exactly_one_gpu(slurm_run):
 TEXT_OUTPUTS = (
     "data/manifest.tsv",
     "data/report.md",
+    "audio/*.tsv",
+    "audio/*.md",
     "asr/*.jsonl",
     "models/*/stage*/metrics.json",
     "models/*/stage*/history.tsv",
@@ -187,7 +197,7 @@ TEXT_OUTPUTS = (
 )
 # HDF5 outputs compared by content (every dataset and attribute; the files' bytes hold
 # creation details): features and posteriors, the outputs of the GPU rules.
-HDF5_OUTPUTS = ("features/*/*.h5", "posteriors/*.h5")
+HDF5_OUTPUTS = ("features/*/*.h5", "posteriors/*/*.h5")
 
 
 def hdf5_contents(path: Path) -> dict[str, object]:

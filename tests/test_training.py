@@ -1,4 +1,4 @@
-"""Stages 1 and 2 (SPEC 4.4) and posteriors (SPEC 4.5) on a tiny synthetic corpus."""
+"""Stages 1 and 2 (docs/method.md, section 5) and posteriors on a tiny synthetic corpus."""
 
 import json
 import os

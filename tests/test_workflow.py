@@ -6,14 +6,18 @@ configs: each must schedule exactly the jobs whose own inputs or sub-config chan
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pandas as pd
+import pytest
+import soundfile as sf
 
 from medusa.emotions import CLASS_LETTERS
 from medusa.manifest import read_manifest
+from medusa.partitions import clip_paths
 
-from workflow_runner import CI_CONFIGS, dry_run_jobs
+from workflow_runner import CI_CONFIGS, dry_run_jobs, run_snakemake
 
 ENSEMBLE = [
     ("meta", "seed=0"),
@@ -22,17 +26,33 @@ ENSEMBLE = [
     ("predict", ""),
     ("report", ""),
 ]
-SUBSETS = ("dev", "holdout", "test", "train")
+PARTITIONS = ("development", "train", "unlabelled")
+MODELS = ("m05_wavlm_roberta", "m13_whisper_wavlm")
+FEATURE_SETS = ("hubert", "roberta", "wavlm", "whisper")
+AUDIO_JOBS = ("audio_index", "asr", "features")
 JOB_LISTS = Path(os.environ.get("MEDUSA_JOB_LISTS", "/tmp/medusa-rerun-job-lists.txt"))
+
+
+def posteriors(model, *sets):
+    return [("posteriors", f"model={model}, posterior_set={s}") for s in sets]
 
 
 def model_chain(model):
     wildcards = f"model={model}"
-    return [("posteriors", wildcards), ("stage1", wildcards), ("stage2", wildcards)]
+    chain = [("stage1", wildcards), ("stage2", wildcards)]
+    return chain + posteriors(model, "labelled", "unlabelled")
 
 
-def features(feature_set):
-    return [("features", f"feature_set={feature_set}, subset={s}") for s in SUBSETS]
+def features(feature_set, partitions=PARTITIONS):
+    return [("features", f"feature_set={feature_set}, partition={p}") for p in partitions]
+
+
+def unlabelled_chain():
+    """What new or removed unlabelled audio must run: its own partition, nothing labelled."""
+    audio = [("audio_index", "partition=unlabelled"), ("asr", "partition=unlabelled")]
+    feats = [job for fs in ("roberta", "wavlm", "whisper") for job in features(fs, ["unlabelled"])]
+    posts = [job for m in MODELS for job in posteriors(m, "unlabelled")]
+    return sorted(audio + feats + posts + [("predict", "")])
 
 
 def record(case, jobs):
@@ -44,7 +64,9 @@ def record(case, jobs):
 def test_demo_dag_produces_every_output(completed_ci_run):
     results = completed_ci_run / "results"
     manifest = read_manifest(results / "data/manifest.tsv")
-    test_ids = sorted(manifest.loc[manifest["subset"] == "test", "id"])
+    assert set(manifest["subset"]) == {"train", "holdout", "dev"}
+    test_ids = [clip for clip, _ in clip_paths(results / "audio/unlabelled.tsv")]
+    assert len(test_ids) == 6 and all("_test3_" in clip for clip in test_ids)
 
     predictions = pd.read_csv(results / "predictions/test.csv")
     assert list(predictions.columns) == ["FileName", "EmoClass"]
@@ -127,7 +149,7 @@ def test_changing_the_asr_model_reruns_text_features_not_audio(completed_ci_run)
         "soup",
         config={"asr": {"model": "resources/backbones/whisper-random-asr/model.pt"}},
     )
-    asr = [("asr", f"subset={s}") for s in SUBSETS]
+    asr = [("asr", f"partition={p}") for p in PARTITIONS]
     backbone = [("demo_backbone", "backbone=whisper-random-asr")]
     assert jobs == sorted(
         backbone + asr + features("roberta") + model_chain("m05_wavlm_roberta") + ENSEMBLE
@@ -141,3 +163,82 @@ def test_the_corpus_folder_holds_only_what_the_generator_wrote(completed_ci_run)
         "labels_consensus.csv",
         "labels_detailed.csv",
     ]
+
+
+# ---------------------------------------------------------------------------------------------
+# The expensive stages are keyed by audio: label, split and ensemble changes re-extract nothing.
+
+
+def test_changing_the_split_retrains_but_extracts_nothing(completed_ci_run):
+    expected = sorted(
+        [("prepare", "")] + model_chain(MODELS[0]) + model_chain(MODELS[1]) + ENSEMBLE
+    )
+    for change in ({"holdout_fraction": 0.25}, {"split_seed": 7}):
+        jobs = dry_run_jobs(completed_ci_run, "soup", config={"data": change})
+        record(f"data: {change}", jobs)
+        assert jobs == expected, change
+        assert not [job for job in jobs if job[0] in AUDIO_JOBS]
+
+
+def test_adding_a_meta_seed_runs_only_that_seed_and_what_follows(completed_ci_run):
+    jobs = dry_run_jobs(completed_ci_run, "soup", config={"meta": {"seeds": [0, 1, 2]}})
+    record("meta.seeds [0, 1] -> [0, 1, 2]", jobs)
+    assert jobs == sorted([("meta", "seed=2"), ("model_soup", ""), ("predict", ""), ("report", "")])
+
+
+def test_changing_the_asr_language_reruns_asr_and_text_features(completed_ci_run):
+    jobs = dry_run_jobs(completed_ci_run, "soup", config={"asr": {"language": "de"}})
+    record("asr.language en -> de", jobs)
+    asr = [("asr", f"partition={p}") for p in PARTITIONS]
+    assert jobs == sorted(asr + features("roberta") + model_chain(MODELS[0]) + ENSEMBLE)
+
+
+@pytest.fixture
+def run_copy(completed_ci_run, tmp_path):
+    """A copy of the completed run (corpus, results and Snakemake's records, mtimes kept) that
+    a test may change."""
+    copy = tmp_path / "run"
+    shutil.copytree(completed_ci_run, copy, symlinks=True)
+    return copy
+
+
+def corpus(workdir):
+    return workdir / "resources/demo/msp-podcast"
+
+
+def test_a_changed_label_file_retrains_but_extracts_nothing(run_copy):
+    consensus = corpus(run_copy) / "Labels/labels_consensus.csv"
+    table = pd.read_csv(consensus, dtype=str, keep_default_na=False)
+    table.loc[table["EmoClass"] == "A", "EmoClass"] = "X"  # relabel every Angry file
+    table.to_csv(consensus, index=False)
+    jobs = dry_run_jobs(run_copy, "soup")
+    record("labels_consensus.csv: every A relabelled X", jobs)
+    assert jobs == sorted(
+        [("prepare", "")] + model_chain(MODELS[0]) + model_chain(MODELS[1]) + ENSEMBLE
+    )
+
+
+def test_a_removed_unlabelled_clip_reruns_only_the_unlabelled_chain(run_copy):
+    victim = sorted((corpus(run_copy) / "Audios").glob("*_test3_*.wav"))[0]
+    victim.unlink()
+    jobs = dry_run_jobs(run_copy, "soup")
+    record(f"removed unlabelled clip {victim.name}", jobs)
+    assert jobs == unlabelled_chain()
+
+
+def test_a_new_unlabelled_clip_is_predicted_and_retrains_nothing(run_copy):
+    audios = corpus(run_copy) / "Audios"
+    source = sorted(audios.glob("*_test3_*.wav"))[0]
+    new = audios / "MSP-PODCAST_test3_9001.wav"
+    wave, rate = sf.read(source)
+    sf.write(new, wave[: len(wave) * 3 // 4], rate, subtype="PCM_16")  # a new, shorter clip
+    jobs = dry_run_jobs(run_copy, "soup")
+    record(f"new unlabelled clip {new.name}", jobs)
+    assert jobs == unlabelled_chain()
+
+    run = run_snakemake(run_copy, "soup", "--cores", "2", "--resources", "gpu=2",
+                        configfiles=CI_CONFIGS)  # fmt: skip
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    predictions = pd.read_csv(run_copy / "results/predictions/test.csv")
+    assert new.name in set(predictions["FileName"]) and len(predictions) == 7
+    assert dry_run_jobs(run_copy, "soup") == []

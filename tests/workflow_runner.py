@@ -41,6 +41,13 @@ def run_snakemake(
 CI_CONFIGS = [REPO / "config/demo.yaml", REPO / "tests/config/ci.yaml"]
 
 
+def generate_demo_corpus(workdir: Path) -> None:
+    """The CI-sized demo corpus under `workdir` (what `make demo` runs first): the workflow
+    plans ASR and features from the corpus's audio, so the corpus exists before it is parsed."""
+    run = run_snakemake(workdir, "demo_corpus", "--cores", "1", configfiles=CI_CONFIGS)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+
+
 def dry_run_jobs(workdir: Path, *targets: str, config: dict | None = None) -> list[tuple[str, str]]:
     """(rule, wildcards) of every job a dry run of the CI-sized demo would run, sorted.
 

@@ -1,4 +1,4 @@
-"""ASR stage (SPEC 4.1): openai-whisper transcripts of every clip of a subset.
+"""ASR stage: openai-whisper transcripts of every clip of an audio partition.
 
 Greedy decoding (temperature 0), English, no timestamps, no prompt (so no conditioning on
 previous text). Clips are cut into 30 s windows (one window for most clips); the windows of a
@@ -19,9 +19,9 @@ API:
   (``large-v3``, needs the download cache) or a local checkpoint file.
 - ``transcribe_clips(model, items, batch_size, device, progress=True)``: ``[(id, audio)]`` ->
   ``[{"id", "text", "avg_logprob", "no_speech_prob"}]`` in input order.
-- ``run_asr(model_name_or_path, manifest_path, subset, out_path, batch_size=16, shard=0,
-  n_shards=1, device="cpu", log=None, language="en")``: one subset (or one shard of it, see
-  ``medusa.store.shard_ids``) from the manifest to a JSONL file sorted by id.
+- ``run_asr(model_name_or_path, index_path, out_path, batch_size=16, shard=0, n_shards=1,
+  device="cpu", log=None, language="en")``: one audio partition (or one shard of it, see
+  ``medusa.store.shard_ids``) from its clip table to a JSONL file sorted by id.
 - ``merge_transcripts(shard_paths, out_path)``, ``read_transcripts(path)``.
 """
 
@@ -32,6 +32,7 @@ import logging
 import math
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -40,7 +41,7 @@ from tqdm import tqdm
 
 from medusa.atomic import atomic_write_text
 from medusa.audio import SAMPLE_RATE, load_audio
-from medusa.manifest import subset_paths
+from medusa.partitions import clip_paths
 from medusa.store import shard_ids
 
 LOG = logging.getLogger(__name__)
@@ -147,8 +148,7 @@ def combine_windows(outs: Sequence[whisper.DecodingResult], samples: Sequence[in
 
 def run_asr(
     model_name_or_path: str,
-    manifest_path: str | os.PathLike,
-    subset: str,
+    index_path: str | os.PathLike,
     out_path: str | os.PathLike,
     batch_size: int = 16,
     shard: int = 0,
@@ -158,7 +158,9 @@ def run_asr(
     progress: bool = True,
     language: str = "en",
 ) -> int:
-    """Transcribe one subset (shard) of the manifest into a JSONL file sorted by id.
+    """Transcribe one audio partition (shard) into a JSONL file sorted by id.
+
+    `index_path`: the partition's clip table (``medusa.partitions.write_audio_index``).
 
     Clips are read and transcribed in blocks of BATCHES_PER_BLOCK batches of consecutive ids
     (sorted by length inside a block), so memory stays bounded and, shards being whole blocks,
@@ -167,22 +169,24 @@ def run_asr(
     """
     log = log or LOG
     device = torch.device(device)
-    paths = dict(subset_paths(manifest_path, subset))
+    paths = dict(clip_paths(index_path))
+    part = Path(index_path).stem
     block = batch_size * BATCHES_PER_BLOCK
     ids = shard_ids(paths, shard, n_shards, block)
     log.info(
-        "asr: %d clips of subset %r (shard %d/%d) on %s with %s",
+        "asr: %d clips of partition %r (shard %d/%d) on %s with %s, language %s",
         len(ids),
-        subset,
+        part,
         shard,
         n_shards,
         device,
         model_name_or_path,
+        language,
     )
     results: list[dict] = []
     if ids:
         model = load_asr_model(model_name_or_path, device)
-        bar = tqdm(total=len(ids), desc=f"asr {subset}", unit="clip", disable=not progress)
+        bar = tqdm(total=len(ids), desc=f"asr {part}", unit="clip", disable=not progress)
         for start in range(0, len(ids), block):
             chunk = ids[start : start + block]
             items = [(u, load_audio(paths[u], SAMPLE_RATE)) for u in chunk]

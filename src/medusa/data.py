@@ -8,9 +8,12 @@ Reads the corpus folder (never writes to it):
                                      or  FileName,WorkerID,EmoClass_Major,EmoClass_Second,EmoAct,EmoVal,EmoDom
                                                                         (MSP-Podcast 2.0)
 
-and produces the manifest every later stage reads (columns and reader: `medusa.manifest`) plus a
-human-readable report of every problem found. Nothing is dropped silently: each excluded or altered row is counted in the
-report with examples.
+and, joined with the audio indexes of the labelled partitions (`medusa.partitions`: durations and
+readability of every audio file, computed without labels), produces the manifest of the
+labelled clips that training and evaluation read (columns and reader: `medusa.manifest`) plus a
+human-readable report of every problem found. Nothing is dropped silently: each excluded or
+altered row is counted in the report with examples. Unlabelled audio (Test3) is its own
+partition and never enters the manifest, so new unlabelled clips never retrain anything.
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import soundfile as sf
 
 from medusa.atomic import atomic_write_text
 from medusa.emotions import (
@@ -35,6 +37,13 @@ from medusa.emotions import (
     NAME_TO_LETTER,
 )
 from medusa.manifest import MANIFEST_COLUMNS, write_manifest
+from medusa.partitions import (
+    UNLABELLED,
+    audio_partitions,
+    build_audio_index,
+    partition_name,
+    read_audio_index,
+)
 
 CONSENSUS_COLUMNS = [
     "FileName",
@@ -49,7 +58,6 @@ CONSENSUS_COLUMNS = [
 DETAILED_STRING_COLUMNS = ["FileName", "EmoDetail"]
 DETAILED_V2_COLUMNS = ["FileName", "WorkerID", "EmoClass_Major", "EmoClass_Second"]
 SPLIT_TO_SUBSET = {"Train": "train", "Development": "dev"}
-TEST3_MARKER = "_test3_"
 OTHER = "Other"
 
 # `WORKER<id>; <Primary>; <Secondary,...>; A:<x>; V:<x>; D:<x>;` -- the primary is free text for
@@ -97,8 +105,7 @@ PROBLEM_ACTIONS = {
     "malformed annotation": "EmoDetail string that cannot be parsed: vote ignored",
     "no 8-class vote": "labelled file whose votes are all Other or unknown: no soft target, not trained on",
     "annotations without consensus row": "labels_detailed.csv rows for a file absent from labels_consensus.csv: ignored",
-    "unknown split": "Split_Set other than Train/Development: kept under its own subset name, not used by the recipe",
-    "unlabelled audio without test3 marker": "audio in no label file and not named *_test3_*: put in `test` anyway",
+    "unknown split": "Split_Set other than Train/Development: kept under its own subset name (and audio partition), not used by the recipe",
     "short audio": "clip shorter than data.min_duration_s: kept",
     "resampled on read": "sample rate other than 16 kHz: kept, resampled when read",
     "downmixed on read": "more than one channel: kept, downmixed when read",
@@ -205,7 +212,7 @@ def read_detailed_votes(path: Path, problems: Problems) -> list[Vote]:
 
 
 def soft_targets(votes: list[Vote]) -> dict[str, np.ndarray | None]:
-    """Per file: counts of primary votes in the 8 classes divided by their sum (SPEC 2).
+    """Per file: counts of primary votes in the 8 classes divided by their sum (docs/method.md, section 1.2).
 
     Other-* and unknown votes count for none; a file with no 8-class vote maps to None.
     """
@@ -261,40 +268,99 @@ def _attribute(value: str, key: str, file_name: str, problems: Problems) -> floa
     return number
 
 
-def _audio_info(path: Path, problems: Problems) -> sf._SoundFileInfo | None:
-    try:
-        info = sf.info(str(path))
-    except Exception as err:  # soundfile raises several types for corrupt files
-        problems.add("unreadable audio", f"{path.name}: {err}")
-        return None
-    if info.frames == 0:
-        problems.add("empty audio", path.name)
-        return None
-    return info
+def _audio_rows(indexes: list[str | os.PathLike | pd.DataFrame]) -> dict[str, dict]:
+    """FileName -> its row of the labelled partitions' audio indexes (medusa.partitions)."""
+    rows: dict[str, dict] = {}
+    for index in indexes:
+        table = index if isinstance(index, pd.DataFrame) else read_audio_index(index)
+        for row in table.to_dict("records"):
+            rows[Path(row["path"]).name] = row
+    return rows
+
+
+def labelled_audio_indexes(root: str | os.PathLike) -> list[pd.DataFrame]:
+    """The audio indexes of every labelled partition of a corpus, built in memory (what the
+    workflow's `audio_index` jobs write to results/audio/), for `build_manifest`."""
+    partitions = audio_partitions(root)
+    return [build_audio_index(root, p) for p in sorted(partitions) if p != UNLABELLED]
+
+
+def _label_row(rec: dict, targets: dict, problems: Problems) -> dict:
+    """One consensus row as manifest fields (labels, subset, soft target, attributes)."""
+    name = rec["FileName"]
+    letter = rec["EmoClass"]
+    if letter not in ALL_CONSENSUS_LETTERS:
+        problems.add("unknown consensus class", f"{name}: EmoClass={letter!r}")
+        letter = ""
+    split = rec["Split_Set"]
+    subset = SPLIT_TO_SUBSET.get(split)
+    if subset is None:
+        problems.add("unknown split", f"{name}: Split_Set={split!r}")
+        subset = partition_name(split)
+    target = targets.get(name)
+    if target is None:
+        problems.add("no 8-class vote", name)
+    return {
+        "file_name": name,
+        "subset": subset,
+        "speaker": rec["SpkrID"] or "Unknown",
+        "gender": rec["Gender"],
+        "emo_class": letter,
+        **{c: (target[i] if target is not None else np.nan) for i, c in enumerate(CLASS_LETTERS)},
+        "act": _attribute(rec["EmoAct"], "EmoAct", name, problems),
+        "val": _attribute(rec["EmoVal"], "EmoVal", name, problems),
+        "dom": _attribute(rec["EmoDom"], "EmoDom", name, problems),
+    }
+
+
+def _with_audio(row: dict, audio: dict | None, min_duration_s: float, problems: Problems) -> bool:
+    """Add the clip's audio fields to `row`; False (and a reported problem) when unusable."""
+    name = row["file_name"]
+    if audio is None:
+        problems.add("missing audio", name)
+        return False
+    if audio["problem"]:
+        kind = "empty audio" if audio["problem"] == "empty audio" else "unreadable audio"
+        problems.add(kind, f"{name}: {audio['problem']}")
+        return False
+    duration = float(audio["duration_s"])
+    if duration < min_duration_s:
+        problems.add("short audio", f"{name}: {duration:.2f} s")
+    if audio["sample_rate"] != 16000:
+        problems.add("resampled on read", f"{name}: {int(audio['sample_rate'])} Hz")
+    if audio["channels"] != 1:
+        problems.add("downmixed on read", f"{name}: {int(audio['channels'])} channels")
+    row.update(
+        id=audio["id"],
+        path=audio["path"],
+        duration_s=duration,
+        sample_rate=int(audio["sample_rate"]),
+        channels=int(audio["channels"]),
+    )
+    return True
 
 
 def build_manifest(
     root: str | os.PathLike,
+    audio_indexes: list[str | os.PathLike | pd.DataFrame],
     holdout_fraction: float = 0.1,
     split_seed: int = 0,
     min_duration_s: float = 0.5,
 ) -> tuple[pd.DataFrame, Problems, dict]:
-    """Read the corpus and return (manifest, problems, summary). Never writes to `root`."""
+    """Read the labels, join the labelled partitions' audio indexes, split train/holdout.
+
+    Returns (manifest, problems, summary). Unlabelled audio is not in the manifest: it is the
+    `unlabelled` partition (medusa.partitions). Never writes to `root`.
+    """
     root = Path(root)
-    audio_dir = root / "Audios"
-    if not audio_dir.is_dir():
-        raise DataError(f"{audio_dir}: audio folder not found")
     problems = Problems()
     consensus_path = root / "Labels" / "labels_consensus.csv"
-    detailed_path = root / "Labels" / "labels_detailed.csv"
     consensus = _read_csv(consensus_path, CONSENSUS_COLUMNS)
-    votes = read_detailed_votes(detailed_path, problems)
+    votes = read_detailed_votes(root / "Labels" / "labels_detailed.csv", problems)
     targets = soft_targets(votes)
+    audio = _audio_rows(audio_indexes)
 
-    audio_files = sorted(p.name for p in audio_dir.iterdir() if p.suffix.lower() == ".wav")
-    audio_set = set(audio_files)
-
-    rows = []
+    kept = []
     labelled: set[str] = set()
     for line_no, rec in enumerate(consensus, start=2):
         name = rec["FileName"]
@@ -302,76 +368,11 @@ def build_manifest(
             problems.add("duplicate consensus row", f"{consensus_path.name} line {line_no}: {name}")
             continue
         labelled.add(name)
-        if name not in audio_set:
-            problems.add("missing audio", name)
-            continue
-        letter = rec["EmoClass"]
-        if letter not in ALL_CONSENSUS_LETTERS:
-            problems.add("unknown consensus class", f"{name}: EmoClass={letter!r}")
-            letter = ""
-        split = rec["Split_Set"]
-        subset = SPLIT_TO_SUBSET.get(split)
-        if subset is None:
-            problems.add("unknown split", f"{name}: Split_Set={split!r}")
-            subset = split.lower() or "unknown"
-        target = targets.get(name)
-        if target is None:
-            problems.add("no 8-class vote", name)
-        rows.append(
-            {
-                "file_name": name,
-                "subset": subset,
-                "speaker": rec["SpkrID"] or "Unknown",
-                "gender": rec["Gender"],
-                "emo_class": letter,
-                **{
-                    c: (target[i] if target is not None else np.nan)
-                    for i, c in enumerate(CLASS_LETTERS)
-                },
-                "act": _attribute(rec["EmoAct"], "EmoAct", name, problems),
-                "val": _attribute(rec["EmoVal"], "EmoVal", name, problems),
-                "dom": _attribute(rec["EmoDom"], "EmoDom", name, problems),
-            }
-        )
+        row = _label_row(rec, targets, problems)
+        if _with_audio(row, audio.get(name), min_duration_s, problems):
+            kept.append(row)
     for name in sorted({v.file for v in votes} - labelled):
         problems.add("annotations without consensus row", name)
-
-    for name in audio_files:
-        if name in labelled:
-            continue
-        if TEST3_MARKER not in name.lower():
-            problems.add("unlabelled audio without test3 marker", name)
-        rows.append(
-            {
-                "file_name": name,
-                "subset": "test",
-                "speaker": "Unknown",
-                "gender": "",
-                "emo_class": "",
-            }
-        )
-
-    kept = []
-    for row in rows:
-        path = audio_dir / row["file_name"]
-        info = _audio_info(path, problems)
-        if info is None:
-            continue
-        duration = info.frames / info.samplerate
-        if duration < min_duration_s:
-            problems.add("short audio", f"{row['file_name']}: {duration:.2f} s")
-        if info.samplerate != 16000:
-            problems.add("resampled on read", f"{row['file_name']}: {info.samplerate} Hz")
-        if info.channels != 1:
-            problems.add("downmixed on read", f"{row['file_name']}: {info.channels} channels")
-        row.update(
-            id=Path(row["file_name"]).stem,
-            path=str(path),
-            duration_s=round(duration, 4),
-            sample_rate=info.samplerate,
-            channels=info.channels,
-        )
-        kept.append(row)
 
     manifest = pd.DataFrame(kept).reindex(columns=MANIFEST_COLUMNS)
     in_train = (manifest["subset"] == "train").to_numpy()
@@ -385,7 +386,7 @@ def build_manifest(
     manifest = manifest.sort_values("id", kind="stable").reset_index(drop=True)
     summary = {
         "root": str(root),
-        "audio_files": len(audio_files),
+        "audio_files": len(audio),
         "consensus_rows": len(consensus),
         "annotator_votes": len(votes),
     }
@@ -400,7 +401,7 @@ def format_report(
         "# MSP-Podcast data report",
         "",
         f"Corpus: `{summary['root']}` (read only).",
-        f"Audio files: {summary['audio_files']}; consensus rows: {summary['consensus_rows']}; "
+        f"Audio files in labelled partitions: {summary['audio_files']}; consensus rows: {summary['consensus_rows']}; "
         f"annotator votes: {summary['annotator_votes']}; manifest rows: {len(manifest)}.",
         "",
         "## Subsets",
@@ -442,6 +443,7 @@ def format_report(
 
 def prepare(
     root: str | os.PathLike,
+    audio_indexes: list[str | os.PathLike],
     manifest_path: str | os.PathLike,
     report_path: str | os.PathLike,
     holdout_fraction: float = 0.1,
@@ -449,7 +451,9 @@ def prepare(
     min_duration_s: float = 0.5,
 ) -> pd.DataFrame:
     """The `prepare` stage: build the manifest and the report, both written atomically."""
-    manifest, problems, summary = build_manifest(root, holdout_fraction, split_seed, min_duration_s)
+    manifest, problems, summary = build_manifest(
+        root, audio_indexes, holdout_fraction, split_seed, min_duration_s
+    )
     write_manifest(manifest, manifest_path)
     atomic_write_text(report_path, format_report(manifest, problems, summary))
     return manifest

@@ -1,4 +1,4 @@
-"""Which device a GPU job runs on: exactly one CUDA device, or the CPU (SPEC 3).
+"""Which device a GPU job runs on: exactly one CUDA device, or the CPU (README, "GPUs").
 
 A GPU rule declares ``resources: gpu=1``; Snakemake then limits how many such jobs run at once
 (``--resources gpu=N``) but never says *which* GPU a job should use. The rules are:

@@ -1,4 +1,4 @@
-"""Stages 3 and 4 (SPEC 4.5): a meta-classifier over the DeepSER ensemble, and its soup.
+"""Stages 3 and 4 (docs/method.md, section 6): a meta-classifier over the DeepSER ensemble, and its soup.
 
 Every DeepSER model leaves, per subset, 8 class posteriors and 3 attributes per clip
 (``results/posteriors/{model}.h5``, one group per subset with ``ids``, ``probs`` [N, 8],
@@ -647,11 +647,14 @@ def make_soup(
 def predict_test(
     soup_dir: str | os.PathLike,
     posterior_paths: Sequence[str | os.PathLike],
-    manifest_path: str | os.PathLike,
+    manifest: str | os.PathLike | pd.DataFrame,
     out_csv: str | os.PathLike,
     out_posteriors_csv: str | os.PathLike,
 ) -> pd.DataFrame:
     """Challenge submission for every `test` clip of the manifest, from the soup head.
+
+    `manifest`: a manifest path or table with the `test` rows (the workflow passes the
+    unlabelled partition's clips, ``medusa.partitions.unlabelled_manifest``).
 
     Writes `out_csv` (`FileName,EmoClass`, one class letter per clip, sorted by FileName) and
     `out_posteriors_csv` (FileName and the 8 posteriors, columns named by class letter).
@@ -661,10 +664,13 @@ def predict_test(
     model, info = load_head(soup_dir)
     paths = paths_in_model_order(posterior_paths, info["models"])
     ids, X = load_ensemble_inputs(paths, "test")
-    rows = manifest_rows(read_manifest(manifest_path), "test", ids)
+    if not isinstance(manifest, pd.DataFrame):
+        manifest = read_manifest(manifest)
+    rows = manifest_rows(manifest, "test", ids)
     file_names = [Path(p).name for p in rows["path"]]  # read_manifest: never empty
     if len(set(file_names)) != len(file_names):
-        raise EnsembleError(f"{manifest_path}: two test clips share an audio file name")
+        where = manifest.attrs.get("path", "manifest")
+        raise EnsembleError(f"{where}: two test clips share an audio file name")
     probs = predict_probs(model, X)
     table = pd.DataFrame(probs, columns=list(CLASS_LETTERS))
     table.insert(0, "FileName", file_names)

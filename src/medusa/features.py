@@ -1,4 +1,4 @@
-"""Feature stage (SPEC 4.2): per-frame layer embeddings of one backbone, into an HDF5 store.
+"""Feature stage (docs/method.md, section 3): per-frame layer embeddings of one backbone, into an HDF5 store.
 
 A feature set (``feature_sets`` in config/config.yaml) is a dict: ``backbone`` (Hugging Face id
 or local folder), ``kind`` (``audio`` | ``whisper`` | ``text``), ``layer`` (``last`` |
@@ -33,7 +33,7 @@ supported) and float32 on CPU.
 
 API: ``load_backbone(feature_set_cfg, device) -> Backbone`` (``.encode_batch(inputs)``: one
 forward pass; ``.encode(inputs, batch_size)``: sorted and batched; ``.dim``, ``.attrs``) and
-``extract_feature_set(name, cfg, manifest_path, subset, out_path, asr_path=None, shard=0,
+``extract_feature_set(name, cfg, index_path, out_path, asr_path=None, shard=0,
 n_shards=1, device="cpu", log=None)``.
 """
 
@@ -56,7 +56,7 @@ from tqdm import tqdm
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoTokenizer
 
 from medusa.audio import SAMPLE_RATE, load_audio
-from medusa.manifest import subset_paths
+from medusa.partitions import clip_paths
 from medusa.store import FeatureWriter, shard_ids
 
 LOG = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ UNUSED_AT_INFERENCE = ("masked_spec_embed",)
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack")
 # Clips are extracted in blocks of this many batches of consecutive ids: sorted by length inside
 # a block, written in id order. Memory stays bounded, and since shards are made of whole blocks
-# (store.shard_ids) every clip meets the same batch neighbours however the subset is sharded.
+# (store.shard_ids) every clip meets the same batch neighbours however the partition is sharded.
 BATCHES_PER_BLOCK = 32
 
 
@@ -364,8 +364,7 @@ def _read_texts(path: str | os.PathLike) -> dict[str, str]:
 def extract_feature_set(
     feature_set_name: str,
     feature_set_cfg: dict,
-    manifest_path: str | os.PathLike,
-    subset: str,
+    index_path: str | os.PathLike,
     out_path: str | os.PathLike,
     asr_path: str | os.PathLike | None = None,
     shard: int = 0,
@@ -374,13 +373,16 @@ def extract_feature_set(
     log: logging.Logger | None = None,
     progress: bool = True,
 ) -> int:
-    """Extract one feature set for one subset (shard) of the manifest into an HDF5 store.
+    """Extract one feature set for one audio partition (shard) into an HDF5 store.
+
+    `index_path`: the partition's clip table (``medusa.partitions.write_audio_index``).
 
     Utterances are written in id order (see BATCHES_PER_BLOCK). Returns the number written.
     """
     log = log or LOG
     cfg = FeatureSetConfig.from_dict(feature_set_cfg, feature_set_name)
-    paths = dict(subset_paths(manifest_path, subset))
+    paths = dict(clip_paths(index_path))
+    part = Path(index_path).stem
     block = cfg.batch_size * BATCHES_PER_BLOCK
     ids = shard_ids(paths, shard, n_shards, block)
     texts: dict[str, str] = {}
@@ -394,10 +396,10 @@ def extract_feature_set(
                 f"{asr_path}: no transcript for {len(missing)} clip(s), e.g. {missing[:5]}"
             )
     log.info(
-        "features %s: %d clips of subset %r (shard %d/%d), %s on %s",
+        "features %s: %d clips of partition %r (shard %d/%d), %s on %s",
         feature_set_name,
         len(ids),
-        subset,
+        part,
         shard,
         n_shards,
         cfg.backbone,
@@ -406,9 +408,7 @@ def extract_feature_set(
     backbone = Backbone(cfg, device)
     attrs = {**backbone.attrs, "feature_set": feature_set_name}
     started, frames = time.perf_counter(), 0
-    bar = tqdm(
-        total=len(ids), desc=f"{feature_set_name} {subset}", unit="clip", disable=not progress
-    )
+    bar = tqdm(total=len(ids), desc=f"{feature_set_name} {part}", unit="clip", disable=not progress)
     with FeatureWriter(out_path, backbone.dim, attrs) as writer:
         for start in range(0, len(ids), block):
             chunk = ids[start : start + block]

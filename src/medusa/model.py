@@ -1,4 +1,6 @@
-"""DeepSER: hierarchical transformer fusion of M >= 2 feature sequences (SPEC 4.3, paper Alg. 1-2).
+"""DeepSER: hierarchical transformer fusion of M >= 2 feature sequences.
+
+The method: docs/method.md, section 4 (the paper's Algorithms 1-2).
 
 Shapes: B batch, L_m frames of modality m, D_m its feature width, H hidden size, C = 8 classes.
 Every sequence travels with a boolean mask `[B, L]` that is True on real frames: attention

@@ -1,4 +1,4 @@
-"""The evaluation report (SPEC 4.5): paper-shaped tables, figures and a short headline.
+"""The evaluation report (docs/method.md, section 7): paper-shaped tables, figures and a short headline.
 
 Everything is recomputed from the posteriors files and the heads' checkpoints, on the same
 scored sets as the ensemble stages (``medusa.ensemble.evaluation_data``): ``dev`` (8 consensus

@@ -1,4 +1,4 @@
-"""Balanced sampling (SPEC 4.4): stage-2 epochs, the meta-classifier and balanced holdout."""
+"""Balanced sampling (docs/method.md, sections 5.2-5.3 and 6.2): stage-2 epochs, the meta-classifier and balanced holdout."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Per-utterance frame sequences in one HDF5 file (SPEC 4.2, "Storage").
+"""Per-utterance frame sequences in one HDF5 file (docs/method.md, section 3).
 
 Layout of a feature file::
 

@@ -1,4 +1,4 @@
-"""Stage 1 and stage 2 of MEDUSA for one DeepSER model (SPEC 4.4), and its posteriors (SPEC 4.5).
+"""Stage 1 and stage 2 of MEDUSA for one DeepSER model, and its posteriors (docs/method.md, 5).
 
 Read top to bottom: manifest and feature files -> datasets and length-bucketed loaders ->
 the epoch loop (train, score the balanced holdout, keep the best, stop early, save a resume
@@ -844,13 +844,17 @@ def load_checkpoint(
 
 def write_posteriors(
     checkpoint_path: str | os.PathLike,
-    manifest_path: str | os.PathLike,
+    manifest: str | os.PathLike | pd.DataFrame,
     feature_paths: dict[str, list[str | os.PathLike]],
     out_path: str | os.PathLike,
     device: str | torch.device = "cpu",
     log: Log | None = None,
 ) -> None:
     """Softmax posteriors and attributes of every manifest row with features, per subset.
+
+    `manifest`: the manifest (a path, or a table such as the unlabelled partition's clips as
+    `test` rows, ``medusa.partitions.unlabelled_manifest``); `feature_paths` maps each subset
+    to write to the model's feature files of the audio partition that holds it.
 
     HDF5 layout: one group per subset with `ids` (utf-8, sorted), `probs` float32 [N, 8]
     (class order A S H U F D C N) and `attributes` float32 [N, 3] (act, val, dom).
@@ -867,7 +871,9 @@ def write_posteriors(
             f"{checkpoint_path}: trained on dims {checkpoint['input_dims']}, features have {dims}"
         )
     amp = bool(cfg["amp"]) and device.type == "cuda"
-    manifest = read_manifest(manifest_path)
+    if not isinstance(manifest, pd.DataFrame):
+        manifest = read_manifest(manifest)
+    manifest_path = manifest.attrs.get("path", "manifest")
     results = {}
     for name in sorted(feature_paths):
         subset = load_subset(manifest, manifest_path, name, feature_paths[name], features, log)

@@ -1,14 +1,13 @@
 rule asr:
-    """Whisper ASR of a subset, or of one shard of it (greedy, English, batched by length)."""
+    """Whisper ASR of an audio partition, or of one shard of it (greedy, batched by length)."""
     input:
-        manifest="results/data/manifest.tsv",
-        model=asr_model_input,
+        unpack(asr_inputs),
     output:
-        sharded_output("results/asr/{subset}", ".jsonl"),
+        sharded_output("results/asr/{partition}", ".jsonl"),
     log:
-        sharded_path("logs/asr/{subset}", ".log"),
+        sharded_path("logs/asr/{partition}", ".log"),
     benchmark:
-        sharded_path("results/benchmarks/asr/{subset}", ".tsv")
+        sharded_path("results/benchmarks/asr/{partition}", ".tsv")
     conda:
         "../../envs/medusa.yaml"
     threads: GPU_JOB_THREADS
@@ -24,13 +23,13 @@ rule asr:
 if SHARDED:
 
     rule asr_merge:
-        """Join the shards of a subset into one JSONL sorted by id."""
+        """Join the shards of a partition into one JSONL sorted by id."""
         input:
             asr_shards,
         output:
-            "results/asr/{subset}.jsonl",
+            "results/asr/{partition}.jsonl",
         log:
-            "logs/asr/{subset}.merge.log",
+            "logs/asr/{partition}.merge.log",
         conda:
             "../../envs/medusa.yaml"
         script:

@@ -18,6 +18,12 @@ from medusa.config import (
     check_data_root,
     validate_config,
 )
+from medusa.partitions import (
+    UNLABELLED,
+    audio_partitions,
+    fingerprint,
+    partition_of_subset,
+)
 
 validate_config(config, workflow.source_path("../schemas/config.schema.yaml"))
 check_data_root(config)
@@ -36,6 +42,59 @@ def corpus_label_files():
 def prepare_params():
     """Only the data sub-config: editing models never re-prepares the data."""
     return canonical_json(config["data"])
+
+
+# ---------------------------------------------------------------- audio partitions
+
+_AUDIO_PARTITIONS = {}
+
+
+def corpus_partitions():
+    """Audio partition -> fingerprint of its files (names, sizes, mtimes), read once per parse.
+
+    ASR and features run per partition (medusa.partitions): a partition whose audio changed,
+    and only that one, gets a new fingerprint and is indexed, transcribed and extracted again.
+    The unlabelled partition always exists (it may be empty).
+    """
+    if not _AUDIO_PARTITIONS:
+        labels = os.path.join(DATA_ROOT, "Labels", "labels_consensus.csv")
+        if not (os.path.isfile(labels) and os.path.isdir(os.path.join(DATA_ROOT, "Audios"))):
+            raise WorkflowError(
+                f"data.root: no corpus at {DATA_ROOT!r} (Audios/ and "
+                "Labels/labels_consensus.csv are needed before the workflow can plan ASR and "
+                "features). For the demo, generate it first: `snakemake demo_corpus "
+                "--configfile config/demo.yaml --cores 1` (`make demo` does this)."
+            )
+        found = audio_partitions(DATA_ROOT)
+        found.setdefault(UNLABELLED, [])
+        _AUDIO_PARTITIONS.update({p: fingerprint(files) for p, files in found.items()})
+    return _AUDIO_PARTITIONS
+
+
+def labelled_partitions():
+    return sorted(p for p in corpus_partitions() if p != UNLABELLED)
+
+
+def labelled_subsets():
+    """Manifest subsets with labels: train and holdout (both in the `train` partition), dev
+    (`development`), and any other Split_Set under its own name."""
+    names = {"train": ["train", "holdout"], "development": ["dev"]}
+    return [s for p in labelled_partitions() for s in names.get(p, [p])]
+
+
+def audio_fingerprint(wildcards):
+    if wildcards.partition not in corpus_partitions():
+        raise WorkflowError(
+            f"no audio partition {wildcards.partition!r} in {DATA_ROOT} "
+            f"(partitions: {', '.join(sorted(corpus_partitions()))})"
+        )
+    return corpus_partitions()[wildcards.partition]
+
+
+def labelled_audio_indexes(wildcards):
+    """The audio indexes `prepare` joins with the labels (the unlabelled one never: new
+    unlabelled audio must not change the manifest)."""
+    return expand("results/audio/{partition}.tsv", partition=labelled_partitions())
 
 
 # Names the demo_backbone rule can build (medusa.demo.backbones.build_backbone).
@@ -73,9 +132,8 @@ def local_backbone_input(model_path):
 
 # ---------------------------------------------------------------- subsets, shards, features
 
-# Subsets every feature set is extracted for: train/holdout for training and model selection,
-# dev for the reported evaluation, test (unlabelled) for the challenge predictions.
-SUBSETS = ("train", "holdout", "dev", "test")
+# Subsets a training job reads: train, holdout (model selection) and dev (reported evaluation).
+TRAINING_SUBSETS = ("train", "holdout", "dev")
 SHARDS = range(config["shards"])
 SHARDED = config["shards"] > 1
 MODELS = enabled_models(config)
@@ -85,7 +143,8 @@ META_SEEDS = list(config["meta"]["seeds"])
 
 
 wildcard_constraints:
-    subset="|".join(SUBSETS),
+    partition=r"[a-z0-9_]+",
+    posterior_set="labelled|unlabelled",
     feature_set="|".join(config["feature_sets"]),
     model="|".join(MODELS),
     seed=r"\d+",
@@ -112,13 +171,18 @@ def asr_params():
     return canonical_json(config["asr"])
 
 
-def asr_model_input(wildcards):
-    return local_backbone_input(config["asr"]["model"])
+def asr_inputs(wildcards):
+    return {
+        "index": f"results/audio/{wildcards.partition}.tsv",
+        "model": local_backbone_input(config["asr"]["model"]),
+    }
 
 
 def asr_shards(wildcards):
     return expand(
-        "results/asr/{subset}/shard{shard}.jsonl", subset=wildcards.subset, shard=SHARDS
+        "results/asr/{partition}/shard{shard}.jsonl",
+        partition=wildcards.partition,
+        shard=SHARDS,
     )
 
 
@@ -128,22 +192,23 @@ def feature_set_params(wildcards):
 
 
 def feature_inputs(wildcards):
-    """Manifest, the backbone when the workflow builds it, and the transcripts for text."""
+    """The partition's clip table, the backbone when the workflow builds it, and the
+    partition's transcripts for text (never the manifest: features do not depend on labels)."""
     feature_set = config["feature_sets"][wildcards.feature_set]
     inputs = {
-        "manifest": "results/data/manifest.tsv",
+        "index": f"results/audio/{wildcards.partition}.tsv",
         "backbone": local_backbone_input(feature_set["backbone"]),
     }
     if feature_set["kind"] == "text":
-        inputs["transcripts"] = f"results/asr/{wildcards.subset}.jsonl"
+        inputs["transcripts"] = f"results/asr/{wildcards.partition}.jsonl"
     return inputs
 
 
 def feature_shards(wildcards):
     return expand(
-        "results/features/{feature_set}/{subset}/shard{shard}.h5",
+        "results/features/{feature_set}/{partition}/shard{shard}.h5",
         feature_set=wildcards.feature_set,
-        subset=wildcards.subset,
+        partition=wildcards.partition,
         shard=SHARDS,
     )
 
@@ -162,21 +227,22 @@ def model_params(wildcards):
     )
 
 
-def model_feature_files(wildcards):
-    """Feature files of the model's feature sets for every subset, grouped by subset."""
-    features = config["models"][wildcards.model]["features"]
-    return {
-        subset: expand(
-            "results/features/{feature_set}/{subset}.h5",
-            feature_set=features,
-            subset=subset,
-        )
-        for subset in SUBSETS
-    }
+def feature_files(model, subset):
+    """The model's feature files (model order) of the audio partition holding `subset`."""
+    return expand(
+        "results/features/{feature_set}/{partition}.h5",
+        feature_set=config["models"][model]["features"],
+        partition=partition_of_subset(subset),
+    )
 
 
 def stage1_inputs(wildcards):
-    return {"manifest": "results/data/manifest.tsv", **model_feature_files(wildcards)}
+    """Manifest and the features of train, holdout and dev: nothing of the unlabelled
+    partition, so new unlabelled audio never retrains a model."""
+    inputs = {"manifest": "results/data/manifest.tsv"}
+    for subset in TRAINING_SUBSETS:
+        inputs[subset] = feature_files(wildcards.model, subset)
+    return inputs
 
 
 def stage2_inputs(wildcards):
@@ -186,19 +252,42 @@ def stage2_inputs(wildcards):
     }
 
 
+def posterior_subsets(wildcards):
+    """Subsets a posteriors file holds: every labelled subset, or the unlabelled `test`."""
+    if wildcards.posterior_set == "unlabelled":
+        return ["test"]
+    return labelled_subsets()
+
+
 def posterior_inputs(wildcards):
-    return {
-        **stage1_inputs(wildcards),
-        "checkpoint": f"results/models/{wildcards.model}/stage2/checkpoint.pt",
-    }
+    """The stage-2 checkpoint, the clips to score (manifest, or the unlabelled partition's
+    index) and the model's features of each subset."""
+    inputs = {"checkpoint": f"results/models/{wildcards.model}/stage2/checkpoint.pt"}
+    if wildcards.posterior_set == "unlabelled":
+        inputs["index"] = f"results/audio/{UNLABELLED}.tsv"
+    else:
+        inputs["manifest"] = "results/data/manifest.tsv"
+    for subset in posterior_subsets(wildcards):
+        inputs[subset] = feature_files(wildcards.model, subset)
+    return inputs
+
+
+def labelled_posteriors(wildcards):
+    return expand("results/posteriors/{model}/labelled.h5", model=MODELS)
+
+
+def unlabelled_posteriors(wildcards):
+    return expand("results/posteriors/{model}/unlabelled.h5", model=MODELS)
 
 
 # ---------------------------------------------------------------- ensemble
 
 
 def meta_params(wildcards):
-    """Meta-classifier settings plus the model order (its input layout), canonical JSON."""
-    return canonical_json({"meta": config["meta"], "models": MODELS})
+    """Meta-classifier settings (not the list of seeds: the seed is the job's wildcard, so
+    adding a seed runs only that seed) plus the model order (the head's input layout)."""
+    meta = {key: value for key, value in config["meta"].items() if key != "seeds"}
+    return canonical_json({"meta": meta, "models": MODELS})
 
 
 def evaluation_params():

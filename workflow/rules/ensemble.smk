@@ -2,7 +2,7 @@ rule meta:
     """Stage 3: a meta-classifier over all models' posteriors, balanced sampling, one seed."""
     input:
         manifest="results/data/manifest.tsv",
-        posteriors=expand("results/posteriors/{model}.h5", model=MODELS),
+        posteriors=labelled_posteriors,
     output:
         head="results/meta/seed{seed}/head.pt",
         metrics="results/meta/seed{seed}/metrics.json",
@@ -23,7 +23,7 @@ rule model_soup:
     """Stage 4: the meta-classifier seeds averaged into one model (uniform or greedy soup)."""
     input:
         manifest="results/data/manifest.tsv",
-        posteriors=expand("results/posteriors/{model}.h5", model=MODELS),
+        posteriors=labelled_posteriors,
         heads=expand("results/meta/seed{seed}/head.pt", seed=META_SEEDS),
     output:
         head="results/soup/head.pt",
@@ -43,10 +43,10 @@ rule model_soup:
 
 
 rule predict:
-    """Challenge-format predictions of the soup for the unlabelled test subset."""
+    """Challenge-format predictions of the soup for every unlabelled clip (Test3)."""
     input:
-        manifest="results/data/manifest.tsv",
-        posteriors=expand("results/posteriors/{model}.h5", model=MODELS),
+        index=f"results/audio/{UNLABELLED}.tsv",
+        posteriors=unlabelled_posteriors,
         head="results/soup/head.pt",
     output:
         letters=report(
@@ -67,7 +67,7 @@ rule report:
     """Paper-shaped tables (Table 1, Table 3), per-class F1 and figures."""
     input:
         manifest="results/data/manifest.tsv",
-        posteriors=expand("results/posteriors/{model}.h5", model=MODELS),
+        posteriors=labelled_posteriors,
         meta=expand("results/meta/seed{seed}/metrics.json", seed=META_SEEDS),
         soup="results/soup/head.pt",
     output:

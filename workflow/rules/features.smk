@@ -1,13 +1,13 @@
 rule features:
-    """Layer embeddings of one backbone for a subset (or one shard of it), float16 HDF5."""
+    """Layer embeddings of one backbone for an audio partition (or one shard of it), float16 HDF5."""
     input:
         unpack(feature_inputs),
     output:
-        sharded_output("results/features/{feature_set}/{subset}", ".h5"),
+        sharded_output("results/features/{feature_set}/{partition}", ".h5"),
     log:
-        sharded_path("logs/features/{feature_set}/{subset}", ".log"),
+        sharded_path("logs/features/{feature_set}/{partition}", ".log"),
     benchmark:
-        sharded_path("results/benchmarks/features/{feature_set}/{subset}", ".tsv")
+        sharded_path("results/benchmarks/features/{feature_set}/{partition}", ".tsv")
     conda:
         "../../envs/medusa.yaml"
     threads: GPU_JOB_THREADS
@@ -23,13 +23,13 @@ rule features:
 if SHARDED:
 
     rule features_merge:
-        """Join the shards of a (feature set, subset) into the final store."""
+        """Join the shards of a (feature set, partition) into the final store."""
         input:
             feature_shards,
         output:
-            "results/features/{feature_set}/{subset}.h5",
+            "results/features/{feature_set}/{partition}.h5",
         log:
-            "logs/features/{feature_set}/{subset}.merge.log",
+            "logs/features/{feature_set}/{partition}.merge.log",
         conda:
             "../../envs/medusa.yaml"
         script:

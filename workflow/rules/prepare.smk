@@ -1,7 +1,31 @@
+rule audio_index:
+    """One audio partition's clips (durations, rates, channels, unreadable files), no labels."""
+    output:
+        index="results/audio/{partition}.tsv",
+        report=report(
+            "results/audio/{partition}.md",
+            caption="../report/audio.rst",
+            category="Data",
+            labels={"partition": "{partition}"},
+        ),
+    log:
+        "logs/audio_index/{partition}.log",
+    benchmark:
+        "results/benchmarks/audio_index/{partition}.tsv"
+    conda:
+        "../../envs/medusa.yaml"
+    params:
+        root=DATA_ROOT,
+        fingerprint=audio_fingerprint,
+    script:
+        "../scripts/audio_index.py"
+
+
 rule prepare:
     """Labels -> soft targets -> speaker-disjoint subsets -> manifest, plus a data report."""
     input:
         labels=corpus_label_files(),
+        audio=labelled_audio_indexes,
     output:
         manifest="results/data/manifest.tsv",
         report=report(

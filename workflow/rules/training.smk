@@ -52,19 +52,22 @@ rule stage2:
 
 
 rule posteriors:
-    """Class posteriors and attributes of the stage-2 model for every subset."""
+    """Class posteriors and attributes of the stage-2 model: every labelled subset, or the
+    unlabelled partition's clips (kept apart so that new unlabelled audio reruns only them)."""
     input:
         unpack(posterior_inputs),
     output:
-        "results/posteriors/{model}.h5",
+        "results/posteriors/{model}/{posterior_set}.h5",
     log:
-        "logs/posteriors/{model}.log",
+        "logs/posteriors/{model}/{posterior_set}.log",
     benchmark:
-        "results/benchmarks/posteriors/{model}.tsv"
+        "results/benchmarks/posteriors/{model}/{posterior_set}.tsv"
     conda:
         "../../envs/medusa.yaml"
     threads: GPU_JOB_THREADS
     resources:
         gpu=1,
+    params:
+        subsets=posterior_subsets,
     script:
         "../scripts/posteriors.py"

@@ -1,4 +1,4 @@
-"""Snakemake script for rule `asr` (one shard of one subset)."""
+"""Snakemake script for rule `asr` (one shard of one audio partition)."""
 
 import json
 import logging
@@ -18,10 +18,10 @@ torch.set_num_threads(snakemake.threads)
 with acquire_device(log=log) as device:
     run_asr(
         asr["model"],
-        snakemake.input.manifest,
-        snakemake.wildcards.subset,
+        snakemake.input.index,
         snakemake.output[0],
         batch_size=asr["batch_size"],
+        language=asr["language"],
         shard=int(snakemake.wildcards.get("shard", 0)),
         n_shards=snakemake.params.n_shards,
         device=device,

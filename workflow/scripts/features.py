@@ -1,4 +1,4 @@
-"""Snakemake script for rule `features` (one feature set, one shard of one subset)."""
+"""Snakemake script for rule `features` (one feature set, one shard of one audio partition)."""
 
 import json
 import logging
@@ -18,8 +18,7 @@ with acquire_device(log=log) as device:
     extract_feature_set(
         snakemake.wildcards.feature_set,
         json.loads(snakemake.params.feature_set),
-        snakemake.input.manifest,
-        snakemake.wildcards.subset,
+        snakemake.input.index,
         snakemake.output[0],
         asr_path=snakemake.input.get("transcripts"),
         shard=int(snakemake.wildcards.get("shard", 0)),

@@ -1,4 +1,4 @@
-"""Snakemake script for rule `posteriors`."""
+"""Snakemake script for rule `posteriors` (labelled subsets, or the unlabelled partition)."""
 
 import logging
 import sys
@@ -9,16 +9,20 @@ logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 import torch  # noqa: E402
 
 from medusa.devices import acquire_device  # noqa: E402
+from medusa.partitions import unlabelled_manifest  # noqa: E402
 from medusa.training import write_posteriors  # noqa: E402
 
-SUBSETS = ("train", "holdout", "dev", "test")
 log = logging.getLogger("posteriors")
 torch.set_num_threads(snakemake.threads)
+if "index" in snakemake.input.keys():
+    clips = unlabelled_manifest(snakemake.input.index)
+else:
+    clips = snakemake.input.manifest
 with acquire_device(log=log) as device:
     write_posteriors(
         snakemake.input.checkpoint,
-        snakemake.input.manifest,
-        {subset: list(snakemake.input[subset]) for subset in SUBSETS},
+        clips,
+        {subset: list(snakemake.input[subset]) for subset in snakemake.params.subsets},
         snakemake.output[0],
         device=device,
         log=log.info,

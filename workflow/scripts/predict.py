@@ -1,4 +1,4 @@
-"""Snakemake script for rule `predict` (challenge-format predictions for `test`)."""
+"""Snakemake script for rule `predict` (challenge-format predictions for unlabelled clips)."""
 
 import logging
 import sys
@@ -8,11 +8,12 @@ sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115 - the log stays open fo
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
 from medusa.ensemble import predict_test  # noqa: E402
+from medusa.partitions import unlabelled_manifest  # noqa: E402
 
 table = predict_test(
     Path(snakemake.input.head).parent,
     list(snakemake.input.posteriors),
-    snakemake.input.manifest,
+    unlabelled_manifest(snakemake.input.index),
     snakemake.output.letters,
     snakemake.output.posteriors,
 )

@@ -12,6 +12,7 @@ from medusa.data import prepare  # noqa: E402
 data = json.loads(snakemake.params.data)
 manifest = prepare(
     root=data["root"],
+    audio_indexes=list(snakemake.input.audio),
     manifest_path=snakemake.output.manifest,
     report_path=snakemake.output.report,
     holdout_fraction=data["holdout_fraction"],

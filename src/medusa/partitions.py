@@ -1,0 +1,222 @@
+"""Audio partitions: the corpus's audio files grouped the way the corpus releases them.
+
+ASR and feature extraction are the expensive stages, so they are keyed by audio only: they run
+per *audio partition* and never read labels, the train/holdout split or its seed.
+
+- A labelled file's partition is the (normalised) ``Split_Set`` of its row in
+  ``labels_consensus.csv``: ``train``, ``development`` (``test1``, ``test2`` in older releases).
+- Every other audio file (Test3, clips added later) is in ``unlabelled``.
+
+Membership depends on the audio folder and on the ``FileName``/``Split_Set`` columns only, so
+changing label values or the split re-extracts nothing, and a clip dropped into ``Audios/``
+changes exactly one partition. ``audio_partitions(root)`` lists them with a fingerprint of each
+(names, sizes, modification times): the workflow passes the fingerprint to the partition's
+``audio_index`` job, so a changed partition, and only that one, is indexed, transcribed and
+extracted again.
+
+``write_audio_index(root, partition, out_tsv, out_report)`` writes the partition's clip table
+(``INDEX_COLUMNS``; unusable files keep a row with the reason in ``problem``) and a short report;
+``clip_paths(index)`` gives the usable ``(id, path)`` pairs that the ASR and feature stages read.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import soundfile as sf
+
+from medusa.atomic import atomic_write_text
+from medusa.emotions import ATTRIBUTES, CLASS_LETTERS
+from medusa.manifest import MANIFEST_COLUMNS
+
+UNLABELLED = "unlabelled"
+AUDIO_SUFFIX = ".wav"
+TEST3_MARKER = "_test3_"
+INDEX_COLUMNS = ["id", "path", "partition", "duration_s", "sample_rate", "channels", "problem"]
+# Which partition holds the clips of each subset of the manifest (medusa.data): the holdout is
+# carved out of Split_Set=Train, and `test` is every unlabelled file.
+SUBSET_PARTITIONS = {"train": "train", "holdout": "train", "dev": "development", "test": UNLABELLED}
+
+
+class PartitionError(ValueError):
+    """The corpus cannot be partitioned (bad label file); the message names the file/row."""
+
+
+def partition_name(split_set: str) -> str:
+    """File-name-safe partition name of a Split_Set value (``Train`` -> ``train``)."""
+    name = re.sub(r"[^a-z0-9]+", "_", split_set.strip().lower()).strip("_")
+    return name or "unknown"
+
+
+def partition_of_subset(subset: str) -> str:
+    """The audio partition a manifest subset's clips are stored in."""
+    return SUBSET_PARTITIONS.get(subset, subset)
+
+
+@dataclass(frozen=True)
+class AudioFile:
+    name: str
+    size: int
+    mtime_ns: int
+
+
+def list_audio(audio_dir: Path) -> list[AudioFile]:
+    """Every ``*.wav`` of the (flat) audio folder with its size and mtime, sorted by name."""
+    with os.scandir(audio_dir) as entries:
+        files = [
+            AudioFile(e.name, (st := e.stat()).st_size, st.st_mtime_ns)
+            for e in entries
+            if e.name.lower().endswith(AUDIO_SUFFIX) and e.is_file()
+        ]
+    return sorted(files, key=lambda f: f.name)
+
+
+def labelled_split_sets(consensus_path: Path) -> dict[str, str]:
+    """FileName -> partition for every consensus row (the first row of a repeated name wins)."""
+    if not consensus_path.is_file():
+        raise PartitionError(f"{consensus_path}: file not found")
+    with open(consensus_path, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        columns = [c.strip() for c in reader.fieldnames or []]
+        for needed in ("FileName", "Split_Set"):
+            if needed not in columns:
+                raise PartitionError(f"{consensus_path}: no {needed} column (found {columns})")
+        splits: dict[str, str] = {}
+        for row in reader:
+            row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
+            splits.setdefault(row["FileName"], partition_name(row["Split_Set"]))
+    return splits
+
+
+def audio_partitions(root: str | os.PathLike) -> dict[str, list[AudioFile]]:
+    """Partition -> its audio files (see module docstring). Labelled rows without audio are
+    not here: the data stage reports them."""
+    root = Path(root)
+    splits = labelled_split_sets(root / "Labels" / "labels_consensus.csv")
+    partitions: dict[str, list[AudioFile]] = defaultdict(list)
+    for audio in list_audio(root / "Audios"):
+        partitions[splits.get(audio.name, UNLABELLED)].append(audio)
+    return dict(partitions)
+
+
+def fingerprint(files: list[AudioFile]) -> str:
+    """A digest of the partition's file names, sizes and modification times."""
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f"{f.name}\t{f.size}\t{f.mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+def _header(path: Path) -> tuple[dict, str]:
+    """(duration/rate/channels, problem) of one audio file; problem is '' when usable."""
+    try:
+        info = sf.info(str(path))
+    except Exception as err:  # soundfile raises several types for corrupt files
+        return {}, f"unreadable audio: {err}"
+    if info.frames == 0:
+        return {}, "empty audio"
+    return {
+        "duration_s": round(info.frames / info.samplerate, 4),
+        "sample_rate": info.samplerate,
+        "channels": info.channels,
+    }, ""
+
+
+def build_audio_index(root: str | os.PathLike, partition: str) -> pd.DataFrame:
+    """The clip table of one partition (every file, unusable ones with their problem)."""
+    root = Path(root)
+    files = audio_partitions(root).get(partition, [])
+    rows = []
+    for audio in files:
+        path = root / "Audios" / audio.name
+        header, problem = _header(path)
+        rows.append(
+            {"id": Path(audio.name).stem, "path": str(path), "partition": partition,
+             **header, "problem": problem}
+        )  # fmt: skip
+    return pd.DataFrame(rows, columns=INDEX_COLUMNS)
+
+
+def format_index_report(index: pd.DataFrame, partition: str, examples: int = 5) -> str:
+    """Markdown summary of a partition's audio: counts, hours, and every file left out."""
+    usable = index[index["problem"] == ""]
+    lines = [
+        f"# Audio partition `{partition}`",
+        "",
+        f"Files: {len(index)}; usable: {len(usable)}; hours: "
+        f"{usable['duration_s'].sum() / 3600:.3f}.",
+        "",
+    ]
+    notes: dict[str, list[str]] = defaultdict(list)
+    for row in index.itertuples():
+        if row.problem:
+            notes[row.problem.split(":")[0] + " (left out)"].append(f"{row.id}: {row.problem}")
+        elif row.sample_rate != 16000:
+            notes["resampled on read"].append(f"{row.id}: {row.sample_rate} Hz")
+        if not row.problem and row.channels != 1:
+            notes["downmixed on read"].append(f"{row.id}: {row.channels} channels")
+        if partition == UNLABELLED and TEST3_MARKER not in row.id.lower():
+            notes["unlabelled, no test3 marker (predicted as test)"].append(row.id)
+    lines += ["| note | count | examples |", "|---|---|---|"] if notes else ["No problems."]
+    for kind, found in sorted(notes.items()):
+        shown = "; ".join(s.replace("|", "/") for s in found[:examples])
+        more = f" (+{len(found) - examples} more)" if len(found) > examples else ""
+        lines.append(f"| {kind} | {len(found)} | {shown}{more} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_audio_index(
+    root: str | os.PathLike,
+    partition: str,
+    index_path: str | os.PathLike,
+    report_path: str | os.PathLike,
+) -> pd.DataFrame:
+    """The `audio_index` stage: the partition's clip table and report, written atomically."""
+    index = build_audio_index(root, partition)
+    atomic_write_text(index_path, index.to_csv(sep="\t", index=False, na_rep=""))
+    atomic_write_text(report_path, format_index_report(index, partition))
+    return index
+
+
+def read_audio_index(path: str | os.PathLike) -> pd.DataFrame:
+    """A partition's clip table as written by `write_audio_index` (checked columns)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"audio index not found: {path}")
+    index = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    missing = [c for c in INDEX_COLUMNS if c not in index.columns]
+    if missing:
+        raise PartitionError(f"{path}: missing column(s) {missing}")
+    for column in ("duration_s", "sample_rate", "channels"):
+        index[column] = pd.to_numeric(index[column].replace("", np.nan))
+    return index
+
+
+def clip_paths(index_path: str | os.PathLike) -> list[tuple[str, str]]:
+    """``(id, audio path)`` of every usable clip of a partition, in id order."""
+    index = read_audio_index(index_path)
+    usable = index[index["problem"] == ""].sort_values("id", kind="stable")
+    return list(zip(usable["id"].tolist(), usable["path"].tolist(), strict=True))
+
+
+def unlabelled_manifest(index_path: str | os.PathLike) -> pd.DataFrame:
+    """The usable clips of the unlabelled partition as manifest rows of subset `test`."""
+    index = read_audio_index(index_path)
+    rows = index[index["problem"] == ""].sort_values("id", kind="stable").copy()
+    rows["subset"] = "test"
+    rows["speaker"] = "Unknown"
+    rows["gender"] = ""
+    rows["emo_class"] = ""
+    for column in (*CLASS_LETTERS, *ATTRIBUTES):
+        rows[column] = np.nan
+    manifest = rows.reindex(columns=MANIFEST_COLUMNS).reset_index(drop=True)
+    manifest.attrs["path"] = str(index_path)
+    return manifest

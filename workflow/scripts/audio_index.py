@@ -1,0 +1,18 @@
+"""Snakemake script for rule `audio_index` (one audio partition)."""
+
+import logging
+import sys
+
+sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115 - the log stays open for the job
+logging.basicConfig(stream=sys.stderr, level=logging.INFO)
+
+from medusa.partitions import write_audio_index  # noqa: E402
+
+index = write_audio_index(
+    snakemake.params.root,
+    snakemake.wildcards.partition,
+    snakemake.output.index,
+    snakemake.output.report,
+)
+usable = int((index["problem"] == "").sum())
+logging.info("partition %s: %d files, %d usable", snakemake.wildcards.partition, len(index), usable)
