@@ -58,7 +58,9 @@ def corpus_partitions():
     """
     if not _AUDIO_PARTITIONS:
         labels = os.path.join(DATA_ROOT, "Labels", "labels_consensus.csv")
-        if not (os.path.isfile(labels) and os.path.isdir(os.path.join(DATA_ROOT, "Audios"))):
+        if not (
+            os.path.isfile(labels) and os.path.isdir(os.path.join(DATA_ROOT, "Audios"))
+        ):
             raise WorkflowError(
                 f"data.root: no corpus at {DATA_ROOT!r} (Audios/ and "
                 "Labels/labels_consensus.csv are needed before the workflow can plan ASR and "
@@ -193,7 +195,8 @@ def feature_set_params(wildcards):
 
 def feature_inputs(wildcards):
     """The partition's clip table, the backbone when the workflow builds it, and the
-    partition's transcripts for text (never the manifest: features do not depend on labels)."""
+    partition's transcripts for text (never the manifest: features do not depend on labels).
+    """
     feature_set = config["feature_sets"][wildcards.feature_set]
     inputs = {
         "index": f"results/audio/{wildcards.partition}.tsv",
@@ -285,7 +288,8 @@ def unlabelled_posteriors(wildcards):
 
 def meta_params(wildcards):
     """Meta-classifier settings (not the list of seeds: the seed is the job's wildcard, so
-    adding a seed runs only that seed) plus the model order (the head's input layout)."""
+    adding a seed runs only that seed) plus the model order (the head's input layout).
+    """
     meta = {key: value for key, value in config["meta"].items() if key != "seeds"}
     return canonical_json({"meta": meta, "models": MODELS})
 

@@ -53,7 +53,8 @@ rule stage2:
 
 rule posteriors:
     """Class posteriors and attributes of the stage-2 model: every labelled subset, or the
-    unlabelled partition's clips (kept apart so that new unlabelled audio reruns only them)."""
+    unlabelled partition's clips (kept apart so that new unlabelled audio reruns only them).
+    """
     input:
         unpack(posterior_inputs),
     output:
