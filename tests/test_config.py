@@ -9,7 +9,6 @@ import yaml
 from medusa.config import (
     ConfigError,
     canonical_json,
-    check_data_root,
     enabled_models,
     model_config,
     validate_config,
@@ -104,10 +103,18 @@ def test_schema_errors_name_the_key(recipe, edit, expected):
         validate_config(bad, SCHEMA)
 
 
-def test_missing_data_root_says_what_to_do(recipe, tmp_path):
-    recipe["data"]["root"] = str(tmp_path / "nowhere")
-    with pytest.raises(ConfigError, match=r"data\.root.*make demo"):
-        check_data_root(recipe)
+def test_missing_data_root_says_what_to_do(tmp_path):
+    """A dry run of the recipe without the corpus stops with directions, not a traceback."""
+    run = run_snakemake(
+        tmp_path,
+        "-n",
+        configfiles=[ROOT / "config/config.yaml"],
+        config={"data": {"root": str(tmp_path / "nowhere")}},
+    )
+    assert run.returncode != 0
+    message = " ".join((run.stdout + run.stderr).split())
+    assert "data.root: no corpus at" in message and "make demo" in message
+    assert "nowhere" in message and "Traceback" not in run.stderr
 
 
 def test_snakemake_reports_config_errors_by_key(tmp_path):

@@ -85,6 +85,6 @@ def test_every_rule_that_runs_code_declares_the_conda_env():
 def test_the_workflow_knows_every_demo_backbone():
     from medusa.demo.backbones import BACKBONE_NAMES
 
-    common = (ROOT / "workflow/rules/common.smk").read_text()
-    block = common[common.index("DEMO_BACKBONES = (") : common.index("DEMO_BACKBONE_PATTERN")]
+    common = (ROOT / "workflow/rules/demo.smk").read_text()
+    block = common[common.index("DEMO_BACKBONES = (") : common.index("\n)\n")]
     assert sorted(re.findall(r'"([^"]+)"', block)) == sorted(BACKBONE_NAMES)
