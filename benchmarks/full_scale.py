@@ -57,6 +57,7 @@ import tempfile
 import threading
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,11 +66,13 @@ from unittest import mock
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import whisper  # noqa: E402
 import yaml  # noqa: E402
+from transformers.utils import logging as hf_logging  # noqa: E402
 
 from medusa import training  # noqa: E402
 from medusa.asr import transcribe_clips  # noqa: E402
@@ -84,15 +87,19 @@ from medusa.demo.backbones import (  # noqa: E402
     tokenizer_training_sentences,
 )
 from medusa.features import FeatureSetConfig, load_backbone  # noqa: E402
-from medusa.model import build_model, class_weights_from_targets  # noqa: E402
+from medusa.model import DeepSER, class_weights_from_targets  # noqa: E402
 from medusa.store import FeatureWriter  # noqa: E402
+
+hf_logging.disable_progress_bar()
+# DeepSER's masks (bool key padding, no attention mask) make torch warn once per process.
+warnings.filterwarnings("ignore", message="Support for mismatched key_padding_mask")
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "config" / "config.yaml"
 SR = 16_000
 FRAME_RATE = 50  # audio feature frames per second (wav2vec2 family and the Whisper encoder)
 
-# MSP-Podcast, as the projection assumes it (see ASSUMPTIONS).
+# MSP-Podcast, as the projection assumes it (see assumptions()).
 MSP = {
     "clips": 120_000,
     "audio_hours": 190.0,
@@ -100,25 +107,6 @@ MSP = {
     "holdout_clips": 8_000,
     "stage2_clips": 10_800,
 }
-ASSUMPTIONS = [
-    "MSP-Podcast: ~120k clips, ~190 h of audio (mean 5.7 s); ASR and all 5 feature sets run "
-    "over every clip; stage-1 trains on ~76k clips and scores a ~8k-clip holdout every epoch.",
-    "Stage 2: each epoch draws a class-balanced subset (every class undersampled to the rarest, "
-    "plus as many ambiguous X/O clips): assumed 9 x 1,200 = 10,800 clips (rarest class ~1,200 "
-    "train clips); the real size follows from the labels.",
-    "Epochs: every model runs the recipe's max_epochs (stage 1: 30, stage 2: 20) with no early "
-    "stop, so the training rows are upper bounds; patience 5 usually stops earlier.",
-    "A forward-only pass (holdout scoring, posteriors over all ~120k clips per model) costs 1/3 "
-    "of a training step per clip.",
-    "Training steps/s come from batches already on the device; the data-wait share measured on "
-    "the heaviest signature is added to every model (time / (1 - share)).",
-    "Feature sets run at the recipe's batch size (8) and the precision the workflow uses on the "
-    "device (bf16 autocast on CUDA); ASR at asr.batch_size (16), fp16 on CUDA; audio models cost "
-    "per second of audio, the Whisper encoder (30 s windows), ASR and text models per clip.",
-    "ASR decodes 20 tokens per window (a ~6 s MSP-Podcast clip holds ~15 words); clips longer "
-    "than 30 s (rare) would need a second window.",
-    "Meta-classifier and soup run on the CPU in minutes: not counted.",
-]
 TARGETS = {
     "wavlm_rtf": 2000.0,  # WavLM-large extraction, bf16, one H100/H200-class GPU (x real time)
     "asr_rtf": 100.0,  # Whisper-large-v3 ASR batched (x real time)
@@ -210,10 +198,10 @@ def make_plan(args: argparse.Namespace, device: torch.device) -> Plan:
             asr_batch=4,
             decode_steps=20,
             train_batch=8,
-            train_steps=6,
-            audio_frames=100,
+            train_steps=4,
+            audio_frames=50,
             text_tokens=20,
-            h5_clips=64,
+            h5_clips=48,
             workers=1,
             deepser={**defaults, "hidden_size": 64, "ff_size": 128},
             deadline=deadline,
@@ -561,7 +549,7 @@ def measure_asr(plan: Plan) -> list[dict]:
 def precisions(backbone) -> list[tuple[str, torch.dtype | None]]:
     """fp32, plus the autocast the workflow uses on CUDA (bf16, fp16 where bf16 is missing)."""
     auto = backbone.amp_dtype
-    return [("fp32", None)] + ([(str(auto).removeprefix("torch."), auto)] if auto else [])
+    return [("fp32", None)] + ([({torch.bfloat16: "bf16"}.get(auto, "fp16"), auto)] if auto else [])
 
 
 def measure_extraction(name: str, plan: Plan) -> dict:
@@ -601,7 +589,7 @@ def measure_extraction(name: str, plan: Plan) -> dict:
 
 
 def signatures(plan: Plan) -> dict[tuple, list[str]]:
-    """Distinct DeepSER input shapes of the recipe's models: ((dim, frames), ...) -> models."""
+    """Distinct DeepSER inputs of the recipe's models: ((dim, frames, a/t), ...) -> models."""
     out: dict[tuple, list[str]] = {}
     for model, cfg in plan.recipe["models"].items():
         if not cfg.get("enabled", True):
@@ -642,13 +630,34 @@ def device_batches(sig: tuple, plan: Plan, n: int) -> list[dict]:
     return batches
 
 
+def build_deepser(cfg: dict, sig: tuple) -> DeepSER:
+    """The DeepSER of the recipe's model settings `cfg` for inputs `sig` (the constructor
+    medusa.model.build_model calls; frame pooling, 1 in the recipe, on audio modalities only)."""
+    mixup = cfg["mixup"]
+    k = int(cfg.get("frame_pooling", 1))
+    attention_dropout = cfg.get("attention_dropout")
+    return DeepSER(
+        input_dims=[dim for dim, _, _ in sig],
+        hidden_size=int(cfg["hidden_size"]),
+        num_heads=int(cfg["num_heads"]),
+        ff_size=int(cfg["ff_size"]),
+        dropout=float(cfg["dropout"]),
+        encoder_layers=int(cfg["encoder_layers"]),
+        fusion=cfg.get("fusion", "deep"),
+        mixup_p=float(mixup["p"]) if mixup["enabled"] else 0.0,
+        mixup_alpha=float(mixup["alpha"]),
+        attention_dropout=None if attention_dropout is None else float(attention_dropout),
+        frame_pooling=[1 if kind == "t" else k for _, _, kind in sig],
+    )
+
+
 class Trainer:
     """A recipe-sized DeepSER, its AdamW (as train_stage builds them) and random targets."""
 
     def __init__(self, sig: tuple, plan: Plan, n_clips: int):
         torch.manual_seed(0)
         self.plan = plan
-        self.model = build_model(plan.deepser, [dim for dim, _, _ in sig]).to(plan.device)
+        self.model = build_deepser(plan.deepser, sig).to(plan.device)
         stage = plan.deepser["stage1"]
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(),
@@ -684,7 +693,7 @@ class Trainer:
 def measure_training_steps(sig: tuple, models: list[str], plan: Plan) -> dict:
     batches = device_batches(sig, plan, n=4)
     trainer = Trainer(sig, plan, plan.train_batch)
-    trainer.epoch(batches[:2])  # warm-up
+    trainer.epoch(batches[:1])  # warm-up
     loader = [batches[i % len(batches)] for i in range(plan.train_steps)]
     with PeakMemory(plan.device) as peak:
         stats, seconds = trainer.epoch(loader)
@@ -732,6 +741,18 @@ def drop_page_cache(path: Path) -> None:
         os.close(fd)
 
 
+def filesystem(path: Path) -> str:
+    """Type of the file system holding `path` (ext4, xfs, tmpfs: a tmpfs read is no disk read)."""
+    resolved, best, kind = str(path.resolve()) + "/", "", "unknown"
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/mounts").read_text().splitlines():
+            _, mount, fstype = line.split()[:3]
+            mount = mount.rstrip("/") + "/"
+            if resolved.startswith(mount) and len(mount) >= len(best):
+                best, kind = mount, fstype
+    return kind
+
+
 def measure_data_wait(sig: tuple, plan: Plan) -> dict:
     with tempfile.TemporaryDirectory(dir=plan.cache, prefix="h5-") as tmp:
         paths = write_feature_files(sig, plan, Path(tmp))
@@ -769,6 +790,7 @@ def measure_data_wait(sig: tuple, plan: Plan) -> dict:
         "steps_per_s": stats["steps"] / seconds,
         "data_wait_share": stats["data_wait_seconds"] / seconds,
         "read_mb_per_s": read / seconds / 1e6,
+        "filesystem": filesystem(plan.cache),
     }
 
 
@@ -808,7 +830,7 @@ def model_costs(report: dict, plan: Plan) -> dict[str, dict]:
         if rate is None:
             continue
         step_s = 1.0 / rate / (1.0 - min(wait, 0.9))
-        forward_clip_s = 1.0 / rate / batch / 3.0  # forward only: ~1/3 of a step (ASSUMPTIONS)
+        forward_clip_s = 1.0 / rate / batch / 3.0  # forward only: ~1/3 of a step (assumptions)
         holdout_s = MSP["holdout_clips"] * forward_clip_s
         for model in models:
             costs[model] = {
@@ -837,23 +859,30 @@ def feature_projection(report: dict, plan: Plan) -> list[dict]:
             "gpu_hours": asr and MSP["clips"] / asr["clips_per_s"] / 3600,
         }
     ]
-    for name in FEATURE_ORDER:
-        row = workflow_row(report, name, plan)
-        per_audio = row is not None and row["kind"] == "audio"
-        work = f"{MSP['audio_hours']:.0f} h audio" if per_audio else f"{MSP['clips']:,} clips"
-        hours = None
-        if row is not None:
-            hours = (
-                MSP["audio_hours"] / row["rtf"]
-                if per_audio
-                else MSP["clips"] / row["clips_per_s"] / 3600
-            )
-        rate = (
-            row
-            and f"{row['rtf']:.0f}x RT, {row['clips_per_s']:.1f} clips/s ({row['precision']}, batch {row['batch']})"
+    return rows + [feature_stage(name, workflow_row(report, name, plan)) for name in FEATURE_ORDER]
+
+
+def feature_stage(name: str, row: dict | None) -> dict:
+    """Projection row of one feature set: audio models cost per second of audio; the Whisper
+    encoder (every clip padded to a 30 s window) and text models cost per clip."""
+    per_audio = row is not None and row["kind"] == "audio"
+    stage = {
+        "stage": f"features: {name}",
+        "work": f"{MSP['audio_hours']:.0f} h audio" if per_audio else f"{MSP['clips']:,} clips",
+        "rate": None,
+        "gpu_hours": None,
+    }
+    if row is not None:
+        stage["rate"] = (
+            f"{row['rtf']:.0f}x RT, {row['clips_per_s']:.1f} clips/s "
+            f"({row['precision']}, batch {row['batch']})"
         )
-        rows.append({"stage": f"features: {name}", "work": work, "rate": rate, "gpu_hours": hours})
-    return rows
+        stage["gpu_hours"] = (
+            MSP["audio_hours"] / row["rtf"]
+            if per_audio
+            else MSP["clips"] / row["clips_per_s"] / 3600
+        )
+    return stage
 
 
 def training_projection(report: dict, plan: Plan) -> list[dict]:
@@ -927,37 +956,116 @@ def verdict(value: float | None, ok: bool, plan: Plan) -> str:
     return "meets" if ok else "MISSES"
 
 
+def best_batch_note(report: dict, row: dict | None) -> str:
+    """' (batch 8; 2400x at batch 32)' when another batch size beats the workflow's."""
+    if row is None:
+        return ""
+    rows = report["features"][row["backbone"]]["rows"]
+    best = max((r for r in rows if r["precision"] == row["precision"]), key=lambda r: r["rtf"])
+    if best["batch"] == row["batch"]:
+        return f" (batch {row['batch']})"
+    return f" (batch {row['batch']}; {best['rtf']:.0f}x at batch {best['batch']})"
+
+
+def at_least(value: float | None, target: float) -> bool:
+    return value is not None and value >= target
+
+
+def below(value: float | None, target: float) -> bool:
+    return value is not None and value < target
+
+
+def target_row(name: str, threshold: str, value: float | None, unit: str, ok: bool, plan: Plan):
+    measured = None if value is None else unit.format(value)
+    return {"target": name, "threshold": threshold, "measured": measured, "value": value} | {
+        "verdict": verdict(value, ok, plan)
+    }
+
+
 def targets(report: dict, plan: Plan) -> list[dict]:
+    """Where each measurement lands against the issue's targets (verdicts on CUDA only)."""
     wavlm = workflow_row(report, "wavlm", plan)
     asr = pick(report.get("asr", []), plan.asr_batch)
+    wavlm_rtf = None if wavlm is None else wavlm["rtf"]
+    wavlm_unit = "{:.0f}x RT" + best_batch_note(report, wavlm)
+    asr_rtf = None if asr is None else asr["rtf"]
     epoch = worst_epoch_minutes(report, plan)
     wait = report.get("data_wait", {}).get("data_wait_share")
-    wavlm_rtf = wavlm and wavlm["rtf"]
-    asr_rtf = asr and asr["rtf"]
-    checks = [
-        ("WavLM-large extraction, bf16, one H100/H200-class GPU", ">= 2,000x RT", wavlm_rtf,
-         "{:.0f}x RT", wavlm_rtf is not None and wavlm_rtf >= TARGETS["wavlm_rtf"]),
-        ("Whisper-large-v3 ASR, batched", ">= 100x RT", asr_rtf, "{:.0f}x RT",
-         asr_rtf is not None and asr_rtf >= TARGETS["asr_rtf"]),
-        ("DeepSER stage-1 epoch over MSP-Podcast train (slowest model)", "< 10 min", epoch,
-         "{:.1f} min", epoch is not None and epoch < TARGETS["epoch_minutes"]),
-        ("data wait, share of step time", "< 10%", wait and 100 * wait, "{:.1f}%",
-         wait is not None and wait < TARGETS["data_wait"]),
-    ]  # fmt: skip
+    wait_pct = None if wait is None else 100 * wait
+    wavlm_label = "WavLM-large extraction, bf16, one H100/H200-class GPU"
+    epoch_label = "DeepSER stage-1 epoch over MSP-Podcast train (slowest model)"
     return [
-        {
-            "target": name,
-            "threshold": threshold,
-            "measured": None if value is None else fmt.format(value),
-            "value": value,
-            "verdict": verdict(value, ok, plan),
-        }
-        for name, threshold, value, fmt, ok in checks
+        target_row(
+            wavlm_label,
+            ">= 2,000x RT",
+            wavlm_rtf,
+            wavlm_unit,
+            at_least(wavlm_rtf, TARGETS["wavlm_rtf"]),
+            plan,
+        ),
+        target_row(
+            "Whisper-large-v3 ASR, batched",
+            ">= 100x RT",
+            asr_rtf,
+            "{:.0f}x RT",
+            at_least(asr_rtf, TARGETS["asr_rtf"]),
+            plan,
+        ),
+        target_row(
+            epoch_label,
+            "< 10 min",
+            epoch,
+            "{:.1f} min",
+            below(epoch, TARGETS["epoch_minutes"]),
+            plan,
+        ),
+        target_row(
+            "data wait, share of step time",
+            "< 10%",
+            wait_pct,
+            "{:.1f}%",
+            below(wait, TARGETS["data_wait"]),
+            plan,
+        ),
     ]
 
 
 # ---------------------------------------------------------------------------------------------
 # Printing
+
+
+def assumptions(plan: Plan) -> list[str]:
+    """What the projection takes for granted, in words (printed and in the JSON)."""
+    stage1, stage2 = (
+        plan.recipe["model_defaults"]["stage1"],
+        plan.recipe["model_defaults"]["stage2"],
+    )
+    precision = "bf16 autocast" if plan.device.type == "cuda" else "fp32"
+    return [
+        f"MSP-Podcast: ~{MSP['clips']:,} clips, ~{MSP['audio_hours']:.0f} h of audio (mean 5.7 s); "
+        f"ASR and all 5 feature sets run over every clip; stage 1 trains on "
+        f"~{MSP['train_clips']:,} clips and scores a ~{MSP['holdout_clips']:,}-clip holdout "
+        "every epoch.",
+        "Stage 2: each epoch draws a class-balanced subset (every class undersampled to the "
+        f"rarest, plus as many ambiguous X/O clips): assumed {MSP['stage2_clips']:,} clips "
+        "(9 x a rarest class of ~1,200 train clips); the real size follows from the labels.",
+        f"Epochs: every model runs the recipe's max_epochs (stage 1: {stage1['max_epochs']}, "
+        f"stage 2: {stage2['max_epochs']}) with no early stop, so the training rows are upper "
+        f"bounds; patience {stage1['patience']} usually stops earlier.",
+        "A forward-only pass (holdout scoring, posteriors over every clip for each model) costs "
+        "1/3 of a training step per clip.",
+        f"Training: batch {plan.train_batch}, ~{plan.audio_frames} frames per audio modality and "
+        f"~{plan.text_tokens} tokens per text modality per clip; steps/s from batches already "
+        "on the device, plus the data-wait share measured on the heaviest signature "
+        "(time / (1 - share)) for every model.",
+        f"Feature sets run at batch {plan.batch_sizes[0]} in {precision} (as the workflow does "
+        "on this device); the audio models cost per second of audio, the Whisper encoder "
+        "(every clip padded to a 30 s window) and the text models per clip.",
+        f"ASR: batch {plan.asr_batch}, {'fp16' if plan.device.type == 'cuda' else 'fp32'}, "
+        f"{plan.decode_steps} tokens per 30 s window (a ~6 s clip holds ~15 words), one window "
+        "per clip (clips over 30 s are rare), cost per clip.",
+        "Meta-classifier and soup run on the CPU in minutes: not counted.",
+    ]
 
 
 def md_table(headers: list[str], rows: list[list]) -> str:
@@ -974,26 +1082,32 @@ def show_asr(rows: list[dict], plan: Plan) -> None:
     print(f"\n## ASR: openai-whisper, Whisper-large-v3 shape{' (tiny)' if plan.tiny else ''}\n")
     headers = ["batch", "clips", "windows", "tokens/window", "precision", "wall s", "x RT"]
     headers += ["clips/s", peak_header(plan)]
-    print(md_table(headers, [
-        [r["batch"], r["clips"], r["windows"], r["tokens_per_window"], r["precision"],
-         f"{r['seconds']:.2f}", f"{r['rtf']:.1f}", f"{r['clips_per_s']:.2f}", f"{r['peak_mib']:.0f}"]
+    cells = [
+        [r["batch"], r["clips"], r["windows"], r["tokens_per_window"], r["precision"]]
+        + [f"{r['seconds']:.2f}", f"{r['rtf']:.1f}", f"{r['clips_per_s']:.2f}"]
+        + [f"{r['peak_mib']:.0f}"]
         for r in rows
-    ]))  # fmt: skip
+    ]
+    print(md_table(headers, cells))
 
 
 def show_features(result: dict, plan: Plan) -> None:
     info = result["info"]
     print(
-        f"\n## Features: {info['backbone']} ({info['parameters'] / 1e6:.0f}M parameters, dim "
+        f"\n## Features: {info['backbone']} ({info['parameters'] / 1e6:.1f}M parameters run, dim "
         f"{info['dim']}; built in {info['build_s']:.1f} s, load_backbone {info['load_s']:.1f} s)\n"
     )
+    if plan.device.type != "cuda":
+        print("bf16: not run on CPU (the project never autocasts there: wrong results).\n")
     headers = ["precision", "batch", "clips", "layer", "frames/clip", "wall s", "x RT"]
     headers += ["clips/s", peak_header(plan)]
-    print(md_table(headers, [
-        [r["precision"], r["batch"], r["clips"], r["layer"], f"{r['frames_per_clip']:.0f}",
-         f"{r['seconds']:.3f}", f"{r['rtf']:.1f}", f"{r['clips_per_s']:.1f}", f"{r['peak_mib']:.0f}"]
+    cells = [
+        [r["precision"], r["batch"], r["clips"], r["layer"], f"{r['frames_per_clip']:.0f}"]
+        + [f"{r['seconds']:.3f}", f"{r['rtf']:.1f}", f"{r['clips_per_s']:.1f}"]
+        + [f"{r['peak_mib']:.0f}"]
         for r in result["rows"]
-    ]))  # fmt: skip
+    ]
+    print(md_table(headers, cells))
 
 
 def show_training(rows: list[dict], plan: Plan) -> None:
@@ -1004,26 +1118,32 @@ def show_training(rows: list[dict], plan: Plan) -> None:
         f"the device; signature = dim + a(udio)/t(ext) x frames per modality)\n"
     )
     headers = ["signature", "models", "steps/s", "ms/step", peak_header(plan)]
-    print(md_table(headers, [
-        [r["signature"], len(r["models"]), f"{r['steps_per_s']:.1f}",
-         f"{1000 / r['steps_per_s']:.1f}", f"{r['peak_mib']:.0f}"]
+    cells = [
+        [r["signature"], " ".join(m.split("_")[0] for m in r["models"]), f"{r['steps_per_s']:.1f}"]
+        + [f"{1000 / r['steps_per_s']:.1f}", f"{r['peak_mib']:.0f}"]
         for r in rows
-    ]))  # fmt: skip
+    ]
+    print(md_table(headers, cells))
 
 
 def show_data_wait(row: dict, plan: Plan) -> None:
     print("\n## Data wait: HDF5 -> FeatureReader -> ClipDataset -> DataLoader, cold page cache\n")
     headers = ["signature", "clips", "files GB", "workers", "steps", "steps/s", "data wait"]
     headers += ["read MB/s"]
-    print(md_table(headers, [[
-        row["signature"], row["clips"], f"{row['file_gb']:.2f}", row["workers"], row["steps"],
-        f"{row['steps_per_s']:.1f}", f"{100 * row['data_wait_share']:.1f}%",
-        f"{row['read_mb_per_s']:.0f}",
-    ]]))  # fmt: skip
+    cells = [row["signature"], row["clips"], f"{row['file_gb']:.2f}", row["workers"]]
+    cells += [row["steps"], f"{row['steps_per_s']:.1f}", f"{100 * row['data_wait_share']:.1f}%"]
+    cells += [f"{row['read_mb_per_s']:.0f}"]
+    print(md_table(headers, [cells]))
+    print(f"\n(scratch file system: {row['filesystem']})")
 
 
-def show_summary(report: dict) -> None:
-    print("\n## Projection: MSP-Podcast on one GPU of this kind\n")
+def show_summary(report: dict, plan: Plan) -> None:
+    where = (
+        "(--tiny: only the arithmetic means anything)"
+        if plan.tiny
+        else "on one " + report["device_name"]
+    )
+    print(f"\n## Projection: MSP-Podcast {where}\n")
     rows = [
         [
             r["stage"],
@@ -1035,7 +1155,7 @@ def show_summary(report: dict) -> None:
     ]
     print(md_table(["stage", "work", "throughput", "GPU-hours"], rows))
     print("\nAssumptions:")
-    for line in ASSUMPTIONS:
+    for line in report["assumptions"]:
         print(f"- {line}")
     print("\n## Targets (from the issue)\n")
     rows = [[t["target"], t["threshold"], t["measured"], t["verdict"]] for t in report["targets"]]
@@ -1078,17 +1198,21 @@ def run(plan: Plan, report: dict, save: Callable[[], None]) -> None:
         if plan.time_left() < 10:
             report["skipped"].append(key)
             continue
+        start = time.perf_counter()
         try:
             result = measure()
         except Exception:  # one failed measurement must not lose the others
             report["errors"][key] = traceback.format_exc()
             print(f"\nFAILED {key}", flush=True)
             continue
+        finally:
+            report["step_seconds"][key] = time.perf_counter() - start
         if key.startswith("features."):
             report["features"][key.removeprefix("features.")] = result
         else:
             report[key] = result
         show(result, plan)
+        print(f"\n({key}: {report['step_seconds'][key]:.1f} s)", flush=True)
         save()
 
 
@@ -1113,8 +1237,13 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
     parser.add_argument("--budget-s", type=float, help="skip measurements past this many seconds")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: 2 with --tiny)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: 1 with --tiny)")
     return parser.parse_args()
+
+
+PLAN_KEYS = ("clips", "single_clips", "batch_sizes", "clip_seconds", "asr_clips", "asr_batch")
+PLAN_KEYS += ("decode_steps", "train_batch", "train_steps", "audio_frames", "text_tokens")
+PLAN_KEYS += ("h5_clips", "workers", "shapes")
 
 
 def header(plan: Plan) -> dict:
@@ -1127,18 +1256,20 @@ def header(plan: Plan) -> dict:
         "threads": torch.get_num_threads(),
         "targets": TARGETS,
         "msp_podcast": MSP,
-        "assumptions": ASSUMPTIONS,
+        "assumptions": assumptions(plan),
+        "plan": {k: getattr(plan, k) for k in PLAN_KEYS},
         "features": {},
         "training": [],
         "skipped": [],
         "errors": {},
+        "step_seconds": {},
     }
 
 
 def main() -> int:
     args = parse_args()
     device = resolve_device(args.device)
-    threads = args.threads or (2 if args.tiny else None)
+    threads = args.threads or (1 if args.tiny else None)
     if threads:
         torch.set_num_threads(threads)
     plan = make_plan(args, device)
@@ -1147,11 +1278,12 @@ def main() -> int:
     started = time.perf_counter()
     print(
         f"# MEDUSA full-scale benchmark ({report['mode']}) on {report['device_name']}, torch "
-        f"{torch.__version__}, {report['threads']} CPU threads; cache {plan.cache}"
+        f"{torch.__version__}, {report['threads']} torch CPU thread(s); cache {plan.cache}"
     )
 
     def save() -> None:
         if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
             atomic_write_json(args.json, report)
 
     run(plan, report, save)
@@ -1159,7 +1291,7 @@ def main() -> int:
     report["targets"] = targets(report, plan)
     report["seconds"] = time.perf_counter() - started
     save()
-    show_summary(report)
+    show_summary(report, plan)
     print(f"\n(benchmark wall time {report['seconds']:.0f} s)")
     return 1 if report["errors"] else 0
 

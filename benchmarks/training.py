@@ -20,8 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 from medusa.model import build_model, class_weights_from_targets
+from medusa.settings import ModelSettings
 from medusa.store import FeatureReader, FeatureWriter
 from medusa.training import (
     BatchPlan,
@@ -32,6 +34,8 @@ from medusa.training import (
 )
 
 FRAME_RATE = 50
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def synthetic_store(folder: Path, n_clips: int, dims: list[int], seed: int = 0) -> list[Path]:
@@ -70,18 +74,23 @@ def common_ids(paths: list[Path]) -> list[str]:
 def run(paths: list[Path], workers: int, args: argparse.Namespace) -> dict:
     ids = common_ids(paths)
     dataset = ClipDataset(ids, paths, args.max_frames)
-    cfg = {
-        "hidden_size": args.hidden_size,
-        "num_heads": args.num_heads,
-        "ff_size": args.ff_size,
-        "dropout": 0.1,
-        "attention_dropout": args.attention_dropout,
-        "encoder_layers": 2,
-        "fusion": "deep",
-        "mixup": {"enabled": True, "p": 0.3, "alpha": 0.4},
-    }
+    # The recipe's model settings (config/config.yaml), with this benchmark's sizes on top.
+    recipe = yaml.safe_load((ROOT / "config/config.yaml").read_text())["model_defaults"]
+    params = {key: value for key, value in recipe.items() if key != "enabled"}
+    settings = ModelSettings.from_params(
+        {
+            **params,
+            "name": "benchmark",
+            "features": [f"f{i}" for i in range(len(paths))],
+            "balanced_holdout_seed": 0,
+            "hidden_size": args.hidden_size,
+            "num_heads": args.num_heads,
+            "ff_size": args.ff_size,
+            "attention_dropout": args.attention_dropout,
+        }
+    )
     torch.manual_seed(0)
-    model = build_model(cfg, dataset.dims)
+    model = build_model(settings, dataset.dims, [1] * len(dataset.dims))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
     rng = np.random.default_rng(0)
     targets = torch.as_tensor(rng.dirichlet(np.ones(8), len(ids)), dtype=torch.float32)

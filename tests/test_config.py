@@ -1,6 +1,9 @@
-"""Config validation: schema errors name the key, defaults are filled, sub-configs are canonical."""
+"""Config validation: schema errors name the key, config/config.yaml holds every value (the
+schema fills nothing in), sub-configs are canonical, stage2.enabled is decided in the DAG."""
 
 import copy
+import dataclasses
+import typing
 from pathlib import Path
 
 import pytest
@@ -9,12 +12,15 @@ import yaml
 from medusa.config import (
     ConfigError,
     canonical_json,
+    deep_merge,
     enabled_models,
     model_config,
+    model_job_params,
     validate_config,
 )
+from medusa.settings import ModelSettings
 
-from workflow_runner import run_snakemake
+from workflow_runner import CI_CONFIGS, generate_demo_corpus, run_snakemake
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
@@ -46,14 +52,82 @@ def test_recipe_is_valid_and_has_the_paper_setup(recipe):
     assert config["meta"]["batch_size"] == 128 and config["meta"]["lr"] == 1e-3
 
 
-def test_defaults_are_filled(recipe):
+def test_missing_keys_are_errors_not_defaults(recipe):
+    """Nothing is filled in: a key left out of the recipe is an error naming it."""
     del recipe["meta"]
-    del recipe["model_defaults"]["stage2"]
+    del recipe["model_defaults"]["stage2"]["lr"]
+    del recipe["feature_sets"]["wavlm"]["batch_size"]
+    with pytest.raises(ConfigError) as error:
+        validate_config(recipe, SCHEMA)
+    message = str(error.value)
+    assert "'meta' is a required property" in message
+    assert "model_defaults.stage2: 'lr' is a required property" in message
+    assert "feature_sets.wavlm: 'batch_size' is a required property" in message
+    schema = yaml.safe_load(SCHEMA.read_text())
+    assert set(schema["required"]) == set(schema["properties"]) - {"demo"}
+
+    def defaults(node, where="schema"):
+        if isinstance(node, dict):
+            if "default" in node:
+                yield where
+            for key, value in node.items():
+                yield from defaults(value, f"{where}.{key}")
+        elif isinstance(node, list):
+            for value in node:
+                yield from defaults(value, where)
+
+    assert list(defaults(schema)) == [], "the schema fills nothing in"
+
+
+def settings_fields(cls, prefix=""):
+    """Dotted names of every field of a settings dataclass, nested ones included."""
+    for name, kind in typing.get_type_hints(cls).items():
+        if dataclasses.is_dataclass(kind):
+            yield from settings_fields(kind, f"{prefix}{name}.")
+        else:
+            yield prefix + name
+
+
+def test_recipe_and_schema_cover_every_model_setting(recipe):
+    """Every field of medusa.settings.ModelSettings is a key of config/config.yaml, typed and
+    required by the schema: a setting added to the code without its key fails here."""
     config = validate_config(recipe, SCHEMA)
-    assert config["meta"]["head"] == "linear"
-    assert config["meta"]["loss_weights"]["classes"] == 1.5
-    assert config["model_defaults"]["stage2"]["lr"] == 1e-6
-    assert config["model_defaults"]["stage2"]["patience"] == 5
+    for model in config["models"]:
+        ModelSettings.from_params(model_job_params(config, model))  # raises on a missing key
+    schema = yaml.safe_load(SCHEMA.read_text())
+
+    def properties(node):
+        if "$ref" in node:
+            node = schema["$defs"][node["$ref"].removeprefix("#/$defs/")]
+        return node["properties"]
+
+    settings_schema = schema["$defs"]["model_settings"]
+    defaults_schema = schema["properties"]["model_defaults"]
+    # Not model_defaults keys: the model's name and feature sets (its entry under `models`),
+    # and the selection seed (`evaluation`).
+    elsewhere = {"name", "features", "balanced_holdout_seed"}
+    for field in set(settings_fields(ModelSettings)) - elsewhere:
+        typed, required = settings_schema, defaults_schema
+        *parents, key = field.split(".")
+        for parent in parents:
+            typed = properties(typed)[parent]
+            required = required["properties"][parent]
+        assert key in properties(typed), f"{field}: not in the schema's model settings"
+        assert key in required["required"], f"model_defaults.{field}: not required"
+    assert "balanced_holdout_seed" in schema["properties"]["evaluation"]["required"]
+    assert "features" in schema["properties"]["models"]["additionalProperties"]["required"]
+    # And the other way round: every model setting of the schema is a field.
+    fields = {f.name for f in dataclasses.fields(ModelSettings)}
+    assert set(properties(settings_schema)) - {"enabled"} <= fields
+
+
+def test_demo_and_ci_configs_give_complete_settings(recipe):
+    config = recipe
+    for path in CI_CONFIGS:
+        config = deep_merge(config, yaml.safe_load(path.read_text()))
+    config = validate_config(config, SCHEMA)
+    for model in enabled_models(config):
+        assert ModelSettings.from_params(model_job_params(config, model)).frame_pooling == 4
 
 
 def test_model_override_is_merged_over_defaults(recipe):
@@ -147,3 +221,38 @@ def test_disabled_models_leave_the_dag(recipe):
         model["enabled"] = False
     with pytest.raises(ConfigError, match="at least one"):
         validate_config(recipe, SCHEMA)
+
+
+def dry_run_job_inputs(output: str) -> dict[tuple[str, str], list[str]]:
+    """(rule, wildcards) -> inputs of every job in a dry run's printout."""
+    jobs, rule, inputs = {}, None, []
+    for line in output.splitlines():
+        stripped = line.strip()
+        if line.startswith(("rule ", "localrule ")) and stripped.endswith(":"):
+            rule, inputs = stripped.split()[1].rstrip(":"), []
+        elif rule and stripped.startswith("input:"):
+            inputs = stripped.removeprefix("input:").strip().split(", ")
+        elif rule and stripped.startswith("wildcards:"):
+            jobs[(rule, stripped.removeprefix("wildcards:").strip())] = inputs
+            rule = None
+    return jobs
+
+
+def test_disabled_stage2_leaves_the_dag_and_posteriors_read_stage1(tmp_path):
+    """stage2: {enabled: false} (ablation) is decided by the DAG: no stage2 job for the model,
+    its posteriors read the stage-1 checkpoint; the other model keeps its stage 2."""
+    generate_demo_corpus(tmp_path)
+    off = {"models": {"m05_wavlm_roberta": {"stage2": {"enabled": False}}}}
+    run = run_snakemake(tmp_path, "-n", configfiles=CI_CONFIGS, config=off)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    jobs = dry_run_job_inputs(run.stdout + "\n" + run.stderr)
+    assert ("stage2", "model=m05_wavlm_roberta") not in jobs
+    assert ("stage1", "model=m05_wavlm_roberta") in jobs
+    assert ("stage2", "model=m13_whisper_wavlm") in jobs
+    for posterior_set in ("labelled", "unlabelled"):
+        wildcards = f"posterior_set={posterior_set}"
+        m05 = jobs[("posteriors", f"model=m05_wavlm_roberta, {wildcards}")]
+        assert "results/models/m05_wavlm_roberta/stage1/checkpoint.pt" in m05
+        assert not any("/stage2/" in path for path in m05)
+        m13 = jobs[("posteriors", f"model=m13_whisper_wavlm, {wildcards}")]
+        assert "results/models/m13_whisper_wavlm/stage2/checkpoint.pt" in m13

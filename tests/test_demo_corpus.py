@@ -11,7 +11,8 @@ import soundfile as sf
 
 from medusa.demo import corpus
 from medusa.demo.corpus import Synthesizer, format_emo_detail, generate_corpus
-from medusa.emotions import ALL_CONSENSUS_LETTERS, CLASS_NAMES, NAME_TO_LETTER
+from medusa.demo.sentences import SENTENCES, load_sentences
+from medusa.emotions import ALL_CONSENSUS_LETTERS, CLASS_LETTERS, CLASS_NAMES, NAME_TO_LETTER
 
 N_LABELLED, N_TEST = 60, 5
 EMO_DETAIL = re.compile(r"^WORKER(\d+); ([^;]+); ([^;]*); A:(\d); V:(\d); D:(\d);$")
@@ -226,6 +227,16 @@ def _median_f0(x, sr=16000):
         if ac[best] > 0.5 * ac[0]:
             f0.append(sr / best)
     return float(np.median(f0))
+
+
+def test_sentence_banks_come_from_the_packaged_data_file():
+    """Every class has a bank of distinct sentences without digits (ASR writes numbers in
+    varied forms), read from medusa/demo/data/sentences.tsv."""
+    assert set(SENTENCES) == set(CLASS_LETTERS)
+    for letter, bank in SENTENCES.items():
+        assert len(bank) >= 16 and len(set(bank)) == len(bank), letter
+        assert all(s == s.strip() and not any(c.isdigit() for c in s) for s in bank), letter
+    assert load_sentences() == SENTENCES
 
 
 def test_synthesizer_is_audible_deterministic_and_prosody_matters():

@@ -151,3 +151,19 @@ def test_default_lock_dir(monkeypatch, tmp_path):
     monkeypatch.delenv("MEDUSA_GPU_LOCK_DIR")
     monkeypatch.setenv("SLURM_JOB_ID", "42")
     assert default_lock_dir().name == f"medusa-gpu-locks-{os.getuid()}-slurm42"
+
+
+def test_autocast_is_float32_on_cpu_unless_asked():
+    import torch
+
+    from medusa.devices import amp_dtype, autocast
+
+    assert amp_dtype("cpu") is None
+    x = torch.randn(4, 4)
+    with autocast("cpu"):
+        assert not torch.is_autocast_enabled("cpu")
+        assert (x @ x).dtype == torch.float32
+    with autocast(torch.device("cpu"), dtype=torch.bfloat16):  # the reduced path, on the CPU
+        assert (x @ x).dtype == torch.bfloat16
+    with autocast("cpu", enabled=False, dtype=torch.bfloat16):
+        assert (x @ x).dtype == torch.float32

@@ -132,7 +132,7 @@ def seeds(world) -> list[Path]:
     dirs = []
     for seed in range(3):
         out = world["root"] / "meta" / f"seed{seed}"
-        train_meta(world["paths"], world["manifest"], FAST_META, seed, out, 0, log=lambda _: None)
+        train_meta(world["paths"], world["manifest"], FAST_META, seed, out, 0)
         dirs.append(out)
     return dirs
 
@@ -243,7 +243,7 @@ def test_meta_config_checks_keys_and_values():
 
 def test_train_meta_is_seed_deterministic_and_beats_chance(world, seeds, tmp_path):
     again = tmp_path / "again"
-    metrics = train_meta(world["paths"], world["manifest"], FAST_META, 0, again, 0, log=None)
+    metrics = train_meta(world["paths"], world["manifest"], FAST_META, 0, again, 0)
     first = torch.load(seeds[0] / "head.pt", weights_only=True)["state_dict"]
     second = torch.load(again / "head.pt", weights_only=True)["state_dict"]
     for key in first:

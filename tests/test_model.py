@@ -1,5 +1,7 @@
 """DeepSER (docs/method.md, section 4): shapes, padding invariance, MixUp, losses, late-fusion switch."""
 
+import dataclasses
+import json
 import math
 
 import pytest
@@ -16,6 +18,7 @@ from medusa.model import (
     soft_cross_entropy,
     total_loss,
 )
+from medusa.settings import ModelSettings, SettingsError
 
 torch.set_num_threads(1)
 
@@ -241,30 +244,76 @@ def test_masked_mse_and_total_loss():
     torch.testing.assert_close(no_multitask, 1.5 * ce)
 
 
-def test_build_model_from_config():
-    cfg = {
+def model_settings(**overrides) -> ModelSettings:
+    params = {
+        "name": "m",
+        "features": ["a", "b"],
         "hidden_size": 8,
         "num_heads": 2,
         "ff_size": 16,
         "dropout": 0.0,
+        "attention_dropout": None,
         "encoder_layers": 1,
         "fusion": "late",
+        "targets": "soft",
+        "multitask": True,
+        "loss_weights": {"classes": 1.5, "attributes": 0.4},
         "mixup": {"enabled": False, "p": 0.3, "alpha": 0.4},
+        "stage1": {"lr": 1e-3, "batch_size": 4, "max_epochs": 1, "patience": 1, "weight_decay": 0},
+        "stage2": {
+            "enabled": True,
+            "lr": 1e-4,
+            "batch_size": 4,
+            "max_epochs": 1,
+            "patience": 1,
+            "weight_decay": 0,
+        },
+        "max_frames": 10,
+        "num_workers": 0,
+        "amp": True,
+        "frame_pooling": 1,
+        "standardise_inputs": False,
+        "seed": 0,
+        "balanced_holdout_seed": 0,
     }
-    model = build_model(cfg, [4, 6])
+    return ModelSettings.from_params({**params, **overrides})
+
+
+def test_build_model_from_config():
+    cfg = model_settings()
+    model = build_model(cfg, [4, 6], [1, 1])
     assert model.fusion is None and model.mixup.p == 0.0
     assert len(model.encoders) == 2 and len(model.encoders[0].layers) == 1
     assert model.encoders[0].layers[0].self_attn.dropout == 0.0
     # attention_dropout: only the attention weights' dropout changes (CPU speed, see model.py).
-    cfg = {**cfg, "dropout": 0.1, "fusion": "deep"}
-    assert build_model(cfg, [4, 6]).fusion[0].layers[0].self_attn.dropout == 0.1
-    fast = build_model({**cfg, "attention_dropout": 0.0}, [4, 6])
+    cfg = dataclasses.replace(cfg, dropout=0.1, fusion="deep")
+    assert build_model(cfg, [4, 6], [1, 1]).fusion[0].layers[0].self_attn.dropout == 0.1
+    fast = build_model(dataclasses.replace(cfg, attention_dropout=0.0), [4, 6], [1, 1])
     layers = [layer for enc in [*fast.encoders, *fast.fusion] for layer in enc.layers]
     assert all(layer.self_attn.dropout == 0.0 and layer.dropout.p == 0.1 for layer in layers)
     with pytest.raises(ValueError, match="at least 2 modalities"):
-        build_model(cfg, [4])
+        build_model(cfg, [4], [1])
     with pytest.raises(ValueError, match="fusion"):
-        build_model({**cfg, "fusion": "early"}, [4, 6])
+        build_model(dataclasses.replace(cfg, fusion="early"), [4, 6], [1, 1])
+
+
+def test_settings_name_missing_unknown_and_mistyped_keys():
+    params = model_settings().to_params()
+    assert ModelSettings.from_params(params) == model_settings()
+    assert ModelSettings.from_params(json.dumps(params)) == model_settings()
+    del params["stage1"]["lr"]
+    with pytest.raises(SettingsError, match=r"stage1: missing key\(s\) \['lr'\]"):
+        ModelSettings.from_params(params)
+    with pytest.raises(SettingsError, match=r"unknown key\(s\) \['colour'\]"):
+        model_settings(colour="blue")
+    with pytest.raises(SettingsError, match="hidden_size: 'big'"):
+        model_settings(hidden_size="big")
+    with pytest.raises(SettingsError, match="amp: 1"):
+        model_settings(amp=1)
+    assert (
+        model_settings(dropout=0).dropout == 0.0
+        and model_settings(multitask=False).attribute_weight == 0.0
+    )
 
 
 def test_frame_pooling_averages_valid_frames_and_ignores_padding():

@@ -29,7 +29,7 @@ def report(tmp_path_factory) -> dict:
     seed_dirs = []
     for seed in (0, 1):
         seed_dirs.append(root / f"seed{seed}")
-        train_meta(world["paths"], world["manifest"], cfg, seed, seed_dirs[-1], 0, log=None)
+        train_meta(world["paths"], world["manifest"], cfg, seed, seed_dirs[-1], 0)
     soup_dir = root / "soup"
     make_soup(seed_dirs, world["paths"], world["manifest"], {"method": "uniform"}, 0, soup_dir)
     paths = {p.stem: p for p in world["paths"]}

@@ -1,6 +1,7 @@
 """Stages 1 and 2 (docs/method.md, section 5) and posteriors on a tiny synthetic corpus."""
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ import torch
 
 from medusa.emotions import CLASS_LETTERS
 from medusa.manifest import read_manifest
+from medusa.settings import ModelSettings
 from medusa.store import FeatureWriter
 from medusa.training import (
     BatchPlan,
@@ -64,11 +66,27 @@ def model_cfg(**overrides):
         },
         "max_frames": 10,
         "num_workers": 0,
+        "attention_dropout": None,
+        "amp": True,
+        "frame_pooling": 1,
+        "standardise_inputs": False,
         "seed": 7,
+        "balanced_holdout_seed": 0,
     }
     for key, value in overrides.items():
         cfg[key] = {**cfg[key], **value} if isinstance(value, dict) else value
     return cfg
+
+
+def settings(**overrides) -> ModelSettings:
+    return ModelSettings.from_params(model_cfg(**overrides))
+
+
+@pytest.fixture
+def training_log(caplog):
+    """What training logs, as the job log would show it."""
+    caplog.set_level(logging.INFO, logger="medusa.training")
+    return caplog
 
 
 def make_corpus(root):
@@ -76,6 +94,15 @@ def make_corpus(root):
     frames are a class-specific mean plus noise. Returns (manifest path, feature_paths)."""
     rng = np.random.default_rng(0)
     means = {name: rng.normal(0, 1.5, size=(8, dim)) for name, dim in FEATURE_SETS.items()}
+    manifest = synthetic_manifest(rng)
+    feature_paths = write_features(root, manifest, means, rng)
+    manifest_path = root / "manifest.tsv"
+    manifest.drop(columns="_class").to_csv(manifest_path, sep="\t", index=False, na_rep="")
+    return manifest_path, feature_paths
+
+
+def synthetic_manifest(rng):
+    """Imbalanced train, 4 holdout and 3 dev files per class, an X/O pool, unlabelled test."""
     rows = []
 
     def add(subset, cls, letter=None, labelled=True):
@@ -123,8 +150,11 @@ def make_corpus(root):
     add("train", 3, letter="X", labelled=False)  # no 8-class vote: not trained on
     for _ in range(5):
         add("test", int(rng.integers(8)), labelled=False)
-    manifest = pd.DataFrame(rows)
+    return pd.DataFrame(rows)
 
+
+def write_features(root, manifest, means, rng):
+    """One HDF5 per (feature set, subset): each frame is its class's mean plus noise."""
     feature_paths = {}
     for subset, group in manifest.groupby("subset"):
         feature_paths[subset] = []
@@ -138,9 +168,7 @@ def make_corpus(root):
                     frames = means[name][cls] + 0.3 * rng.normal(size=(length, dim))
                     writer.add(utt, frames)
             feature_paths[subset].append(str(path))
-    manifest_path = root / "manifest.tsv"
-    manifest.drop(columns="_class").to_csv(manifest_path, sep="\t", index=False, na_rep="")
-    return manifest_path, feature_paths
+    return feature_paths
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +181,7 @@ def stage1(corpus, tmp_path_factory):
     """One stage-1 run shared by several tests: (out_dir, metrics)."""
     manifest, features = corpus
     base = tmp_path_factory.mktemp("stage1")
-    metrics = train_stage(1, model_cfg(), manifest, features, base / "out", base / "resume")
+    metrics = train_stage(1, settings(), manifest, features, base / "out", base / "resume")
     return base / "out", metrics
 
 
@@ -194,7 +222,7 @@ def test_stage1_outputs(corpus, stage1):
 
 def test_standardise_inputs_uses_the_training_frames_statistics(corpus, tmp_path):
     manifest, features = corpus
-    cfg = model_cfg(standardise_inputs=True, stage1={"max_epochs": 1}, stage2={"max_epochs": 1})
+    cfg = settings(standardise_inputs=True, stage1={"max_epochs": 1}, stage2={"max_epochs": 1})
     train_stage(1, cfg, manifest, features, tmp_path / "s1", tmp_path / "r1")
     train_stage(
         2,
@@ -225,22 +253,16 @@ def test_standardise_inputs_uses_the_training_frames_statistics(corpus, tmp_path
             np.testing.assert_allclose(state[f"standardisers.{m}.std"], frames.std(0), rtol=1e-4)
 
 
-def test_seeded_runs_repeat_exactly_and_stale_resume_state_is_ignored(corpus, stage1, tmp_path):
+def test_seeded_runs_repeat_exactly_and_stale_resume_state_is_ignored(
+    corpus, stage1, tmp_path, training_log
+):
     manifest, features = corpus
     out, metrics = stage1
     # A resume state left by another configuration must not be continued from.
     (tmp_path / "resume").mkdir()
     torch.save({"fingerprint": "another config", "epoch": 2}, tmp_path / "resume" / "state.pt")
-    messages = []
-    again = train_stage(
-        1,
-        model_cfg(),
-        manifest,
-        features,
-        tmp_path / "out",
-        tmp_path / "resume",
-        log=messages.append,
-    )
+    again = train_stage(1, settings(), manifest, features, tmp_path / "out", tmp_path / "resume")
+    messages = training_log.messages
     assert any("stale" in m for m in messages)
     assert again == metrics
     # Identical bytes, not only equal tensors.
@@ -257,22 +279,25 @@ def test_stage1_training_beats_chance(stage1):
 
 CHILD = textwrap.dedent(
     """
-    import os, sys, time, json, torch
+    import logging, os, sys, time, json, torch
     torch.set_num_threads(1)
     from medusa.training import train_stage
-    from test_training import model_cfg
+    from test_training import settings
 
     args = json.loads(sys.argv[1])
-    def log(message):
-        if message.startswith("stage 1 epoch 2/"):
-            print("EPOCH2", flush=True)  # the resume state of epoch 2 is on disk now
-            time.sleep(600)
-    train_stage(1, model_cfg(), args["manifest"], args["features"], args["out"], args["resume"], log=log)
+    class StopAfterEpoch2(logging.Handler):
+        def emit(self, record):
+            if record.getMessage().startswith("stage 1 epoch 2/"):
+                print("EPOCH2", flush=True)  # the resume state of epoch 2 is on disk now
+                time.sleep(600)
+    logging.getLogger("medusa.training").addHandler(StopAfterEpoch2())
+    logging.getLogger("medusa.training").setLevel(logging.INFO)
+    train_stage(1, settings(), args["manifest"], args["features"], args["out"], args["resume"])
     """
 )
 
 
-def test_killed_run_resumes_to_the_same_result(corpus, stage1, tmp_path):
+def test_killed_run_resumes_to_the_same_result(corpus, stage1, tmp_path, training_log):
     """A real interruption: SIGKILL right after epoch 2's resume state is saved, then resume."""
     manifest, features = corpus
     args = {
@@ -295,10 +320,8 @@ def test_killed_run_resumes_to_the_same_result(corpus, stage1, tmp_path):
     assert saved["epoch"] == 2 and len(saved["history"]) == 2
     assert not (tmp_path / "out" / "checkpoint.pt").exists()
 
-    messages = []
-    metrics = train_stage(
-        1, model_cfg(), manifest, features, args["out"], args["resume"], log=messages.append
-    )
+    metrics = train_stage(1, settings(), manifest, features, args["out"], args["resume"])
+    messages = training_log.messages
     assert any("resuming after epoch 2" in m for m in messages)
     assert sum(m.startswith("stage 1 epoch") for m in messages) == 2  # only epochs 3 and 4 ran
     out, uninterrupted = stage1
@@ -318,7 +341,7 @@ def test_stage2_balanced_epochs(corpus):
     lengths = np.random.default_rng(0).integers(1, 30, len(hard))
     epochs = []
     for epoch in (1, 2):
-        batches = epoch_batches(2, hard, ambiguous, lengths, 8, np.random.default_rng(epoch))
+        batches = epoch_batches(True, hard, ambiguous, lengths, 8, np.random.default_rng(epoch))
         chosen = np.concatenate(batches)
         assert len(set(chosen)) == len(chosen)
         counts = np.bincount(hard[chosen][~ambiguous[chosen]], minlength=8)
@@ -328,16 +351,17 @@ def test_stage2_balanced_epochs(corpus):
         epochs.append(set(chosen.tolist()))
     assert epochs[0] != epochs[1]
     # Stage 1 visits every file exactly once.
-    full = np.concatenate(epoch_batches(1, hard, ambiguous, lengths, 8, np.random.default_rng(0)))
+    rng = np.random.default_rng(0)
+    full = np.concatenate(epoch_batches(False, hard, ambiguous, lengths, 8, rng))
     assert sorted(full.tolist()) == list(range(len(hard)))
 
 
-def test_stage2_from_stage1_and_disabled(corpus, stage1, tmp_path):
+def test_stage2_from_stage1(corpus, stage1, tmp_path):
     manifest, features = corpus
     checkpoint = stage1[0] / "checkpoint.pt"
     metrics = train_stage(
         2,
-        model_cfg(),
+        settings(),
         manifest,
         features,
         tmp_path / "s2",
@@ -352,22 +376,8 @@ def test_stage2_from_stage1_and_disabled(corpus, stage1, tmp_path):
     assert history["train_files"].tolist()[1:] == [36, 36]
     if metrics["best_epoch"] == 0:
         assert_same_state(state_dict(checkpoint), state_dict(tmp_path / "s2" / "checkpoint.pt"))
-
-    off = train_stage(
-        2,
-        model_cfg(stage2={"enabled": False}),
-        manifest,
-        features,
-        tmp_path / "off",
-        tmp_path / "r_off",
-        init_checkpoint=checkpoint,
-    )
-    assert off["stage2_enabled"] is False
-    assert (tmp_path / "off" / "checkpoint.pt").read_bytes() == checkpoint.read_bytes()
-    saved = json.loads((tmp_path / "off" / "metrics.json").read_text())
-    assert saved["copied_from"] == str(checkpoint)
-    stage1_metrics = json.loads((stage1[0] / "metrics.json").read_text())
-    assert saved["dev"]["macro_f1"] == pytest.approx(stage1_metrics["dev"]["macro_f1"])
+    with pytest.raises(ValueError, match="init_checkpoint"):
+        train_stage(2, settings(), manifest, features, tmp_path / "o", tmp_path / "r")
 
 
 def test_stage2_requires_matching_checkpoint(corpus, stage1, tmp_path):
@@ -376,7 +386,7 @@ def test_stage2_requires_matching_checkpoint(corpus, stage1, tmp_path):
     with pytest.raises(ValueError, match="holds feature set"):
         train_stage(
             2,
-            model_cfg(),
+            settings(),
             manifest,
             swapped,
             tmp_path / "o",
@@ -389,7 +399,7 @@ def test_worker_processes_do_not_change_results(corpus, tmp_path):
     manifest, features = corpus
     states = []
     for workers in (0, 2):
-        cfg = model_cfg(num_workers=workers, stage1={"max_epochs": 1})
+        cfg = settings(num_workers=workers, stage1={"max_epochs": 1})
         out = tmp_path / f"w{workers}"
         train_stage(1, cfg, manifest, features, out, tmp_path / f"r{workers}")
         states.append(state_dict(out / "checkpoint.pt"))
@@ -398,7 +408,7 @@ def test_worker_processes_do_not_change_results(corpus, tmp_path):
 
 def test_onehot_and_late_fusion_ablations_train(corpus, tmp_path):
     manifest, features = corpus
-    cfg = model_cfg(targets="onehot", fusion="late", multitask=False, stage1={"max_epochs": 1})
+    cfg = settings(targets="onehot", fusion="late", multitask=False, stage1={"max_epochs": 1})
     metrics = train_stage(1, cfg, manifest, features, tmp_path / "out", tmp_path / "resume")
     # One-hot targets: only files with one of the 8 consensus classes (X/O excluded).
     assert metrics["train_files"] == sum(TRAIN_COUNTS) - 1
@@ -455,4 +465,4 @@ def test_bad_manifest_is_reported_with_its_path_and_row(corpus, tmp_path):
     table.loc[row, "A"] = "0.9"  # soft target no longer sums to 1
     table.to_csv(tmp_path / "bad.tsv", sep="\t", index=False)
     with pytest.raises(ValueError, match=table.loc[row, "id"]):
-        train_stage(1, model_cfg(), tmp_path / "bad.tsv", features, tmp_path / "o", tmp_path / "r")
+        train_stage(1, settings(), tmp_path / "bad.tsv", features, tmp_path / "o", tmp_path / "r")

@@ -20,7 +20,7 @@ API:
 - ``transcribe_clips(model, items, batch_size, device, progress=True)``: ``[(id, audio)]`` ->
   ``[{"id", "text", "avg_logprob", "no_speech_prob"}]`` in input order.
 - ``run_asr(model_name_or_path, index_path, out_path, batch_size=16, shard=0, n_shards=1,
-  device="cpu", log=None, language="en")``: one audio partition (or one shard of it, see
+  device="cpu", language="en")``: one audio partition (or one shard of it, see
   ``medusa.store.shard_ids``) from its clip table to a JSONL file sorted by id.
 - ``merge_transcripts(shard_paths, out_path)``, ``read_transcripts(path)``.
 """
@@ -44,7 +44,7 @@ from medusa.audio import SAMPLE_RATE, load_audio
 from medusa.partitions import clip_paths
 from medusa.store import shard_ids
 
-LOG = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 WINDOW_SAMPLES = whisper.audio.N_SAMPLES  # 30 s at 16 kHz: whisper's fixed input length
 # Clips are transcribed in blocks of this many batches of consecutive ids (see run_asr).
 BATCHES_PER_BLOCK = 16
@@ -154,7 +154,6 @@ def run_asr(
     shard: int = 0,
     n_shards: int = 1,
     device: torch.device | str = "cpu",
-    log: logging.Logger | None = None,
     progress: bool = True,
     language: str = "en",
 ) -> int:
@@ -167,7 +166,6 @@ def run_asr(
     a sharded run decodes every clip in the same batch as the unsharded one. Returns the
     number of clips written.
     """
-    log = log or LOG
     device = torch.device(device)
     paths = dict(clip_paths(index_path))
     part = Path(index_path).stem

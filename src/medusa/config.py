@@ -1,6 +1,8 @@
-"""Workflow configuration: schema validation with defaults, cross-references, per-job sub-configs.
+"""Workflow configuration: schema validation, cross-references, per-job sub-configs.
 
-The Snakefile calls `validate_config` at parse time. Errors name the offending key
+config/config.yaml is the only source of values (every key the code reads is there, with a
+comment); the schema checks types, enums and ranges and marks keys required, and fills nothing
+in. The Snakefile calls `validate_config` at parse time. Errors name the offending key
 (`models.m01.hidden_size: 'big' is not of type 'integer'`) so a user can fix the file directly.
 `model_config` / `canonical_json` give every job only its own sub-config, in canonical form, so a
 change to one model's settings reruns only that model's jobs.
@@ -18,23 +20,6 @@ import yaml
 
 class ConfigError(ValueError):
     """The workflow configuration is invalid; the message names the key."""
-
-
-def _with_defaults(validator_class):
-    """A validator that fills `default`s of absent properties while validating."""
-    validate_properties = validator_class.VALIDATORS["properties"]
-
-    def set_defaults(validator, properties, instance, schema):
-        if isinstance(instance, dict):
-            for name, subschema in properties.items():
-                if isinstance(subschema, dict) and "default" in subschema:
-                    instance.setdefault(name, copy.deepcopy(subschema["default"]))
-        yield from validate_properties(validator, properties, instance, schema)
-
-    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
-
-
-_DefaultFillingValidator = _with_defaults(jsonschema.Draft202012Validator)
 
 
 def _key(path) -> str:
@@ -59,19 +44,14 @@ def load_schema(schema_path: str | Path) -> dict:
 
 
 def validate_config(config: dict, schema_path: str | Path) -> dict:
-    """Validate `config` in place against the schema, fill defaults, check cross-references.
+    """Validate `config` against the schema and check cross-references; returns `config`.
 
     Raises ConfigError listing every problem, each naming its key.
     """
-    schema = load_schema(schema_path)
-    validator = _DefaultFillingValidator(schema)
-    # Defaults of objects that were themselves just defaulted are filled on the next pass.
-    for _ in range(3):
-        errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
-        if errors:
-            raise ConfigError(
-                "invalid configuration:\n  " + "\n  ".join(_describe(e) for e in errors)
-            )
+    validator = jsonschema.Draft202012Validator(load_schema(schema_path))
+    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(_describe(e) for e in errors))
     problems = []
     feature_sets = config["feature_sets"]
     for name, model in config["models"].items():
@@ -85,8 +65,6 @@ def validate_config(config: dict, schema_path: str | Path) -> dict:
             problems.append(f"models.{name}.features: a feature set is listed twice")
     if not enabled_models(config):
         problems.append("models: every model has enabled: false; the ensemble needs at least one")
-    if config["model_defaults"].get("enabled") is not None:
-        problems.append("model_defaults.enabled: set `enabled` on individual models only")
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     return config
@@ -94,7 +72,7 @@ def validate_config(config: dict, schema_path: str | Path) -> dict:
 
 def enabled_models(config: dict) -> list[str]:
     """Models in the DAG, in config order (the ensemble's input order)."""
-    return [name for name, model in config["models"].items() if model.get("enabled", True)]
+    return [name for name in config["models"] if resolved_model(config, name)["enabled"]]
 
 
 def deep_merge(base: dict, override: dict) -> dict:
@@ -108,12 +86,31 @@ def deep_merge(base: dict, override: dict) -> dict:
     return merged
 
 
+def resolved_model(config: dict, model: str) -> dict:
+    """model_defaults with the model's own entry on top (`enabled` included)."""
+    return deep_merge(config["model_defaults"], config["models"][model])
+
+
 def model_config(config: dict, model: str) -> dict:
     """A model's resolved settings: model_defaults with the model's own entry on top."""
-    resolved = deep_merge(config["model_defaults"], config["models"][model])
-    resolved.pop("enabled", None)  # only decides whether the model is in the DAG
+    resolved = resolved_model(config, model)
+    resolved.pop("enabled")  # only decides whether the model is in the DAG
     resolved["name"] = model
     return resolved
+
+
+def model_job_params(config: dict, model: str) -> dict:
+    """What a model's training and posterior jobs get (as canonical JSON): its resolved settings
+    and the seed of the balanced holdout it is selected on; medusa.settings.ModelSettings."""
+    return {
+        **model_config(config, model),
+        "balanced_holdout_seed": config["evaluation"]["balanced_holdout_seed"],
+    }
+
+
+def stage2_enabled(config: dict, model: str) -> bool:
+    """False (the paper's Table 2 ablation): the model's posteriors come from stage 1."""
+    return resolved_model(config, model)["stage2"]["enabled"]
 
 
 def canonical_json(value) -> str:

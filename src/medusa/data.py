@@ -38,6 +38,9 @@ from medusa.emotions import (
 )
 from medusa.manifest import MANIFEST_COLUMNS, write_manifest
 from medusa.partitions import (
+    DEV,
+    HOLDOUT,
+    TRAIN,
     UNLABELLED,
     audio_partitions,
     build_audio_index,
@@ -57,7 +60,7 @@ CONSENSUS_COLUMNS = [
 ]
 DETAILED_STRING_COLUMNS = ["FileName", "EmoDetail"]
 DETAILED_V2_COLUMNS = ["FileName", "WorkerID", "EmoClass_Major", "EmoClass_Second"]
-SPLIT_TO_SUBSET = {"Train": "train", "Development": "dev"}
+SPLIT_TO_SUBSET = {"Train": TRAIN, "Development": DEV}
 OTHER = "Other"
 
 # `WORKER<id>; <Primary>; <Secondary,...>; A:<x>; V:<x>; D:<x>;` -- the primary is free text for
@@ -340,6 +343,40 @@ def _with_audio(row: dict, audio: dict | None, min_duration_s: float, problems: 
     return True
 
 
+def _labelled_rows(
+    consensus: list[dict],
+    source: str,
+    targets: dict[str, np.ndarray | None],
+    audio: dict[str, dict],
+    min_duration_s: float,
+    problems: Problems,
+) -> list[dict]:
+    """Manifest rows of the consensus rows whose audio is usable (first row of a repeated
+    FileName only); every row left out or altered is reported in `problems`."""
+    rows = []
+    labelled: set[str] = set()
+    for line_no, rec in enumerate(consensus, start=2):
+        name = rec["FileName"]
+        if name in labelled:
+            problems.add("duplicate consensus row", f"{source} line {line_no}: {name}")
+            continue
+        labelled.add(name)
+        row = _label_row(rec, targets, problems)
+        if _with_audio(row, audio.get(name), min_duration_s, problems):
+            rows.append(row)
+    return rows
+
+
+def _split_holdout(manifest: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
+    """Move a speaker-disjoint share of the `train` rows to `holdout` (in place; returned)."""
+    in_train = (manifest["subset"] == TRAIN).to_numpy()
+    holdout = speaker_disjoint_holdout(
+        manifest.loc[in_train, "speaker"], manifest.loc[in_train, "emo_class"], fraction, seed
+    )
+    manifest.loc[np.flatnonzero(in_train)[holdout], "subset"] = HOLDOUT
+    return manifest
+
+
 def build_manifest(
     root: str | os.PathLike,
     audio_indexes: list[str | os.PathLike | pd.DataFrame],
@@ -354,35 +391,20 @@ def build_manifest(
     """
     root = Path(root)
     problems = Problems()
+    # The labels: consensus rows, and the annotators' primary votes as soft targets.
     consensus_path = root / "Labels" / "labels_consensus.csv"
     consensus = _read_csv(consensus_path, CONSENSUS_COLUMNS)
     votes = read_detailed_votes(root / "Labels" / "labels_detailed.csv", problems)
     targets = soft_targets(votes)
+    # One row per labelled clip whose audio is usable, in the subset its Split_Set names.
     audio = _audio_rows(audio_indexes)
-
-    kept = []
-    labelled: set[str] = set()
-    for line_no, rec in enumerate(consensus, start=2):
-        name = rec["FileName"]
-        if name in labelled:
-            problems.add("duplicate consensus row", f"{consensus_path.name} line {line_no}: {name}")
-            continue
-        labelled.add(name)
-        row = _label_row(rec, targets, problems)
-        if _with_audio(row, audio.get(name), min_duration_s, problems):
-            kept.append(row)
-    for name in sorted({v.file for v in votes} - labelled):
+    rows = _labelled_rows(consensus, consensus_path.name, targets, audio, min_duration_s, problems)
+    for name in sorted({v.file for v in votes} - {rec["FileName"] for rec in consensus}):
         problems.add("annotations without consensus row", name)
-
-    manifest = pd.DataFrame(kept).reindex(columns=MANIFEST_COLUMNS)
-    in_train = (manifest["subset"] == "train").to_numpy()
-    holdout = speaker_disjoint_holdout(
-        manifest.loc[in_train, "speaker"],
-        manifest.loc[in_train, "emo_class"],
-        holdout_fraction,
-        split_seed,
+    # The holdout: whole speakers of `train`.
+    manifest = _split_holdout(
+        pd.DataFrame(rows).reindex(columns=MANIFEST_COLUMNS), holdout_fraction, split_seed
     )
-    manifest.loc[np.flatnonzero(in_train)[holdout], "subset"] = "holdout"
     manifest = manifest.sort_values("id", kind="stable").reset_index(drop=True)
     summary = {
         "root": str(root),
@@ -419,8 +441,8 @@ def format_report(
             + " | ".join(str(int(letters.get(c, 0))) for c in (*CLASS_LETTERS, "O", "X"))
             + " |"
         )
-    train_speakers = set(manifest.loc[manifest["subset"] == "train", "speaker"]) - {"Unknown"}
-    holdout_speakers = set(manifest.loc[manifest["subset"] == "holdout", "speaker"]) - {"Unknown"}
+    train_speakers = set(manifest.loc[manifest["subset"] == TRAIN, "speaker"]) - {"Unknown"}
+    holdout_speakers = set(manifest.loc[manifest["subset"] == HOLDOUT, "speaker"]) - {"Unknown"}
     lines += [
         "",
         f"Speakers shared by train and holdout: {len(train_speakers & holdout_speakers)} "

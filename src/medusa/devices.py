@@ -15,9 +15,13 @@ A GPU rule declares ``resources: gpu=1``; Snakemake then limits how many such jo
 The claimed device becomes the only visible one (``CUDA_VISIBLE_DEVICES`` is set before CUDA
 initialises), so the job always computes on ``cuda:0``.
 
-API: ``acquire_device(log=None, lock_dir=None)`` context manager yielding a ``torch.device``;
+Mixed precision is chosen here too, once for every stage: ``autocast(device)`` is bf16 autocast
+on CUDA (fp16 on a GPU without bf16) and float32 on the CPU.
+
+API: ``acquire_device(lock_dir=None)`` context manager yielding a ``torch.device``;
 ``claim_device_slot(visible_ids, lock_dir)`` context manager yielding the claimed id (the
-GPU-free part, tested with threads and processes); ``visible_device_ids()``.
+GPU-free part, tested with threads and processes); ``visible_device_ids()``;
+``amp_dtype(device)`` and ``autocast(device, enabled=True, dtype=None)``.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-LOG = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 
 def default_lock_dir() -> Path:
@@ -88,7 +92,6 @@ def claim_device_slot(
     lock_dir: str | os.PathLike | None = None,
     poll_s: float = 1.0,
     timeout_s: float | None = None,
-    log: logging.Logger | None = None,
 ) -> Iterator[str | None]:
     """Claim one of `visible_ids` for the duration of the block; yield it (None if empty).
 
@@ -97,7 +100,6 @@ def claim_device_slot(
     until the block exits or the process dies); while all are held, poll every `poll_s`
     seconds, for at most `timeout_s` (None: wait as long as it takes) then TimeoutError.
     """
-    log = log or LOG
     ids = list(visible_ids)
     if len(ids) <= 1:
         yield ids[0] if ids else None
@@ -140,13 +142,10 @@ def _try_lock(path: Path) -> int | None:
 
 
 @contextlib.contextmanager
-def acquire_device(
-    log: logging.Logger | None = None, lock_dir: str | os.PathLike | None = None
-) -> Iterator[torch.device]:
+def acquire_device(lock_dir: str | os.PathLike | None = None) -> Iterator[torch.device]:
     """Yield the one device this job computes on: ``cuda:0`` (the claimed GPU) or ``cpu``."""
     import torch
 
-    log = log or LOG
     if not torch.backends.cuda.is_built():
         log.info("device: cpu (this torch build has no CUDA)")
         yield torch.device("cpu")
@@ -159,7 +158,7 @@ def acquire_device(
         )
         yield torch.device("cpu")
         return
-    with claim_device_slot(ids, lock_dir, log=log) as claimed:
+    with claim_device_slot(ids, lock_dir) as claimed:
         previous = os.environ.get("CUDA_VISIBLE_DEVICES")
         if torch.cuda.is_initialized():
             # Too late to narrow visibility; address the claimed device by its position.
@@ -186,3 +185,30 @@ def acquire_device(
                 os.environ.pop("CUDA_VISIBLE_DEVICES", None)
             else:
                 os.environ["CUDA_VISIBLE_DEVICES"] = previous
+
+
+def amp_dtype(device: torch.device | str) -> torch.dtype | None:
+    """The reduced precision of forward passes on `device`: bf16 on CUDA where the GPU
+    supports it, fp16 on an older GPU, None (float32) on the CPU."""
+    import torch
+
+    if torch.device(device).type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def autocast(
+    device: torch.device | str, enabled: bool = True, dtype: torch.dtype | None = None
+) -> torch.autocast:
+    """The autocast context of a forward pass on `device`, in the precision ``amp_dtype``
+    chooses; disabled (plain float32) on the CPU or when not `enabled`.
+
+    `dtype` overrides the choice (tests run the reduced-precision path on the CPU with it).
+    """
+    import torch
+
+    device = torch.device(device)
+    dtype = dtype or amp_dtype(device)
+    if dtype is None or not enabled:
+        return torch.autocast(device.type, enabled=False)
+    return torch.autocast(device.type, dtype=dtype)

@@ -31,7 +31,6 @@ import h5py
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from medusa.atomic import atomic_torch_save, atomic_write_json, atomic_write_text
@@ -44,15 +43,19 @@ from medusa.emotions import (
 )
 from medusa.manifest import consensus_labels, read_manifest
 from medusa.metrics import classification_metrics
+from medusa.model import total_loss
+from medusa.partitions import DEV, HOLDOUT, TEST, TRAIN
 from medusa.sampling import balanced_evaluation_subset, stage2_balanced_subset
 
-_LOG = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 # Numbers each DeepSER model contributes per clip: 8 posteriors, then act, val, dom.
 MODEL_OUTPUTS = NUM_CLASSES + len(ATTRIBUTES)
 HEAD_FORMAT = 1
-# The scored views of the labelled data, written to every metrics.json.
-EVALUATION_SETS = ("dev", "holdout", "balanced_holdout")
+# The scored views of the labelled data, written to every metrics.json: the dev and holdout
+# subsets, and the fixed class-balanced draw of the holdout that selects models.
+BALANCED_HOLDOUT = "balanced_holdout"
+EVALUATION_SETS = (DEV, HOLDOUT, BALANCED_HOLDOUT)
 
 
 class EnsembleError(ValueError):
@@ -217,15 +220,15 @@ def evaluation_data(
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Scored inputs and truths: {"dev", "holdout", "balanced_holdout"} -> (X, y)."""
     data = {}
-    for subset in ("dev", "holdout"):
+    for subset in (DEV, HOLDOUT):
         ids, X = load_ensemble_inputs(posterior_paths, subset)
         keep, y = consensus_labels(manifest_rows(manifest, subset, ids)["emo_class"])
         if len(y) == 0:
             raise EnsembleError(f"no {subset!r} clip with an 8-class consensus to score")
         data[subset] = (X[keep], y)
-    X, y = data["holdout"]
+    X, y = data[HOLDOUT]
     chosen = balanced_evaluation_subset(y, balanced_holdout_seed)
-    data["balanced_holdout"] = (X[chosen], y[chosen])
+    data[BALANCED_HOLDOUT] = (X[chosen], y[chosen])
     return data
 
 
@@ -299,7 +302,7 @@ class MetaConfig:
     head: str = "linear"
     mlp_hidden: int = 64
     init_seed: int = 0
-    train_on: str = "holdout"
+    train_on: str = HOLDOUT
     lr: float = 1e-3
     batch_size: int = 128
     epochs: int = 50
@@ -328,7 +331,7 @@ class MetaConfig:
             raise EnsembleError(f"meta config: {err}") from err
         if meta.head not in ("linear", "mlp"):
             raise EnsembleError(f"meta config: head must be linear or mlp, got {meta.head!r}")
-        if meta.train_on not in ("holdout", "train"):
+        if meta.train_on not in (HOLDOUT, TRAIN):
             raise EnsembleError(
                 f"meta config: train_on must be holdout or train, got {meta.train_on!r}"
             )
@@ -338,25 +341,6 @@ class MetaConfig:
         if meta.lr <= 0 or meta.weight_decay < 0:
             raise EnsembleError(f"meta config: need lr > 0 and weight_decay >= 0, got {meta}")
         return meta
-
-
-def meta_loss(
-    logits: torch.Tensor,
-    attributes: torch.Tensor,
-    soft_targets: torch.Tensor,
-    attribute_targets: torch.Tensor,
-    class_weight: float,
-    attribute_weight: float,
-) -> torch.Tensor:
-    """class_weight * soft-target CE (uniform class weights) + attribute_weight * MSE.
-
-    Missing attribute ratings (NaN) are left out of the MSE rather than imputed.
-    """
-    ce = -(soft_targets * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
-    rated = torch.isfinite(attribute_targets)
-    err = torch.where(rated, attributes - attribute_targets.nan_to_num(), 0.0)
-    mse = (err**2).sum() / rated.sum().clamp(min=1)
-    return class_weight * ce + attribute_weight * mse
 
 
 def build_head(n_inputs: int, head: str, mlp_hidden: int, init_seed: int) -> MetaClassifier:
@@ -431,7 +415,6 @@ def train_meta(
     seed: int,
     out_dir: str | os.PathLike,
     balanced_holdout_seed: int,
-    log: Callable[[str], None] | None = None,
 ) -> dict:
     """Stage 3: train one meta-classifier seed; write out_dir/head.pt and out_dir/metrics.json.
 
@@ -442,54 +425,29 @@ def train_meta(
     there is no untouched labelled set left to select epochs on, and a fixed schedule keeps
     every seed comparable for the soup. Returns the metrics written.
     """
-    log = log or _LOG.info
     cfg = MetaConfig.from_dict(meta_cfg)
     paths = [Path(p) for p in posterior_paths]
     models = [posterior_model_name(p) for p in paths]
+    # The clips the head learns from, and the scored sets (the same files for every seed).
     manifest = read_manifest(manifest_path)
     train = _training_data(paths, manifest, cfg.train_on)
     data = evaluation_data(paths, manifest, balanced_holdout_seed)
     n_inputs = train["X"].shape[1]
-    log(
+    log.info(
         f"meta seed {seed}: {cfg.head} head over {len(models)} models ({n_inputs} inputs), "
         f"{len(train['X'])} {cfg.train_on} clips with soft targets "
         f"({int(train['ambiguous'].sum())} in the X/O pool)"
     )
 
+    # Every seed starts from the same weights (init_seed) and keeps its last ones.
     model = build_head(n_inputs, cfg.head, cfg.mlp_hidden, cfg.init_seed)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    X, soft, attrs = (torch.from_numpy(train[k]) for k in ("X", "soft", "attributes"))
-    rng = np.random.default_rng(seed)
-    history = []
-    progress = "balanced holdout F1" + (" (in-sample)" if cfg.train_on == "holdout" else "")
-    for epoch in range(1, cfg.epochs + 1):
-        order = torch.from_numpy(stage2_balanced_subset(train["hard"], train["ambiguous"], rng))
-        model.train()
-        total = 0.0
-        for batch in order.split(cfg.batch_size):
-            logits, pred_attrs = model(X[batch])
-            loss = meta_loss(
-                logits,
-                pred_attrs,
-                soft[batch],
-                attrs[batch],
-                cfg.class_weight,
-                cfg.attribute_weight,
-            )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(batch)
-        history.append(total / len(order))
-        if epoch == 1 or epoch % 10 == 0 or epoch == cfg.epochs:
-            bal = score_head(model, *data["balanced_holdout"])["macro_f1"]
-            log(f"epoch {epoch}/{cfg.epochs}: loss {history[-1]:.4f}, {progress} {bal:.4f}")
+    history, epoch_size = _fit_head(model, train, cfg, seed, data[BALANCED_HOLDOUT])
 
     metrics = {
         "seed": int(seed),
         "train_on": cfg.train_on,
         "n_train_clips": int(len(train["X"])),
-        "epoch_size": int(len(order)),
+        "epoch_size": epoch_size,
         "loss_history": history,
         **_evaluate(model, data),
     }
@@ -501,11 +459,70 @@ def train_meta(
         "seeds": [int(seed)],
     }
     _write_outputs(Path(out_dir), model, info, metrics)
-    log(
-        f"meta seed {seed}: dev macro-F1 {metrics['dev']['macro_f1']:.4f}, balanced holdout "
-        f"macro-F1 {metrics['balanced_holdout']['macro_f1']:.4f}"
+    log.info(
+        f"meta seed {seed}: dev macro-F1 {metrics[DEV]['macro_f1']:.4f}, balanced holdout "
+        f"macro-F1 {metrics[BALANCED_HOLDOUT]['macro_f1']:.4f}"
     )
     return metrics
+
+
+def _fit_head(
+    model: MetaClassifier,
+    train: Mapping[str, np.ndarray],
+    cfg: MetaConfig,
+    seed: int,
+    balanced_holdout: tuple[np.ndarray, np.ndarray],
+) -> tuple[list[float], int]:
+    """The epoch loop of one seed: (mean training loss per epoch, clips per epoch).
+
+    The balanced holdout is only scored for the log; it chooses nothing.
+    """
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    tensors = tuple(torch.from_numpy(train[k]) for k in ("X", "soft", "attributes"))
+    rng = np.random.default_rng(seed)  # the seed's only source of randomness
+    progress = "balanced holdout F1" + (" (in-sample)" if cfg.train_on == HOLDOUT else "")
+    history = []
+    for epoch in range(1, cfg.epochs + 1):
+        # A fresh balanced draw of the training clips (stage-2 sampling), in shuffled order.
+        order = torch.from_numpy(stage2_balanced_subset(train["hard"], train["ambiguous"], rng))
+        history.append(_train_epoch(model, optimizer, tensors, order, cfg))
+        if epoch == 1 or epoch % 10 == 0 or epoch == cfg.epochs:
+            bal = score_head(model, *balanced_holdout)["macro_f1"]
+            log.info(f"epoch {epoch}/{cfg.epochs}: loss {history[-1]:.4f}, {progress} {bal:.4f}")
+    return history, int(len(order))
+
+
+def _train_epoch(
+    model: MetaClassifier,
+    optimizer: torch.optim.Optimizer,
+    tensors: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+    order: torch.Tensor,
+    cfg: MetaConfig,
+) -> float:
+    """One pass over the clips `order` in batches; the epoch's mean loss per clip.
+
+    The loss is the DeepSER objective (docs/method.md, section 4.5) with uniform class
+    weights: class_weight x soft-target CE + attribute_weight x MSE over the rated attributes.
+    """
+    X, soft, attrs = tensors
+    model.train()
+    total = 0.0
+    for batch in order.split(cfg.batch_size):
+        logits, pred_attrs = model(X[batch])
+        loss, _, _ = total_loss(
+            logits,
+            pred_attrs,
+            soft[batch],
+            attrs[batch],
+            None,
+            cfg.class_weight,
+            cfg.attribute_weight,
+        )
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(batch)
+    return total / len(order)
 
 
 # --------------------------------------------------------------------------------------------
@@ -566,7 +583,6 @@ def make_soup(
     soup_cfg: Mapping,
     balanced_holdout_seed: int,
     out_dir: str | os.PathLike,
-    log: Callable[[str], None] | None = None,
 ) -> dict:
     """Stage 4: average the seeds' heads; write out_dir/head.pt and out_dir/metrics.json.
 
@@ -575,72 +591,92 @@ def make_soup(
     balanced-holdout macro-F1 does not drop. With `train_on: holdout` that score is measured
     on the heads' own training clips, which is why uniform is the default.
     """
-    log = log or _LOG.info
     method = dict(soup_cfg).get("method", "uniform")
     if method not in ("uniform", "greedy"):
         raise EnsembleError(f"soup config: method must be uniform or greedy, got {method!r}")
-    if not seed_dirs:
-        raise EnsembleError("make_soup: no seed directories given")
-    loaded = [load_head(Path(d) / "head.pt") for d in seed_dirs]
-    ref_info = loaded[0][1]
-    for _, info in loaded[1:]:
-        for key in ("models", "architecture", "train_on"):
-            if info[key] != ref_info[key]:
-                raise EnsembleError(
-                    f"{info['path']}: {key} {info[key]!r} differs from {ref_info['path']} "
-                    f"({ref_info[key]!r}); a soup needs heads of one kind over the same models"
-                )
-        # Averaging non-linear heads only makes sense from a shared starting point.
-        if (
-            ref_info["architecture"]["head"] != "linear"
-            and info["init_seed"] != ref_info["init_seed"]
-        ):
-            raise EnsembleError(
-                f"{info['path']}: init_seed {info['init_seed']} differs from {ref_info['path']} "
-                f"({ref_info['init_seed']}); an MLP soup needs a shared initialisation"
-            )
-    heads = [model for model, _ in loaded]
-    architecture = ref_info["architecture"]
+    # The ingredients, and how each scores on the balanced holdout.
+    heads, infos = _load_ingredients(seed_dirs)
+    ref_info = infos[0]
     paths = paths_in_model_order(posterior_paths, ref_info["models"])
     data = evaluation_data(paths, read_manifest(manifest_path), balanced_holdout_seed)
-    scores = [score_head(h, *data["balanced_holdout"])["macro_f1"] for h in heads]
+    scores = [score_head(h, *data[BALANCED_HOLDOUT])["macro_f1"] for h in heads]
 
+    # Which seeds go in, and their average.
     if method == "uniform":
         chosen = list(range(len(heads)))
     else:
-        ranked = sorted(range(len(heads)), key=lambda i: -scores[i])  # stable: ties keep order
-        chosen, best = [ranked[0]], scores[ranked[0]]
-        for i in ranked[1:]:
-            candidate = _soup_of([heads[j] for j in [*chosen, i]], architecture)
-            score = score_head(candidate, *data["balanced_holdout"])["macro_f1"]
-            if score >= best:
-                chosen, best = [*chosen, i], score
-    soup = _soup_of([heads[i] for i in chosen], architecture)
+        chosen = _greedy_ingredients(heads, scores, ref_info["architecture"], data)
+    soup = _soup_of([heads[i] for i in chosen], ref_info["architecture"])
 
-    seeds = [s for i in chosen for s in loaded[i][1].get("seeds", [])]
+    seeds = [s for i in chosen for s in infos[i].get("seeds", [])]
+    ingredients = [
+        {
+            "dir": str(seed_dirs[i]),
+            "seeds": info.get("seeds", []),
+            "balanced_holdout_macro_f1": scores[i],
+            "in_soup": i in chosen,
+        }
+        for i, info in enumerate(infos)
+    ]
     metrics = {
         "method": method,
         "train_on": ref_info["train_on"],
-        "ingredients": [
-            {
-                "dir": str(seed_dirs[i]),
-                "seeds": loaded[i][1].get("seeds", []),
-                "balanced_holdout_macro_f1": scores[i],
-                "in_soup": i in chosen,
-            }
-            for i in range(len(heads))
-        ],
+        "ingredients": ingredients,
         "seeds": seeds,
         **_evaluate(soup, data),
     }
     info = {**{k: v for k, v in ref_info.items() if k != "path"}, "seeds": seeds}
     _write_outputs(Path(out_dir), soup, info, metrics)
-    log(
+    log.info(
         f"{method} soup of {len(chosen)}/{len(heads)} seeds: dev macro-F1 "
-        f"{metrics['dev']['macro_f1']:.4f}, balanced holdout macro-F1 "
-        f"{metrics['balanced_holdout']['macro_f1']:.4f}"
+        f"{metrics[DEV]['macro_f1']:.4f}, balanced holdout macro-F1 "
+        f"{metrics[BALANCED_HOLDOUT]['macro_f1']:.4f}"
     )
     return metrics
+
+
+def _load_ingredients(
+    seed_dirs: Sequence[str | os.PathLike],
+) -> tuple[list[MetaClassifier], list[dict]]:
+    """(heads, their infos) of the seeds, checked to be averageable: same models, architecture
+    and training data; for a non-linear head also the same initialisation (averaging only
+    makes sense from a shared starting point)."""
+    if not seed_dirs:
+        raise EnsembleError("make_soup: no seed directories given")
+    loaded = [load_head(Path(d) / "head.pt") for d in seed_dirs]
+    infos = [info for _, info in loaded]
+    ref = infos[0]
+    for info in infos[1:]:
+        for key in ("models", "architecture", "train_on"):
+            if info[key] != ref[key]:
+                raise EnsembleError(
+                    f"{info['path']}: {key} {info[key]!r} differs from {ref['path']} "
+                    f"({ref[key]!r}); a soup needs heads of one kind over the same models"
+                )
+        if ref["architecture"]["head"] != "linear" and info["init_seed"] != ref["init_seed"]:
+            raise EnsembleError(
+                f"{info['path']}: init_seed {info['init_seed']} differs from {ref['path']} "
+                f"({ref['init_seed']}); an MLP soup needs a shared initialisation"
+            )
+    return [model for model, _ in loaded], infos
+
+
+def _greedy_ingredients(
+    heads: Sequence[MetaClassifier],
+    scores: Sequence[float],
+    architecture: Mapping,
+    data: Mapping[str, tuple[np.ndarray, np.ndarray]],
+) -> list[int]:
+    """Greedy soup: seeds by decreasing balanced-holdout macro-F1 (`scores`), each added only if
+    the soup's balanced-holdout macro-F1 does not drop. The indices of the seeds kept."""
+    ranked = sorted(range(len(heads)), key=lambda i: -scores[i])  # stable: ties keep order
+    chosen, best = [ranked[0]], scores[ranked[0]]
+    for i in ranked[1:]:
+        candidate = _soup_of([heads[j] for j in [*chosen, i]], architecture)
+        score = score_head(candidate, *data[BALANCED_HOLDOUT])["macro_f1"]
+        if score >= best:
+            chosen, best = [*chosen, i], score
+    return chosen
 
 
 @single_threaded
@@ -663,10 +699,10 @@ def predict_test(
     """
     model, info = load_head(soup_dir)
     paths = paths_in_model_order(posterior_paths, info["models"])
-    ids, X = load_ensemble_inputs(paths, "test")
+    ids, X = load_ensemble_inputs(paths, TEST)
     if not isinstance(manifest, pd.DataFrame):
         manifest = read_manifest(manifest)
-    rows = manifest_rows(manifest, "test", ids)
+    rows = manifest_rows(manifest, TEST, ids)
     file_names = [Path(p).name for p in rows["path"]]  # read_manifest: never empty
     if len(set(file_names)) != len(file_names):
         where = manifest.attrs.get("path", "manifest")

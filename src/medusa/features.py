@@ -34,12 +34,11 @@ supported) and float32 on CPU.
 API: ``load_backbone(feature_set_cfg, device) -> Backbone`` (``.encode_batch(inputs)``: one
 forward pass; ``.encode(inputs, batch_size)``: sorted and batched; ``.dim``, ``.attrs``) and
 ``extract_feature_set(name, cfg, index_path, out_path, asr_path=None, shard=0,
-n_shards=1, device="cpu", log=None)``.
+n_shards=1, device="cpu")``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
@@ -56,10 +55,11 @@ from tqdm import tqdm
 from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoTokenizer
 
 from medusa.audio import SAMPLE_RATE, load_audio
+from medusa.devices import amp_dtype, autocast
 from medusa.partitions import clip_paths
 from medusa.store import FeatureWriter, shard_ids
 
-LOG = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 KINDS = ("audio", "whisper", "text")
 FRAME_RATE = {"audio": 50.0, "whisper": 50.0, "text": 0.0}  # text: tokens, no time axis
 WHISPER_HOP = 320  # samples per encoder frame: 160-sample mel hop x conv stride 2
@@ -95,6 +95,8 @@ class FeatureSetConfig:
             raise ValueError(
                 f"feature set {name!r}: layer {layer!r} must be last, sum_last4 or an int"
             )
+        # The workflow always passes the configured batch size; direct callers of
+        # load_backbone (tests, benchmarks) need none.
         batch_size = int(cfg.get("batch_size") or 8)
         if batch_size < 1:
             raise ValueError(f"feature set {name!r}: batch_size must be >= 1")
@@ -129,47 +131,65 @@ def weights_sha256(folder: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def _load_weights(cfg: FeatureSetConfig, config) -> torch.nn.Module:
+    """The backbone's float32 weights (only the encoder of a Whisper checkpoint); a checkpoint
+    that lacks or mismatches weights is refused rather than initialised at random."""
+    source = cfg.backbone
+    kwargs = {"revision": cfg.revision, "dtype": torch.float32, "output_loading_info": True}
+    if config.model_type == "wavlm":
+        kwargs["attn_implementation"] = "eager"  # the only one WavLM implements
+    if cfg.kind == "whisper" and config.model_type != "whisper":
+        raise ValueError(f"{source}: kind whisper needs a Whisper model, got {config.model_type}")
+    model, info = AutoModel.from_pretrained(source, **kwargs)
+    missing = [k for k in info["missing_keys"] if not k.endswith(UNUSED_AT_INFERENCE)]
+    if cfg.kind == "whisper":
+        model = model.get_encoder()  # a full checkpoint; we only run the encoder
+        missing = [k for k in missing if not k.startswith("decoder.")]
+    if missing or info.get("mismatched_keys"):
+        raise ValueError(
+            f"{source}: checkpoint lacks or mismatches weights {missing[:10]} "
+            f"{list(info.get('mismatched_keys') or [])[:10]}; refusing random weights"
+        )
+    return model
+
+
+def _check_layer(cfg: FeatureSetConfig, config) -> None:
+    """The layer view exists in this backbone."""
+    n_layers = config.encoder_layers if cfg.kind == "whisper" else config.num_hidden_layers
+    if cfg.layer == "sum_last4" and n_layers < 4:
+        raise ValueError(
+            f"{cfg.backbone}: sum_last4 needs at least 4 layers, the model has {n_layers}"
+        )
+    if isinstance(cfg.layer, int) and not -(n_layers + 1) <= cfg.layer <= n_layers:
+        raise ValueError(f"{cfg.backbone}: layer {cfg.layer} out of range (0..{n_layers})")
+
+
 class Backbone:
     """A loaded backbone: turns clips (16 kHz arrays) or transcripts into frame sequences."""
 
     def __init__(self, cfg: FeatureSetConfig, device: torch.device | str = "cpu"):
         self.cfg = cfg
         self.device = torch.device(device)
-        source, revision = cfg.backbone, cfg.revision
-        config = AutoConfig.from_pretrained(source, revision=revision)
-        kwargs = {"revision": revision, "dtype": torch.float32, "output_loading_info": True}
-        if config.model_type == "wavlm":
-            kwargs["attn_implementation"] = "eager"  # the only one WavLM implements
-        if cfg.kind == "whisper" and config.model_type != "whisper":
-            raise ValueError(
-                f"{source}: kind whisper needs a Whisper model, got {config.model_type}"
-            )
-        model, info = AutoModel.from_pretrained(source, **kwargs)
-        missing = [k for k in info["missing_keys"] if not k.endswith(UNUSED_AT_INFERENCE)]
-        if cfg.kind == "whisper":
-            model = model.get_encoder()  # a full checkpoint; we only run the encoder
-            missing = [k for k in missing if not k.startswith("decoder.")]
-        if missing or info.get("mismatched_keys"):
-            raise ValueError(
-                f"{source}: checkpoint lacks or mismatches weights {missing[:10]} "
-                f"{list(info.get('mismatched_keys') or [])[:10]}; refusing random weights"
-            )
-        n_layers = config.encoder_layers if cfg.kind == "whisper" else config.num_hidden_layers
-        if cfg.layer == "sum_last4" and n_layers < 4:
-            raise ValueError(
-                f"{source}: sum_last4 needs at least 4 layers, the model has {n_layers}"
-            )
-        if isinstance(cfg.layer, int) and not -(n_layers + 1) <= cfg.layer <= n_layers:
-            raise ValueError(f"{source}: layer {cfg.layer} out of range (0..{n_layers})")
+        config = AutoConfig.from_pretrained(cfg.backbone, revision=cfg.revision)
+        model = _load_weights(cfg, config)
+        _check_layer(cfg, config)
         self.model = model.to(self.device).eval()
         self.model_type = config.model_type
         self.dim = int(config.d_model if cfg.kind == "whisper" else config.hidden_size)
-        if cfg.kind == "text":
+        self._set_up_inputs(config)
+        # Reduced precision on CUDA (devices.amp_dtype); None, float32, on the CPU.
+        self.amp_dtype = amp_dtype(self.device)
+        self.attrs = self._describe(config)
+
+    def _set_up_inputs(self, config) -> None:
+        """What turns a clip or transcript into model inputs, and the limits of batching."""
+        source, revision = self.cfg.backbone, self.cfg.revision
+        if self.cfg.kind == "text":
             self.tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
             self.max_length = self._text_max_length(config)
         else:
             self.feature_extractor = AutoFeatureExtractor.from_pretrained(source, revision=revision)
-        if cfg.kind == "audio":
+        if self.cfg.kind == "audio":
             if not hasattr(self.model, "_get_feat_extract_output_lengths"):
                 raise ValueError(f"{source}: kind audio needs a wav2vec2-family model")
             # Group norm over time lets padding leak into every frame: no mixed-length batches.
@@ -177,20 +197,21 @@ class Backbone:
             self.min_samples = self._receptive_field(config)
         else:
             self.pads_safely = True
-        self.amp_dtype = None
-        if self.device.type == "cuda":
-            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+    def _describe(self, config) -> dict:
+        """The HDF5 attributes that say where the features come from."""
+        source, revision = self.cfg.backbone, self.cfg.revision
         local = Path(source).is_dir()
-        self.attrs = {
+        return {
             "backbone": source,
             "revision": revision or ("" if local else getattr(config, "_commit_hash", None) or ""),
             "weights_sha256": weights_sha256(source) if local else "",
-            "kind": cfg.kind,
-            "layer": str(cfg.layer),
+            "kind": self.cfg.kind,
+            "layer": str(self.cfg.layer),
             "layer_convention": "hidden_states[-1] is last_hidden_state (after the final norm)",
             "model_type": config.model_type,
             "dim": self.dim,
-            "frame_rate": FRAME_RATE[cfg.kind],
+            "frame_rate": FRAME_RATE[self.cfg.kind],
         }
 
     def _text_max_length(self, config) -> int:
@@ -221,13 +242,8 @@ class Backbone:
         return len(item)
 
     def _forward(self, **inputs) -> list[torch.Tensor]:
-        autocast = (
-            torch.autocast(self.device.type, dtype=self.amp_dtype)
-            if self.amp_dtype
-            else contextlib.nullcontext()
-        )
         want_all = self.cfg.layer != "last"  # "last" needs no other layer: spare the memory
-        with autocast:
+        with autocast(self.device, enabled=self.amp_dtype is not None, dtype=self.amp_dtype):
             out = self.model(**inputs, output_hidden_states=want_all)
         if not want_all:
             return [out.last_hidden_state]
@@ -370,7 +386,6 @@ def extract_feature_set(
     shard: int = 0,
     n_shards: int = 1,
     device: torch.device | str = "cpu",
-    log: logging.Logger | None = None,
     progress: bool = True,
 ) -> int:
     """Extract one feature set for one audio partition (shard) into an HDF5 store.
@@ -379,22 +394,13 @@ def extract_feature_set(
 
     Utterances are written in id order (see BATCHES_PER_BLOCK). Returns the number written.
     """
-    log = log or LOG
     cfg = FeatureSetConfig.from_dict(feature_set_cfg, feature_set_name)
+    # The shard's clips, and what the backbone reads of each: its audio or its transcript.
     paths = dict(clip_paths(index_path))
     part = Path(index_path).stem
     block = cfg.batch_size * BATCHES_PER_BLOCK
     ids = shard_ids(paths, shard, n_shards, block)
-    texts: dict[str, str] = {}
-    if cfg.kind == "text":
-        if asr_path is None:
-            raise ValueError(f"feature set {feature_set_name!r} (text) needs the ASR transcripts")
-        texts = _read_texts(asr_path)
-        missing = [u for u in ids if u not in texts]
-        if missing:
-            raise ValueError(
-                f"{asr_path}: no transcript for {len(missing)} clip(s), e.g. {missing[:5]}"
-            )
+    texts = _transcripts_of(ids, asr_path, feature_set_name) if cfg.kind == "text" else {}
     log.info(
         "features %s: %d clips of partition %r (shard %d/%d), %s on %s",
         feature_set_name,
@@ -405,22 +411,13 @@ def extract_feature_set(
         cfg.backbone,
         device,
     )
+
     backbone = Backbone(cfg, device)
     attrs = {**backbone.attrs, "feature_set": feature_set_name}
-    started, frames = time.perf_counter(), 0
+    started = time.perf_counter()
     bar = tqdm(total=len(ids), desc=f"{feature_set_name} {part}", unit="clip", disable=not progress)
     with FeatureWriter(out_path, backbone.dim, attrs) as writer:
-        for start in range(0, len(ids), block):
-            chunk = ids[start : start + block]
-            if cfg.kind == "text":
-                inputs = [texts[u] for u in chunk]
-            else:
-                inputs = [load_audio(paths[u], SAMPLE_RATE) for u in chunk]
-            for utt_id, out in zip(
-                chunk, backbone.encode(inputs, on_batch=bar.update), strict=True
-            ):
-                writer.add(utt_id, out)
-                frames += len(out)
+        frames = _encode_blocks(backbone, writer, ids, block, paths, texts, bar.update)
     bar.close()
     seconds = time.perf_counter() - started
     log.info(
@@ -434,3 +431,43 @@ def extract_feature_set(
         len(ids) / max(seconds, 1e-9),
     )
     return len(ids)
+
+
+def _transcripts_of(
+    ids: Sequence[str], asr_path: str | os.PathLike | None, feature_set_name: str
+) -> dict[str, str]:
+    """The ASR transcript of every clip of `ids` (a text feature set's inputs)."""
+    if asr_path is None:
+        raise ValueError(f"feature set {feature_set_name!r} (text) needs the ASR transcripts")
+    texts = _read_texts(asr_path)
+    missing = [u for u in ids if u not in texts]
+    if missing:
+        raise ValueError(
+            f"{asr_path}: no transcript for {len(missing)} clip(s), e.g. {missing[:5]}"
+        )
+    return texts
+
+
+def _encode_blocks(
+    backbone: Backbone,
+    writer: FeatureWriter,
+    ids: Sequence[str],
+    block: int,
+    paths: dict[str, str],
+    texts: dict[str, str],
+    on_batch: Callable[[int], None],
+) -> int:
+    """Encode and write `ids` block by block of consecutive ids: read each clip's audio (or
+    transcript), encode the block in batches sorted by length, write it in id order. Returns
+    the number of frames written."""
+    frames = 0
+    for start in range(0, len(ids), block):
+        chunk = ids[start : start + block]
+        if backbone.cfg.kind == "text":
+            inputs = [texts[u] for u in chunk]
+        else:
+            inputs = [load_audio(paths[u], SAMPLE_RATE) for u in chunk]
+        for utt_id, out in zip(chunk, backbone.encode(inputs, on_batch=on_batch), strict=True):
+            writer.add(utt_id, out)
+            frames += len(out)
+    return frames

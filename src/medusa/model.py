@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from medusa.emotions import ATTRIBUTE_RANGE, ATTRIBUTES, NUM_CLASSES
+from medusa.settings import ModelSettings
 
 
 def ensure_nonempty(mask: torch.Tensor) -> torch.Tensor:
@@ -284,26 +285,27 @@ class DeepSER(nn.Module):
         return logits, attrs, y_class, y_attr
 
 
-def build_model(model_cfg: dict, input_dims: list[int]) -> DeepSER:
-    """A DeepSER from a resolved model config (config.yaml model_defaults + the model's entry).
+def build_model(
+    settings: ModelSettings, input_dims: list[int], frame_pooling: list[int]
+) -> DeepSER:
+    """A DeepSER from a model's settings, for features of widths `input_dims`.
 
-    `modality_frame_pooling` (one k per modality) is filled in by training from the config's
-    `frame_pooling` and the feature sets' frame rates (text is never pooled).
+    `frame_pooling` gives one k per modality: training derives it from the setting
+    `frame_pooling` and the feature sets' frame rates (text is never pooled), checkpoints keep it.
     """
-    mixup = model_cfg.get("mixup", {})
-    attention_dropout = model_cfg.get("attention_dropout")
+    mixup = settings.mixup
     return DeepSER(
         input_dims=list(input_dims),
-        hidden_size=int(model_cfg["hidden_size"]),
-        num_heads=int(model_cfg["num_heads"]),
-        ff_size=int(model_cfg["ff_size"]),
-        dropout=float(model_cfg["dropout"]),
-        encoder_layers=int(model_cfg["encoder_layers"]),
-        fusion=model_cfg.get("fusion", "deep"),
-        mixup_p=float(mixup.get("p", 0.0)) if mixup.get("enabled", False) else 0.0,
-        mixup_alpha=float(mixup.get("alpha", 0.4)),
-        attention_dropout=None if attention_dropout is None else float(attention_dropout),
-        frame_pooling=model_cfg.get("modality_frame_pooling"),
+        hidden_size=settings.hidden_size,
+        num_heads=settings.num_heads,
+        ff_size=settings.ff_size,
+        dropout=settings.dropout,
+        encoder_layers=settings.encoder_layers,
+        fusion=settings.fusion,
+        mixup_p=mixup.p if mixup.enabled else 0.0,
+        mixup_alpha=mixup.alpha,
+        attention_dropout=settings.attention_dropout,
+        frame_pooling=list(frame_pooling),
     )
 
 

@@ -41,9 +41,13 @@ UNLABELLED = "unlabelled"
 AUDIO_SUFFIX = ".wav"
 TEST3_MARKER = "_test3_"
 INDEX_COLUMNS = ["id", "path", "partition", "duration_s", "sample_rate", "channels", "problem"]
-# Which partition holds the clips of each subset of the manifest (medusa.data): the holdout is
-# carved out of Split_Set=Train, and `test` is every unlabelled file.
-SUBSET_PARTITIONS = {"train": "train", "holdout": "train", "dev": "development", "test": UNLABELLED}
+# The subsets of the clips (docs/method.md, section 1.4): the labelled ones, which the manifest
+# holds (medusa.data), and `test`, the usable clips of the unlabelled partition.
+TRAIN, HOLDOUT, DEV, TEST = "train", "holdout", "dev", "test"
+LABELLED_SUBSETS = (TRAIN, HOLDOUT, DEV)
+# Which partition holds the clips of each subset: the holdout is carved out of Split_Set=Train,
+# and `test` is every unlabelled file.
+SUBSET_PARTITIONS = {TRAIN: "train", HOLDOUT: "train", DEV: "development", TEST: UNLABELLED}
 
 
 class PartitionError(ValueError):
@@ -211,7 +215,7 @@ def unlabelled_manifest(index_path: str | os.PathLike) -> pd.DataFrame:
     """The usable clips of the unlabelled partition as manifest rows of subset `test`."""
     index = read_audio_index(index_path)
     rows = index[index["problem"] == ""].sort_values("id", kind="stable").copy()
-    rows["subset"] = "test"
+    rows["subset"] = TEST
     rows["speaker"] = "Unknown"
     rows["gender"] = ""
     rows["emo_class"] = ""

@@ -16,6 +16,7 @@ classes, X/O excluded) and the balanced holdout. Files written to ``out_dir``:
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -27,6 +28,7 @@ from matplotlib.figure import Figure
 from medusa.atomic import atomic_write, atomic_write_text
 from medusa.emotions import CLASS_LETTERS, NUM_CLASSES
 from medusa.ensemble import (
+    BALANCED_HOLDOUT,
     EnsembleError,
     evaluation_data,
     load_head,
@@ -40,8 +42,11 @@ from medusa.ensemble import (
 )
 from medusa.manifest import read_manifest
 from medusa.metrics import classification_metrics
+from medusa.partitions import DEV, HOLDOUT
 
-SCORED = ("dev", "balanced_holdout")
+log = logging.getLogger(__name__)
+
+SCORED = (DEV, BALANCED_HOLDOUT)
 METRICS = ("macro_f1", "micro_f1", "accuracy")
 CHANCE_F1 = 1.0 / NUM_CLASSES
 TECHNIQUES = (
@@ -72,55 +77,77 @@ def build_report(
     for name, path in posterior_paths.items():
         if posterior_model_name(path) != name:
             raise EnsembleError(f"{path}: holds model {posterior_model_name(path)!r}, not {name!r}")
+    if not meta_seed_dirs:
+        raise EnsembleError("build_report: no meta-classifier seed directories given")
     data = evaluation_data(
         list(posterior_paths.values()), read_manifest(manifest_path), balanced_holdout_seed
     )
 
-    # Predictions of every system on every scored set: {system: {set: y_pred}}.
-    per_model = {name: {} for name in names}
-    votes = {"Majority voting": {}, "Soft voting": {}}
+    # Every system's scores on every scored set: the models, the votes, the heads.
+    per_model, votes = _ensemble_predictions(names, data)
+    singles = [_head_predictions(d, names, data)[0] for d in meta_seed_dirs]
+    soup, soup_info = _head_predictions(soup_dir, names, data)
+    model_scores = {name: _score(per_model[name], data) for name in names}
+    vote_scores = {k: _score(v, data) for k, v in votes.items()}
+    single_scores = [_score(p, data) for p in singles]
+    soup_scores = _score(soup, data)
+
+    # Tables and figures.
+    table1 = _table1(names, model_scores, soup_scores, soup_info, model_features or {})
+    table3 = _table3(vote_scores, single_scores, soup_scores)
+    per_class = _per_class(model_scores, vote_scores, single_scores, soup_scores)
+    _write_tsv(table1, out_dir / "table1.tsv")
+    _write_tsv(table3, out_dir / "table3.tsv")
+    _write_tsv(per_class, out_dir / "per_class_f1.tsv")
+    _save_figure(_confusion_figure(soup_scores[DEV]), out_dir / "confusion.png")
+    _save_figure(
+        _models_figure(names, model_scores, vote_scores["Soft voting"], soup_scores),
+        out_dir / "models.png",
+    )
+    atomic_write_text(out_dir / "headline.md", format_headline(out_dir))
+    log.info("report: %d models, %d meta seeds -> %s", len(names), len(meta_seed_dirs), out_dir)
+    return {"table1": table1, "table3": table3, "per_class": per_class}
+
+
+# --------------------------------------------------------------------------------------------
+# Predictions and scores
+
+Predictions = dict[str, np.ndarray]  # scored set -> predicted class indices
+
+
+def _ensemble_predictions(
+    names: Sequence[str], data: Mapping[str, tuple[np.ndarray, np.ndarray]]
+) -> tuple[dict[str, Predictions], dict[str, Predictions]]:
+    """({model: predictions}, {vote technique: predictions}) on every scored set."""
+    per_model: dict[str, Predictions] = {name: {} for name in names}
+    votes: dict[str, Predictions] = {"Majority voting": {}, "Soft voting": {}}
     for subset in SCORED:
         probs, _ = split_inputs(data[subset][0])
         for name, p in zip(names, probs, strict=True):
             per_model[name][subset] = p.argmax(axis=1)
         votes["Majority voting"][subset] = majority_vote(list(probs))
         votes["Soft voting"][subset] = soft_vote(list(probs)).argmax(axis=1)
+    return per_model, votes
 
-    def head_predictions(directory) -> tuple[dict, dict]:
-        model, info = load_head(directory)
-        preds = {
-            s: predict_probs(model, reorder_models(data[s][0], names, info["models"])).argmax(1)
-            for s in SCORED
-        }
-        return preds, info
 
-    if not meta_seed_dirs:
-        raise EnsembleError("build_report: no meta-classifier seed directories given")
-    singles = [head_predictions(d)[0] for d in meta_seed_dirs]
-    soup, soup_info = head_predictions(soup_dir)
+def _head_predictions(
+    directory: str | os.PathLike,
+    names: Sequence[str],
+    data: Mapping[str, tuple[np.ndarray, np.ndarray]],
+) -> tuple[Predictions, dict]:
+    """(a meta-classifier head's predictions on every scored set, its checkpoint info)."""
+    model, info = load_head(directory)
+    preds = {
+        s: predict_probs(model, reorder_models(data[s][0], names, info["models"])).argmax(1)
+        for s in SCORED
+    }
+    return preds, info
 
-    def score(preds: Mapping[str, np.ndarray]) -> dict[str, dict]:
-        return {s: classification_metrics(data[s][1], preds[s]) for s in SCORED}
 
-    model_scores = {name: score(per_model[name]) for name in names}
-    vote_scores = {k: score(v) for k, v in votes.items()}
-    single_scores = [score(p) for p in singles]
-    soup_scores = score(soup)
-
-    table1 = _table1(names, model_scores, soup_scores, soup_info, model_features or {})
-    table3 = _table3(vote_scores, single_scores, soup_scores)
-    per_class = _per_class(model_scores, vote_scores, single_scores, soup_scores)
-
-    _write_tsv(table1, out_dir / "table1.tsv")
-    _write_tsv(table3, out_dir / "table3.tsv")
-    _write_tsv(per_class, out_dir / "per_class_f1.tsv")
-    _save_figure(_confusion_figure(soup_scores["dev"]), out_dir / "confusion.png")
-    _save_figure(
-        _models_figure(names, model_scores, vote_scores["Soft voting"], soup_scores),
-        out_dir / "models.png",
-    )
-    atomic_write_text(out_dir / "headline.md", format_headline(out_dir))
-    return {"table1": table1, "table3": table3, "per_class": per_class}
+def _score(
+    preds: Mapping[str, np.ndarray], data: Mapping[str, tuple[np.ndarray, np.ndarray]]
+) -> dict[str, dict]:
+    return {s: classification_metrics(data[s][1], preds[s]) for s in SCORED}
 
 
 # --------------------------------------------------------------------------------------------
@@ -149,10 +176,10 @@ def _table1(names, model_scores, soup_scores, soup_info, features) -> pd.DataFra
     }
     rows.append(row("", "Average DeepSER", "", mean, f"mean of {len(names)} models"))
     # The top model is chosen on the balanced holdout (model selection), reported on both.
-    top = max(names, key=lambda n: model_scores[n]["balanced_holdout"]["macro_f1"])
+    top = max(names, key=lambda n: model_scores[n][BALANCED_HOLDOUT]["macro_f1"])
     rows.append(row("", "Top DeepSER", "", model_scores[top], f"{top} (best balanced holdout F1)"))
     note = f"meta-classifier soup of {len(soup_info.get('seeds', []))} seeds"
-    if soup_info.get("train_on") == "holdout":
+    if soup_info.get("train_on") == HOLDOUT:
         note += "; trained on holdout, so its balanced holdout figures are in-sample"
     rows.append(row("", "MEDUSA (soup)", "", soup_scores, note))
     return pd.DataFrame(rows)
@@ -241,20 +268,20 @@ def _confusion_figure(dev_scores: Mapping) -> Figure:
 
 
 def _models_figure(names, model_scores, soft_scores, soup_scores) -> Figure:
-    values = [model_scores[n]["dev"]["macro_f1"] for n in names]
+    values = [model_scores[n][DEV]["macro_f1"] for n in names]
     fig = Figure(figsize=(max(6.5, 0.45 * len(names) + 4.0), 4.2), layout="constrained")
     ax = fig.subplots()
     ax.bar(range(len(names)), values, color="#8fa8c8", label="DeepSER model")
     lines = (
-        (soup_scores["dev"]["macro_f1"], "-", "#c0392b", "MEDUSA soup"),
-        (soft_scores["dev"]["macro_f1"], "--", "#2c3e50", "soft voting"),
+        (soup_scores[DEV]["macro_f1"], "-", "#c0392b", "MEDUSA soup"),
+        (soft_scores[DEV]["macro_f1"], "--", "#2c3e50", "soft voting"),
         (CHANCE_F1, ":", "grey", "chance (1/8)"),
     )
     for value, style, color, label in lines:
         ax.axhline(value, linestyle=style, color=color, label=f"{label} {value:.3f}")
     ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
     ax.set_ylabel("macro-F1 on dev (8 classes)")
-    ax.set_ylim(0, min(1.0, max([*values, soup_scores["dev"]["macro_f1"]]) * 1.25 + 0.02))
+    ax.set_ylim(0, min(1.0, max([*values, soup_scores[DEV]["macro_f1"]]) * 1.25 + 0.02))
     ax.set_title("Each DeepSER model vs the ensemble (dev)")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig

@@ -7,6 +7,19 @@ import numpy as np
 from medusa.emotions import NUM_CLASSES
 
 
+def _undersample_classes(
+    hard_labels: np.ndarray, eligible: np.ndarray, rng: np.random.Generator
+) -> tuple[list[np.ndarray], int]:
+    """Every class present among the `eligible` files, undersampled without replacement to the
+    rarest present class's count: (one index array per present class, in class order; count)."""
+    per_class = [np.flatnonzero((hard_labels == c) & eligible) for c in range(NUM_CLASSES)]
+    present = [idx for idx in per_class if len(idx) > 0]
+    if not present:
+        raise ValueError("no file with a consensus class to balance")
+    count = min(len(idx) for idx in present)
+    return [rng.choice(idx, size=count, replace=False) for idx in present], count
+
+
 def stage2_balanced_subset(
     hard_labels: np.ndarray, ambiguous: np.ndarray, rng: np.random.Generator
 ) -> np.ndarray:
@@ -21,12 +34,7 @@ def stage2_balanced_subset(
     ambiguous = np.asarray(ambiguous, dtype=bool)
     if hard_labels.shape != ambiguous.shape:
         raise ValueError("hard_labels and ambiguous must have the same shape")
-    per_class = [np.flatnonzero((hard_labels == c) & ~ambiguous) for c in range(NUM_CLASSES)]
-    present = [idx for idx in per_class if len(idx) > 0]
-    if not present:
-        raise ValueError("no file with a consensus class to balance")
-    count = min(len(idx) for idx in present)
-    chosen = [rng.choice(idx, size=count, replace=False) for idx in present]
+    chosen, count = _undersample_classes(hard_labels, ~ambiguous, rng)
     pool = np.flatnonzero(ambiguous)
     if len(pool) > 0:
         chosen.append(rng.choice(pool, size=min(count, len(pool)), replace=False))
@@ -42,10 +50,6 @@ def balanced_evaluation_subset(hard_labels: np.ndarray, seed: int) -> np.ndarray
     so every model and epoch is scored on the same files. Indices are sorted.
     """
     hard_labels = np.asarray(hard_labels)
-    rng = np.random.default_rng(seed)
-    per_class = [np.flatnonzero(hard_labels == c) for c in range(NUM_CLASSES)]
-    present = [idx for idx in per_class if len(idx) > 0]
-    if not present:
-        raise ValueError("no labelled file to balance")
-    count = min(len(idx) for idx in present)
-    return np.sort(np.concatenate([rng.choice(idx, size=count, replace=False) for idx in present]))
+    eligible = np.ones(hard_labels.shape, dtype=bool)
+    chosen, _ = _undersample_classes(hard_labels, eligible, np.random.default_rng(seed))
+    return np.sort(np.concatenate(chosen))

@@ -1,9 +1,10 @@
 """Stage 1 and stage 2 of MEDUSA for one DeepSER model, and its posteriors (docs/method.md, 5).
 
-Read top to bottom: manifest and feature files -> datasets and length-bucketed loaders ->
-the epoch loop (train, score the balanced holdout, keep the best, stop early, save a resume
-state) -> outputs (checkpoint.pt, metrics.json, history.tsv). `write_posteriors` runs a trained
-checkpoint over every subset.
+`train_stage` reads top to bottom like the method: load the stage's data, build or load the
+model, resume or start, the epoch loop (train one epoch, evaluate on the holdout, update the
+early-stopping state, save the resume state), write the outputs (checkpoint.pt, metrics.json,
+history.tsv). What differs between the two stages is one `StagePlan`. `write_posteriors` runs a
+trained checkpoint over every subset.
 
 Data loading: features stay on disk in HDF5 and are read one utterance slice at a time by
 DataLoader workers (`num_workers`; 0 reads in the training process). One MSP-Podcast feature set
@@ -18,7 +19,7 @@ model, optimiser, best-so-far and early-stopping counters are enough to continue
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import hashlib
 import json
 import logging
@@ -26,8 +27,8 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
@@ -43,19 +44,11 @@ from medusa.manifest import consensus_labels, read_manifest
 from medusa.metrics import classification_metrics
 from medusa.model import DeepSER, build_model, class_weights_from_targets, total_loss
 from medusa.sampling import balanced_evaluation_subset, stage2_balanced_subset
+from medusa.settings import ModelSettings, StageSettings
 from medusa.store import FeatureReader
 
-Log = Callable[[str], None]
+log = logging.getLogger(__name__)
 
-# Keys this module reads beyond the config schema's model settings, with their defaults.
-DEFAULTS = {
-    "num_workers": 0,  # DataLoader worker processes reading HDF5 (0: read in-process)
-    "max_frames": 1500,  # longer sequences are cropped to their first max_frames frames
-    "amp": True,  # bf16 autocast on CUDA (ignored on CPU)
-    "frame_pooling": 1,  # average k audio frames before the encoders (1: off, the paper)
-    "standardise_inputs": False,  # per-dimension train mean/std before the encoders (not paper)
-    "balanced_holdout_seed": 0,  # config evaluation.balanced_holdout_seed
-}
 # Feature files up to this size are read into memory once per job (FeatureReader.load_into_memory);
 # larger ones (a full MSP-Podcast feature set is ~70 GB) are read one clip at a time.
 IN_MEMORY_MAX_BYTES = 2**30
@@ -77,6 +70,49 @@ HISTORY_COLUMNS = [
     "holdout_micro_f1",
     "holdout_accuracy",
 ]
+
+
+# ---------------------------------------------------------------------------------------------
+# What differs between stage 1 and stage 2
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """Stage 1 (docs/method.md 5.1) or stage 2 (5.2): everything else is the same code."""
+
+    stage: int
+    settings: StageSettings  # lr, batch size, epochs, patience, weight decay
+    class_weighted: bool  # stage 1: w_c = (N / (8 f_c))^0.5; stage 2: uniform
+    balanced_epochs: bool  # stage 2: a fresh class-balanced subset (+ X/O pool) every epoch
+    # Stage 2 starts from the best stage-1 weights, which are scored first as its epoch 0.
+    init_checkpoint: Path | None
+    metrics_marks: Mapping[str, object]  # extra keys of metrics.json
+
+
+def stage_plan(
+    stage: int, settings: ModelSettings, init_checkpoint: str | os.PathLike | None
+) -> StagePlan:
+    if stage == 1:
+        return StagePlan(
+            stage=1,
+            settings=settings.stage1,
+            class_weighted=True,
+            balanced_epochs=False,
+            init_checkpoint=None,
+            metrics_marks={},
+        )
+    if stage == 2:
+        if init_checkpoint is None:
+            raise ValueError("stage 2 starts from the stage-1 checkpoint: pass init_checkpoint")
+        return StagePlan(
+            stage=2,
+            settings=settings.stage2,
+            class_weighted=False,
+            balanced_epochs=True,
+            init_checkpoint=Path(init_checkpoint),
+            metrics_marks={"stage2_enabled": True},
+        )
+    raise ValueError(f"stage must be 1 or 2, got {stage}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -112,7 +148,6 @@ def load_subset(
     name: str,
     feature_paths: list[str | os.PathLike],
     feature_sets: list[str],
-    log: Log,
 ) -> Subset:
     """Rows of subset `name` present in all feature files (one per feature set, model order)."""
     if len(feature_paths) != len(feature_sets):
@@ -131,7 +166,7 @@ def load_subset(
         reader.close()
     if not present.all():
         missing = [i for i, p in zip(ids, present, strict=True) if not p]
-        log(
+        log.info(
             f"subset {name}: {len(missing)} of {len(ids)} manifest rows lack features in at "
             f"least one feature file and are skipped (e.g. {missing[:3]})"
         )
@@ -160,6 +195,22 @@ def load_subset(
         attributes=attributes,
         feature_paths=[Path(p) for p in feature_paths],
     )
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """The manifest and one model's feature files per subset (one per feature set, in the
+    model's order): where every clip a stage or the posteriors read comes from."""
+
+    manifest: pd.DataFrame
+    manifest_path: str | os.PathLike
+    feature_paths: Mapping[str, list[str | os.PathLike]]
+    features: list[str]
+
+    def subset(self, name: str) -> Subset:
+        return load_subset(
+            self.manifest, self.manifest_path, name, self.feature_paths[name], self.features
+        )
 
 
 def training_targets(subset: Subset, mode: str) -> tuple[np.ndarray, np.ndarray]:
@@ -270,19 +321,19 @@ def sorted_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
 
 
 def epoch_batches(
-    stage: int,
+    balanced: bool,
     hard_labels: np.ndarray,
     ambiguous: np.ndarray,
     lengths: np.ndarray,
     batch_size: int,
     rng: np.random.Generator,
 ) -> list[np.ndarray]:
-    """The batches of one training epoch: all training files (stage 1) or a fresh class-balanced
-    subset plus as many ambiguous files (stage 2)."""
-    if stage == 1:
-        indices = np.arange(len(hard_labels))
-    else:
+    """The batches of one training epoch: all training files, or (`balanced`, stage 2) a fresh
+    class-balanced subset plus as many ambiguous files."""
+    if balanced:
         indices = stage2_balanced_subset(hard_labels, ambiguous, rng)
+    else:
+        indices = np.arange(len(hard_labels))
     return length_bucketed_batches(indices, lengths, batch_size, rng)
 
 
@@ -326,6 +377,11 @@ def to_device(batch: dict, device: torch.device) -> tuple[list[torch.Tensor], li
 # One epoch of training, prediction
 
 
+def autocast(device: torch.device, amp: bool):
+    """bf16 autocast when `amp` (the config's) is on and the device is CUDA; CPUs keep float32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda")
+
+
 def train_one_epoch(
     model: DeepSER,
     loader: DataLoader,
@@ -355,7 +411,7 @@ def train_one_epoch(
         index = batch["index"]
         y_class = targets[index].to(device, non_blocking=True)
         y_attr = attributes[index].to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        with autocast(device, amp):
             logits, attrs, y_class, y_attr = model(
                 features, masks, y_class, y_attr, generator=mixup_generator
             )
@@ -390,7 +446,7 @@ def predict(
     attrs = np.zeros((n, len(ATTRIBUTES)), dtype=np.float32)
     for batch in loader:
         features, masks = to_device(batch, device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        with autocast(device, amp):
             logits, attributes, _, _ = model(features, masks)
         index = batch["index"].numpy()
         probs[index] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
@@ -399,13 +455,17 @@ def predict(
 
 
 def predict_clips(
-    model: DeepSER, ids: list[str], feature_paths: list[Path], cfg: dict, device, amp: bool
+    model: DeepSER,
+    ids: list[str],
+    feature_paths: list[Path],
+    settings: ModelSettings,
+    device: torch.device,
 ) -> tuple[np.ndarray, np.ndarray]:
     """`predict` over the clips `ids` (in that order), read from `feature_paths` in one pass."""
-    dataset = ClipDataset(ids, feature_paths, int(cfg["max_frames"]))
-    plan = BatchPlan(sorted_batches(dataset.lengths, 2 * int(cfg["stage1"]["batch_size"])))
-    loader = make_loader(dataset, plan, int(cfg["num_workers"]), device, persistent=False)
-    return predict(model, loader, len(dataset), device, amp)
+    dataset = ClipDataset(ids, feature_paths, settings.max_frames)
+    plan = BatchPlan(sorted_batches(dataset.lengths, 2 * settings.stage1.batch_size))
+    loader = make_loader(dataset, plan, settings.num_workers, device, persistent=False)
+    return predict(model, loader, len(dataset), device, settings.amp)
 
 
 def score(probs: np.ndarray, labels: np.ndarray, balanced: np.ndarray) -> tuple[dict, dict]:
@@ -441,13 +501,13 @@ def fingerprint(stage: int, cfg: dict, manifest_path, feature_paths: dict, init_
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def load_resume_state(resume_dir: Path, expected: str, log: Log) -> dict | None:
+def load_resume_state(resume_dir: Path, expected: str) -> dict | None:
     path = resume_dir / "state.pt"
     if not path.exists():
         return None
     state = torch.load(path, map_location="cpu", weights_only=True)
     if state.get("fingerprint") != expected:
-        log(f"ignoring stale resume state {path} (config or inputs changed)")
+        log.info(f"ignoring stale resume state {path} (config or inputs changed)")
         return None
     return state
 
@@ -462,23 +522,414 @@ def _write_history(path: Path, history: list[dict]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# The stages
+# The steps of a stage
 
 
-def resolve_config(model_cfg: dict) -> dict:
-    """The model config with this module's extra keys defaulted; missing required keys raise."""
-    cfg = {**DEFAULTS, **copy.deepcopy(model_cfg)}
-    required = ["features", "hidden_size", "num_heads", "ff_size", "dropout", "encoder_layers"]
-    required += ["targets", "multitask", "loss_weights", "mixup", "stage1", "stage2", "seed"]
-    missing = [k for k in required if k not in cfg]
-    if missing:
-        raise KeyError(f"model config {cfg.get('name', '')!r} lacks key(s) {missing}")
-    return cfg
+@dataclass
+class TrainingData:
+    """The files a stage trains on, their targets and the loader whose batches change per epoch."""
+
+    subset: Subset
+    targets: torch.Tensor  # [N, 8] class targets
+    attributes: torch.Tensor  # [N, 3] act/val/dom, NaN where missing
+    hard_labels: np.ndarray  # stage-2 balancing class per file, -1 outside the 8 classes
+    ambiguous: np.ndarray  # files of the X/O pool
+    class_weights: torch.Tensor  # [8], on the device
+    dataset: ClipDataset
+    batches: BatchPlan  # replaced every epoch
+    loader: DataLoader
 
 
-def modality_frame_pooling(cfg: dict, paths: list) -> list[int]:
-    """`frame_pooling` for modalities with a frame rate (audio, Whisper), 1 for token sequences."""
-    k = int(cfg.get("frame_pooling", 1))
+def load_training_data(
+    plan: StagePlan, settings: ModelSettings, corpus: Corpus, device: torch.device
+) -> TrainingData:
+    """Every `train` file with a class target (docs/method.md 4.5) and its class weights."""
+    train = corpus.subset("train")
+    keep, targets = training_targets(train, settings.targets)
+    train = train.take(keep)
+    if len(train.ids) == 0:
+        raise ValueError(f"{corpus.manifest_path}: no train file with a class target and features")
+    # Stage-2 balancing classes: argmax of the target, among files with a consensus class.
+    hard_labels = np.where(np.isin(train.emo_class, CLASS_LETTERS), targets.argmax(axis=1), -1)
+    ambiguous = np.isin(train.emo_class, AMBIGUOUS_LETTERS)
+    if plan.class_weighted:
+        class_weights = class_weights_from_targets(targets)
+    else:
+        class_weights = torch.ones(len(CLASS_LETTERS))
+    log.info(
+        f"stage {plan.stage}: {len(train.ids)} training files, class weights "
+        + " ".join(
+            f"{c}={w:.3f}" for c, w in zip(CLASS_LETTERS, class_weights.tolist(), strict=True)
+        )
+    )
+    dataset = ClipDataset(train.ids, train.feature_paths, settings.max_frames)
+    batches = BatchPlan()
+    return TrainingData(
+        subset=train,
+        targets=torch.as_tensor(targets, dtype=torch.float32),
+        attributes=torch.as_tensor(train.attributes, dtype=torch.float32),
+        hard_labels=hard_labels,
+        ambiguous=ambiguous,
+        class_weights=class_weights.to(device),
+        dataset=dataset,
+        batches=batches,
+        loader=make_loader(dataset, batches, settings.num_workers, device, persistent=True),
+    )
+
+
+@dataclass
+class Holdout:
+    """Holdout files with an 8-class consensus; macro-F1 on the fixed balanced subset selects
+    the model (docs/method.md 5.3), the unbalanced figures are logged next to it."""
+
+    labels: np.ndarray
+    balanced: np.ndarray  # rows of the balanced subset
+    dataset: ClipDataset
+    loader: DataLoader
+    device: torch.device
+    amp: bool
+
+    def score(self, model: DeepSER) -> tuple[dict, dict]:
+        """(metrics on the balanced holdout, metrics on the whole holdout)."""
+        probs, _ = predict(model, self.loader, len(self.dataset), self.device, self.amp)
+        return score(probs, self.labels, self.balanced)
+
+
+def load_holdout(
+    plan: StagePlan, settings: ModelSettings, corpus: Corpus, device: torch.device
+) -> Holdout:
+    holdout = corpus.subset("holdout")
+    labelled, labels = consensus_labels(holdout.emo_class)
+    holdout = holdout.take(labelled)
+    if len(holdout.ids) == 0:
+        raise ValueError(
+            f"{corpus.manifest_path}: no holdout file with a consensus class and features"
+        )
+    balanced = balanced_evaluation_subset(labels, settings.balanced_holdout_seed)
+    dataset = ClipDataset(holdout.ids, holdout.feature_paths, settings.max_frames)
+    batches = BatchPlan(sorted_batches(dataset.lengths, 2 * plan.settings.batch_size))
+    loader = make_loader(dataset, batches, settings.num_workers, device, persistent=True)
+    return Holdout(labels, balanced, dataset, loader, device, settings.amp)
+
+
+def build_or_load_model(
+    plan: StagePlan,
+    settings: ModelSettings,
+    input_dims: list[int],
+    frame_pooling: list[int],
+    train_set: ClipDataset,
+) -> DeepSER:
+    """A fresh DeepSER, inputs standardised with the training frames' statistics when
+    `standardise_inputs`; or (stage 2) the stage-1 weights, their statistics included."""
+    torch.manual_seed(settings.seed)
+    model = build_model(settings, input_dims, frame_pooling)
+    if plan.init_checkpoint is None:
+        if settings.standardise_inputs:
+            model.set_input_statistics(feature_statistics(train_set))
+            log.info(
+                f"stage {plan.stage}: inputs standardised with statistics of "
+                f"{min(len(train_set), STATISTICS_MAX_CLIPS)} training files"
+            )
+        return model
+    checkpoint = torch.load(plan.init_checkpoint, map_location="cpu", weights_only=True)
+    if checkpoint["input_dims"] != input_dims or checkpoint["features"] != list(settings.features):
+        raise ValueError(
+            f"{plan.init_checkpoint}: trained on {checkpoint['features']} "
+            f"{checkpoint['input_dims']}, this model fuses {list(settings.features)} {input_dims}"
+        )
+    model.load_state_dict(checkpoint["model_state"])
+    return model
+
+
+def adamw(model: DeepSER, stage: StageSettings) -> torch.optim.AdamW:
+    """A fresh AdamW (stage 2 carries no optimiser state over from stage 1)."""
+    # foreach: one fused update over all parameters (the default only on CUDA); on CPU the
+    # per-parameter loop costs ~10% of a small model's step.
+    return torch.optim.AdamW(
+        model.parameters(), lr=stage.lr, weight_decay=stage.weight_decay, foreach=True
+    )
+
+
+@dataclass
+class Progress:
+    """A stage after `epoch` completed epochs: best candidate so far (score, epoch, holdout
+    metrics, weights), early-stopping counter, history. With the model and the optimiser it is
+    the whole resume state: every epoch's randomness is derived from (seed, stage, epoch)."""
+
+    epoch: int = 0
+    best: dict = field(
+        default_factory=lambda: {"score": -math.inf, "epoch": None, "metrics": None, "state": None}
+    )
+    since_best: int = 0
+    stopped: bool = False
+    history: list[dict] = field(default_factory=list)
+
+    def candidate(self, epoch: int, bal: dict, full: dict, model: DeepSER) -> None:
+        self.best = {"score": bal["macro_f1"], "epoch": epoch, "metrics": [bal, full]}
+        self.best["state"] = _cpu_state(model)
+
+    def record(self, stats: dict, bal: dict, full: dict, model: DeepSER, patience: int) -> None:
+        """One more completed epoch: keep it if strictly better, stop after `patience` without."""
+        self.epoch += 1
+        if bal["macro_f1"] > self.best["score"]:
+            self.candidate(self.epoch, bal, full, model)
+            self.since_best = 0
+        else:
+            self.since_best += 1
+        self.stopped = self.since_best >= patience
+        self.history.append(_history_row(self.epoch, stats, bal, full))
+
+
+def resume_or_start(
+    plan: StagePlan,
+    resume_dir: Path,
+    expected: str,
+    model: DeepSER,
+    optimizer: torch.optim.Optimizer,
+    holdout: Holdout,
+) -> Progress:
+    """The saved state of this very run (same fingerprint), or a start; a stage that starts
+    from a checkpoint scores it as epoch 0, so stage 2 never returns a worse model."""
+    state = load_resume_state(resume_dir, expected)
+    if state is not None:
+        model.load_state_dict(state.pop("model"))
+        optimizer.load_state_dict(state.pop("optimizer"))
+        del state["fingerprint"]
+        log.info(f"stage {plan.stage}: resuming after epoch {state['epoch']} from {resume_dir}")
+        return Progress(**state)
+    progress = Progress()
+    if plan.init_checkpoint is not None:
+        bal, full = holdout.score(model)
+        progress.candidate(0, bal, full, model)
+        progress.history.append(_history_row(0, None, bal, full))
+    return progress
+
+
+def save_resume_state(
+    resume_dir: Path,
+    expected: str,
+    progress: Progress,
+    model: DeepSER,
+    optimizer: torch.optim.Optimizer,
+) -> None:
+    """Progress, model and optimiser after an epoch, atomically, under the run's fingerprint."""
+    state = {f.name: getattr(progress, f.name) for f in dataclasses.fields(progress)}
+    state.update(fingerprint=expected, model=model.state_dict(), optimizer=optimizer.state_dict())
+    atomic_torch_save(resume_dir / "state.pt", state)
+
+
+def seed_epoch(seed: int, stage: int, epoch: int) -> tuple[torch.Generator, np.random.Generator]:
+    """Seed the global torch RNG (dropout) from (seed, stage, epoch); return the generators of
+    MixUp and of the epoch's batches (and stage-2 subset)."""
+    torch_seed, mixup_seed, numpy_seed = np.random.SeedSequence(
+        [seed, stage, epoch]
+    ).generate_state(3)
+    torch.manual_seed(int(torch_seed))
+    return torch.Generator().manual_seed(int(mixup_seed)), np.random.default_rng(int(numpy_seed))
+
+
+def train_epoch(
+    plan: StagePlan,
+    settings: ModelSettings,
+    epoch: int,
+    model: DeepSER,
+    optimizer: torch.optim.Optimizer,
+    train: TrainingData,
+    device: torch.device,
+) -> dict:
+    """Epoch `epoch` of the stage: its batches (all files, or a balanced subset), one pass."""
+    mixup_generator, rng = seed_epoch(settings.seed, plan.stage, epoch)
+    train.batches.batches = epoch_batches(
+        plan.balanced_epochs,
+        train.hard_labels,
+        train.ambiguous,
+        train.dataset.lengths,
+        plan.settings.batch_size,
+        rng,
+    )
+    loss_weights = (settings.loss_weights.classes, settings.attribute_weight)
+    return train_one_epoch(
+        model,
+        train.loader,
+        optimizer,
+        train.targets,
+        train.attributes,
+        train.class_weights,
+        loss_weights,
+        mixup_generator,
+        device,
+        settings.amp,
+    )
+
+
+def log_epoch(plan: StagePlan, progress: Progress, stats: dict, bal: dict, full: dict) -> None:
+    best = progress.best
+    log.info(
+        f"stage {plan.stage} epoch {progress.epoch}/{plan.settings.max_epochs}: loss "
+        f"{stats['loss']:.4f} (CE {stats['ce']:.4f}, MSE {stats['mse']:.4f}) | balanced holdout "
+        f"macro-F1 {bal['macro_f1']:.4f}, holdout {full['macro_f1']:.4f} | best "
+        f"{best['score']:.4f} at epoch {best['epoch']} | {stats['steps'] / stats['seconds']:.1f} "
+        f"steps/s, data wait {100 * stats['data_wait_seconds'] / stats['seconds']:.1f}%"
+    )
+    if progress.stopped:
+        log.info(
+            f"stage {plan.stage}: early stop, no improvement for {plan.settings.patience} epochs"
+        )
+
+
+def evaluate_dev(
+    model: DeepSER, settings: ModelSettings, corpus: Corpus, device: torch.device
+) -> dict | None:
+    """Metrics of `model` on dev's 8-class consensus files (X/O excluded); None without dev."""
+    if "dev" not in corpus.feature_paths:
+        log.info("no dev features given: dev metrics skipped")
+        return None
+    dev = corpus.subset("dev")
+    labelled, labels = consensus_labels(dev.emo_class)
+    dev = dev.take(labelled)
+    if len(dev.ids) == 0:
+        log.info("dev has no file with a consensus class and features: dev metrics skipped")
+        return None
+    probs, _ = predict_clips(model, dev.ids, dev.feature_paths, settings, device)
+    return classification_metrics(labels, probs.argmax(axis=1))
+
+
+def stage_metrics(
+    plan: StagePlan,
+    settings: ModelSettings,
+    progress: Progress,
+    train: TrainingData,
+    dev: dict | None,
+) -> dict:
+    """metrics.json: the best epoch's holdout metrics, dev's, and how the stage went."""
+    bal, full = progress.best["metrics"]
+    class_weights = train.class_weights.cpu().tolist()
+    return {
+        "model": settings.name,
+        "stage": plan.stage,
+        "selection": "balanced holdout macro_f1",
+        "best_epoch": progress.best["epoch"],
+        "epochs_completed": progress.epoch,
+        "stopped_early": progress.stopped,
+        "train_files": len(train.subset.ids),
+        "targets": settings.targets,
+        "class_weights": dict(zip(CLASS_LETTERS, class_weights, strict=True)),
+        "balanced_holdout": bal,
+        "holdout": full,
+        "dev": dev,
+        **plan.metrics_marks,
+    }
+
+
+def stage_checkpoint(
+    plan: StagePlan, progress: Progress, model_cfg: dict, input_dims: list[int]
+) -> dict:
+    """The best epoch's weights with what rebuilds the model (`load_checkpoint`)."""
+    return {
+        "model_state": progress.best["state"],
+        "model_cfg": model_cfg,
+        "input_dims": list(input_dims),
+        "features": list(model_cfg["features"]),
+        "stage": plan.stage,
+        "epoch": progress.best["epoch"],
+    }
+
+
+def write_outputs(out_dir: Path, checkpoint: dict, history: list[dict], metrics: dict) -> None:
+    """checkpoint.pt, history.tsv and metrics.json of a stage, each written atomically."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_torch_save(out_dir / "checkpoint.pt", checkpoint)
+    _write_history(out_dir / "history.tsv", history)
+    atomic_write_json(out_dir / "metrics.json", metrics, sort_keys=True)
+    dev = metrics["dev"]
+    log.info(
+        f"stage {metrics['stage']}: best epoch {metrics['best_epoch']}, balanced holdout "
+        f"macro-F1 {metrics['balanced_holdout']['macro_f1']:.4f}"
+        + (f", dev macro-F1 {dev['macro_f1']:.4f}" if dev else "")
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# A stage
+
+
+def train_stage(
+    stage: int,
+    settings: ModelSettings,
+    manifest_path: str | os.PathLike,
+    feature_paths: Mapping[str, list[str | os.PathLike]],
+    out_dir: str | os.PathLike,
+    resume_dir: str | os.PathLike,
+    init_checkpoint: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+) -> dict:
+    """Train stage 1 (full train set) or stage 2 (balanced epochs from the stage-1 checkpoint).
+
+    Writes checkpoint.pt, metrics.json and history.tsv into `out_dir` and returns the metrics.
+    `feature_paths` maps subsets (train, holdout, and dev for the final report) to one feature
+    file per feature set of the model. An interrupted call resumes from `resume_dir`.
+    """
+    plan = stage_plan(stage, settings, init_checkpoint)
+    device, resume_dir = torch.device(device), Path(resume_dir)
+
+    # Load the stage's data: training files and targets, the holdout that selects the model.
+    features = list(settings.features)
+    input_dims = _check_paths(feature_paths, ["train", "holdout"], features)
+    corpus = Corpus(read_manifest(manifest_path), manifest_path, feature_paths, features)
+    train = load_training_data(plan, settings, corpus, device)
+    holdout = load_holdout(plan, settings, corpus, device)
+
+    # Build the model (stage 1) or load the stage-1 weights (stage 2), and a fresh AdamW.
+    frame_pooling = modality_frame_pooling(settings.frame_pooling, feature_paths["train"])
+    model = build_or_load_model(plan, settings, input_dims, frame_pooling, train.dataset).to(device)
+    optimizer = adamw(model, plan.settings)
+
+    # Resume after the last completed epoch of this very run, or start.
+    model_cfg = checkpoint_settings(settings, frame_pooling)
+    expected = fingerprint(plan.stage, model_cfg, manifest_path, feature_paths, init_checkpoint)
+    progress = resume_or_start(plan, resume_dir, expected, model, optimizer, holdout)
+
+    # The epoch loop: up to max_epochs, or until `patience` epochs bring no better model.
+    while progress.epoch < plan.settings.max_epochs and not progress.stopped:
+        # Train one epoch: every training file, or (stage 2) a fresh balanced subset.
+        stats = train_epoch(plan, settings, progress.epoch + 1, model, optimizer, train, device)
+        # Evaluate: the balanced holdout's macro-F1 selects the model.
+        bal, full = holdout.score(model)
+        # Update the early-stopping state: keep the epoch if strictly better than the best.
+        progress.record(stats, bal, full, model, plan.settings.patience)
+        # Save the resume state: a killed job continues after this epoch.
+        save_resume_state(resume_dir, expected, progress, model, optimizer)
+        log_epoch(plan, progress, stats, bal, full)
+
+    # Write the outputs: the best epoch's weights, also scored on dev, and the history.
+    model.load_state_dict(progress.best["state"])
+    dev = evaluate_dev(model, settings, corpus, device)
+    metrics = stage_metrics(plan, settings, progress, train, dev)
+    checkpoint = stage_checkpoint(plan, progress, model_cfg, input_dims)
+    write_outputs(Path(out_dir), checkpoint, progress.history, metrics)
+    shutil.rmtree(resume_dir, ignore_errors=True)
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------------
+# Model settings and feature files
+
+
+def checkpoint_settings(settings: ModelSettings, frame_pooling: list[int]) -> dict:
+    """The `model_cfg` a checkpoint stores: the settings as a plain dict (loadable with
+    `weights_only`) and the frame pooling per modality the model was built with."""
+    return {**settings.to_params(), "modality_frame_pooling": list(frame_pooling)}
+
+
+def settings_of(checkpoint: dict) -> tuple[ModelSettings, list[int]]:
+    """(settings, frame pooling per modality) of a checkpoint, as `checkpoint_settings` stored them."""
+    params = dict(checkpoint["model_cfg"])
+    frame_pooling = params.pop("modality_frame_pooling")
+    return ModelSettings.from_params(params), frame_pooling
+
+
+def modality_frame_pooling(k: int, paths: list) -> list[int]:
+    """`frame_pooling` k for modalities with a frame rate (audio, Whisper), 1 for token sequences."""
     pooling = []
     for p in paths:
         with FeatureReader(p) as reader:
@@ -511,245 +962,6 @@ def _check_paths(feature_paths: dict, needed: list[str], features: list[str]) ->
     return dims
 
 
-def train_stage(
-    stage: int,
-    model_cfg: dict,
-    manifest_path: str | os.PathLike,
-    feature_paths: dict[str, list[str | os.PathLike]],
-    out_dir: str | os.PathLike,
-    resume_dir: str | os.PathLike,
-    init_checkpoint: str | os.PathLike | None = None,
-    device: str | torch.device = "cpu",
-    log: Log | None = None,
-) -> dict:
-    """Train stage 1 (full train set) or stage 2 (balanced epochs from the stage-1 checkpoint).
-
-    Writes checkpoint.pt, metrics.json and history.tsv into `out_dir` and returns the metrics.
-    `feature_paths` maps subsets (train, holdout, and dev for the final report) to one feature
-    file per feature set of the model. An interrupted call resumes from `resume_dir`.
-    """
-    log = log or logging.getLogger(__name__).info
-    if stage not in (1, 2):
-        raise ValueError(f"stage must be 1 or 2, got {stage}")
-    cfg = resolve_config(model_cfg)
-    stage_cfg = cfg[f"stage{stage}"]
-    out_dir, resume_dir = Path(out_dir), Path(resume_dir)
-    device = torch.device(device)
-    amp = bool(cfg["amp"]) and device.type == "cuda"
-    if stage == 2 and init_checkpoint is None:
-        raise ValueError("stage 2 starts from the stage-1 checkpoint: pass init_checkpoint")
-    if stage == 2 and not stage_cfg.get("enabled", True):
-        return _skip_stage2(
-            cfg, manifest_path, feature_paths, out_dir, init_checkpoint, device, log
-        )
-
-    # --- data ------------------------------------------------------------------------------
-    features = list(cfg["features"])
-    input_dims = _check_paths(feature_paths, ["train", "holdout"], features)
-    cfg["modality_frame_pooling"] = modality_frame_pooling(cfg, feature_paths["train"])
-    manifest = read_manifest(manifest_path)
-
-    def subset(name: str) -> Subset:
-        return load_subset(manifest, manifest_path, name, feature_paths[name], features, log)
-
-    train = subset("train")
-    keep, targets = training_targets(train, cfg["targets"])
-    train = train.take(keep)
-    if len(train.ids) == 0:
-        raise ValueError(f"{manifest_path}: no train file with a class target and features")
-    # Stage-2 balancing classes: argmax of the target, among files with a consensus class.
-    hard_labels = np.where(np.isin(train.emo_class, CLASS_LETTERS), targets.argmax(axis=1), -1)
-    ambiguous = np.isin(train.emo_class, AMBIGUOUS_LETTERS)
-    if stage == 1:
-        class_weights = class_weights_from_targets(targets)
-    else:  # balanced epochs: uniform weights
-        class_weights = torch.ones(len(CLASS_LETTERS))
-    log(
-        f"stage {stage}: {len(train.ids)} training files, class weights "
-        + " ".join(
-            f"{c}={w:.3f}" for c, w in zip(CLASS_LETTERS, class_weights.tolist(), strict=True)
-        )
-    )
-
-    holdout = subset("holdout")
-    labelled, holdout_labels = consensus_labels(holdout.emo_class)
-    holdout = holdout.take(labelled)
-    if len(holdout.ids) == 0:
-        raise ValueError(f"{manifest_path}: no holdout file with a consensus class and features")
-    balanced = balanced_evaluation_subset(holdout_labels, int(cfg["balanced_holdout_seed"]))
-
-    max_frames, workers = int(cfg["max_frames"]), int(cfg["num_workers"])
-    batch_size = int(stage_cfg["batch_size"])
-    train_set = ClipDataset(train.ids, train.feature_paths, max_frames)
-    train_plan = BatchPlan()
-    train_loader = make_loader(train_set, train_plan, workers, device, persistent=True)
-    holdout_set = ClipDataset(holdout.ids, holdout.feature_paths, max_frames)
-    holdout_loader = make_loader(
-        holdout_set,
-        BatchPlan(sorted_batches(holdout_set.lengths, 2 * batch_size)),
-        workers,
-        device,
-        persistent=True,
-    )
-    targets_t = torch.as_tensor(targets, dtype=torch.float32)
-    attributes_t = torch.as_tensor(train.attributes, dtype=torch.float32)
-    class_weights = class_weights.to(device)
-    attribute_weight = float(cfg["loss_weights"]["attributes"]) if cfg["multitask"] else 0.0
-    loss_weights = (float(cfg["loss_weights"]["classes"]), attribute_weight)
-
-    def evaluate(model: DeepSER) -> tuple[dict, dict]:
-        probs, _ = predict(model, holdout_loader, len(holdout_set), device, amp)
-        return score(probs, holdout_labels, balanced)
-
-    # --- model and optimiser -----------------------------------------------------------------
-    seed = int(cfg["seed"])
-    torch.manual_seed(seed)
-    model = build_model(cfg, input_dims)
-    if stage == 1 and cfg["standardise_inputs"]:
-        model.set_input_statistics(feature_statistics(train_set))
-        log(
-            "stage 1: inputs standardised with statistics of "
-            f"{min(len(train_set), STATISTICS_MAX_CLIPS)} training files"
-        )
-    if stage == 2:
-        checkpoint = torch.load(init_checkpoint, map_location="cpu", weights_only=True)
-        if checkpoint["input_dims"] != input_dims or checkpoint["features"] != features:
-            raise ValueError(
-                f"{init_checkpoint}: trained on {checkpoint['features']} {checkpoint['input_dims']}, "
-                f"this model fuses {features} {input_dims}"
-            )
-        model.load_state_dict(checkpoint["model_state"])
-    model.to(device)
-    # foreach: one fused update over all parameters (the default only on CUDA); on CPU the
-    # per-parameter loop costs ~10% of a small model's step.
-    optimizer = torch.optim.AdamW(
-        model.parameters(),
-        lr=float(stage_cfg["lr"]),
-        weight_decay=float(stage_cfg["weight_decay"]),
-        foreach=True,
-    )
-
-    # --- resume or start ---------------------------------------------------------------------
-    expected = fingerprint(stage, cfg, manifest_path, feature_paths, init_checkpoint)
-    state = load_resume_state(resume_dir, expected, log)
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        epoch, best, since_best = state["epoch"], state["best"], state["since_best"]
-        stopped, history = state["stopped"], state["history"]
-        log(f"stage {stage}: resuming after epoch {epoch} from {resume_dir}")
-    else:
-        epoch, since_best, stopped, history = 0, 0, False, []
-        best = {"score": -math.inf, "epoch": None, "metrics": None, "state": None}
-        if stage == 2:
-            # The starting point is a candidate too: stage 2 must not return a worse model.
-            bal, full = evaluate(model)
-            best = {
-                "score": bal["macro_f1"],
-                "epoch": 0,
-                "metrics": [bal, full],
-                "state": _cpu_state(model),
-            }
-            history.append(_history_row(0, None, bal, full))
-
-    # --- the epoch loop ----------------------------------------------------------------------
-    max_epochs, patience = int(stage_cfg["max_epochs"]), int(stage_cfg["patience"])
-    while epoch < max_epochs and not stopped:
-        epoch += 1
-        # Everything random in this epoch derives from (seed, stage, epoch): see module doc.
-        torch_seed, mixup_seed, numpy_seed = np.random.SeedSequence(
-            [seed, stage, epoch]
-        ).generate_state(3)
-        torch.manual_seed(int(torch_seed))
-        mixup_generator = torch.Generator().manual_seed(int(mixup_seed))
-        rng = np.random.default_rng(int(numpy_seed))
-        train_plan.batches = epoch_batches(
-            stage, hard_labels, ambiguous, train_set.lengths, batch_size, rng
-        )
-        stats = train_one_epoch(
-            model,
-            train_loader,
-            optimizer,
-            targets_t,
-            attributes_t,
-            class_weights,
-            loss_weights,
-            mixup_generator,
-            device,
-            amp,
-        )
-        bal, full = evaluate(model)
-        if bal["macro_f1"] > best["score"]:
-            best = {
-                "score": bal["macro_f1"],
-                "epoch": epoch,
-                "metrics": [bal, full],
-                "state": _cpu_state(model),
-            }
-            since_best = 0
-        else:
-            since_best += 1
-        stopped = since_best >= patience
-        history.append(_history_row(epoch, stats, bal, full))
-        atomic_torch_save(
-            resume_dir / "state.pt",
-            {
-                "fingerprint": expected,
-                "epoch": epoch,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "best": best,
-                "since_best": since_best,
-                "stopped": stopped,
-                "history": history,
-            },
-        )
-        log(
-            f"stage {stage} epoch {epoch}/{max_epochs}: loss {stats['loss']:.4f} "
-            f"(CE {stats['ce']:.4f}, MSE {stats['mse']:.4f}) | balanced holdout macro-F1 "
-            f"{bal['macro_f1']:.4f}, holdout {full['macro_f1']:.4f} | best {best['score']:.4f} "
-            f"at epoch {best['epoch']} | {stats['steps'] / stats['seconds']:.1f} steps/s, data wait "
-            f"{100 * stats['data_wait_seconds'] / stats['seconds']:.1f}%"
-        )
-        if stopped:
-            log(f"stage {stage}: early stop, no improvement for {patience} epochs")
-
-    # --- outputs -----------------------------------------------------------------------------
-    model.load_state_dict(best["state"])
-    bal, full = best["metrics"]
-    dev = _evaluate_dev(
-        model, manifest, manifest_path, feature_paths, features, cfg, device, amp, log
-    )
-    metrics = {
-        "model": cfg.get("name"),
-        "stage": stage,
-        "selection": "balanced holdout macro_f1",
-        "best_epoch": best["epoch"],
-        "epochs_completed": epoch,
-        "stopped_early": stopped,
-        "train_files": len(train.ids),
-        "targets": cfg["targets"],
-        "class_weights": dict(zip(CLASS_LETTERS, class_weights.cpu().tolist(), strict=True)),
-        "balanced_holdout": bal,
-        "holdout": full,
-        "dev": dev,
-    }
-    if stage == 2:
-        metrics["stage2_enabled"] = True
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_torch_save(
-        out_dir / "checkpoint.pt", _checkpoint(best["state"], cfg, input_dims, stage, best["epoch"])
-    )
-    _write_history(out_dir / "history.tsv", history)
-    atomic_write_json(out_dir / "metrics.json", metrics, sort_keys=True)
-    shutil.rmtree(resume_dir, ignore_errors=True)
-    log(
-        f"stage {stage}: best epoch {best['epoch']}, balanced holdout macro-F1 {bal['macro_f1']:.4f}"
-        + (f", dev macro-F1 {dev['macro_f1']:.4f}" if dev else "")
-    )
-    return metrics
-
-
 def _history_row(epoch: int, stats: dict | None, bal: dict, full: dict) -> dict:
     stats = stats or {}
     return {
@@ -765,69 +977,6 @@ def _history_row(epoch: int, stats: dict | None, bal: dict, full: dict) -> dict:
     }
 
 
-def _checkpoint(state: dict, cfg: dict, input_dims: list[int], stage: int, epoch: int) -> dict:
-    return {
-        "model_state": state,
-        "model_cfg": cfg,
-        "input_dims": list(input_dims),
-        "features": list(cfg["features"]),
-        "stage": stage,
-        "epoch": epoch,
-    }
-
-
-def _evaluate_dev(model, manifest, manifest_path, feature_paths, features, cfg, device, amp, log):
-    """Metrics of `model` on dev's 8-class consensus files (X/O excluded); None without dev."""
-    if "dev" not in feature_paths:
-        log("no dev features given: dev metrics skipped")
-        return None
-    dev = load_subset(manifest, manifest_path, "dev", feature_paths["dev"], features, log)
-    labelled, labels = consensus_labels(dev.emo_class)
-    dev = dev.take(labelled)
-    if len(dev.ids) == 0:
-        log("dev has no file with a consensus class and features: dev metrics skipped")
-        return None
-    probs, _ = predict_clips(model, dev.ids, dev.feature_paths, cfg, device, amp)
-    return classification_metrics(labels, probs.argmax(axis=1))
-
-
-def _skip_stage2(cfg, manifest_path, feature_paths, out_dir, init_checkpoint, device, log) -> dict:
-    """Ablation "no stage 2": the stage-1 checkpoint is the stage-2 result, re-scored."""
-    log("stage 2 disabled: passing the stage-1 checkpoint through")
-    model, checkpoint = load_checkpoint(init_checkpoint, device)
-    features = list(cfg["features"])
-    amp = bool(cfg["amp"]) and device.type == "cuda"
-    manifest = read_manifest(manifest_path)
-    holdout = load_subset(
-        manifest, manifest_path, "holdout", feature_paths["holdout"], features, log
-    )
-    labelled, labels = consensus_labels(holdout.emo_class)
-    holdout = holdout.take(labelled)
-    probs, _ = predict_clips(model, holdout.ids, holdout.feature_paths, cfg, device, amp)
-    bal, full = score(
-        probs, labels, balanced_evaluation_subset(labels, int(cfg["balanced_holdout_seed"]))
-    )
-    dev = _evaluate_dev(
-        model, manifest, manifest_path, feature_paths, features, cfg, device, amp, log
-    )
-    metrics = {
-        "model": cfg.get("name"),
-        "stage": 2,
-        "stage2_enabled": False,
-        "copied_from": str(init_checkpoint),
-        "best_epoch": checkpoint.get("epoch"),
-        "epochs_completed": 0,
-        "balanced_holdout": bal,
-        "holdout": full,
-        "dev": dev,
-    }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(out_dir / "checkpoint.pt", lambda tmp: shutil.copyfile(init_checkpoint, tmp))
-    _write_history(out_dir / "history.tsv", [])
-    atomic_write_json(out_dir / "metrics.json", metrics, sort_keys=True)
-    return metrics
-
-
 # ---------------------------------------------------------------------------------------------
 # Posteriors
 
@@ -837,7 +986,8 @@ def load_checkpoint(
 ) -> tuple[DeepSER, dict]:
     """(model in eval mode on `device`, the checkpoint dict)."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    model = build_model(checkpoint["model_cfg"], checkpoint["input_dims"])
+    settings, frame_pooling = settings_of(checkpoint)
+    model = build_model(settings, checkpoint["input_dims"], frame_pooling)
     model.load_state_dict(checkpoint["model_state"])
     return model.to(device).eval(), checkpoint
 
@@ -845,10 +995,9 @@ def load_checkpoint(
 def write_posteriors(
     checkpoint_path: str | os.PathLike,
     manifest: str | os.PathLike | pd.DataFrame,
-    feature_paths: dict[str, list[str | os.PathLike]],
+    feature_paths: Mapping[str, list[str | os.PathLike]],
     out_path: str | os.PathLike,
     device: str | torch.device = "cpu",
-    log: Log | None = None,
 ) -> None:
     """Softmax posteriors and attributes of every manifest row with features, per subset.
 
@@ -859,35 +1008,35 @@ def write_posteriors(
     HDF5 layout: one group per subset with `ids` (utf-8, sorted), `probs` float32 [N, 8]
     (class order A S H U F D C N) and `attributes` float32 [N, 3] (act, val, dom).
     """
-    log = log or logging.getLogger(__name__).info
     device = torch.device(device)
-    out_path = Path(out_path)
     model, checkpoint = load_checkpoint(checkpoint_path, device)
-    cfg = resolve_config(checkpoint["model_cfg"])
+    settings, _ = settings_of(checkpoint)
     features = list(checkpoint["features"])
     dims = _check_paths(feature_paths, [], features)
     if dims != checkpoint["input_dims"]:
         raise ValueError(
             f"{checkpoint_path}: trained on dims {checkpoint['input_dims']}, features have {dims}"
         )
-    amp = bool(cfg["amp"]) and device.type == "cuda"
     if not isinstance(manifest, pd.DataFrame):
         manifest = read_manifest(manifest)
-    manifest_path = manifest.attrs.get("path", "manifest")
+    corpus = Corpus(manifest, manifest.attrs.get("path", "manifest"), feature_paths, features)
     results = {}
     for name in sorted(feature_paths):
-        subset = load_subset(manifest, manifest_path, name, feature_paths[name], features, log)
+        subset = corpus.subset(name)
         ids = sorted(subset.ids)
         probs = np.zeros((0, len(CLASS_LETTERS)), dtype=np.float32)
         attrs = np.zeros((0, len(ATTRIBUTES)), dtype=np.float32)
         if ids:
-            probs, attrs = predict_clips(model, ids, subset.feature_paths, cfg, device, amp)
+            probs, attrs = predict_clips(model, ids, subset.feature_paths, settings, device)
         results[name] = (ids, probs, attrs)
-        log(f"posteriors: {name}: {len(ids)} files")
+        log.info(f"posteriors: {name}: {len(ids)} files")
+    _write_posterior_file(Path(out_path), settings.name, checkpoint_path, results)
 
+
+def _write_posterior_file(out_path: Path, model: str, checkpoint_path, results: dict) -> None:
     def write(tmp: Path) -> None:
         with h5py.File(tmp, "w") as f:
-            f.attrs["model"] = cfg.get("name") or out_path.stem
+            f.attrs["model"] = model
             f.attrs["classes"] = "".join(CLASS_LETTERS)
             f.attrs["attributes"] = ",".join(ATTRIBUTES)
             f.attrs["checkpoint"] = str(checkpoint_path)

@@ -11,9 +11,10 @@ os.environ.update(
 )
 
 from medusa.config import (
-    enabled_models,
-    model_config,
     canonical_json,
+    enabled_models,
+    model_job_params,
+    stage2_enabled,
     validate_config,
 )
 from medusa.partitions import (
@@ -122,6 +123,9 @@ TRAINING_SUBSETS = ("train", "holdout", "dev")
 SHARDS = range(config["shards"])
 SHARDED = config["shards"] > 1
 MODELS = enabled_models(config)
+# Models whose stage 2 runs; for the others (`stage2: {enabled: false}`, ablation) the
+# posteriors read the stage-1 checkpoint and no stage2 job exists.
+STAGE2_MODELS = [model for model in MODELS if stage2_enabled(config, model)]
 # CPU threads of each GPU job (data loading, and the computation itself on a CPU-only machine).
 GPU_JOB_THREADS = config["threads_per_gpu_job"]
 META_SEEDS = list(config["meta"]["seeds"])
@@ -203,14 +207,9 @@ def feature_shards(wildcards):
 
 
 def model_params(wildcards):
-    """The model's resolved settings (model_defaults + its own entry) and the seed of the
-    balanced holdout it is selected on, canonical JSON."""
-    return canonical_json(
-        {
-            **model_config(config, wildcards.model),
-            "balanced_holdout_seed": config["evaluation"]["balanced_holdout_seed"],
-        }
-    )
+    """The model's resolved settings and the seed of the balanced holdout it is selected on
+    (medusa.settings.ModelSettings), canonical JSON."""
+    return canonical_json(model_job_params(config, wildcards.model))
 
 
 def feature_files(model, subset):
@@ -238,6 +237,18 @@ def stage2_inputs(wildcards):
     }
 
 
+def stage2_model_pattern():
+    """The stage2 rule's wildcard constraint: only models whose stage 2 is enabled."""
+    return "|".join(STAGE2_MODELS) or "(?!)"  # (?!) matches nothing
+
+
+def final_checkpoint(model):
+    """The checkpoint a model's posteriors come from: stage 2's, or stage 1's when the
+    model's stage2.enabled is false."""
+    stage = "stage2" if model in STAGE2_MODELS else "stage1"
+    return f"results/models/{model}/{stage}/checkpoint.pt"
+
+
 def posterior_subsets(wildcards):
     """Subsets a posteriors file holds: every labelled subset, or the unlabelled `test`."""
     if wildcards.posterior_set == "unlabelled":
@@ -246,9 +257,9 @@ def posterior_subsets(wildcards):
 
 
 def posterior_inputs(wildcards):
-    """The stage-2 checkpoint, the clips to score (manifest, or the unlabelled partition's
-    index) and the model's features of each subset."""
-    inputs = {"checkpoint": f"results/models/{wildcards.model}/stage2/checkpoint.pt"}
+    """The model's final checkpoint, the clips to score (manifest, or the unlabelled
+    partition's index) and the model's features of each subset."""
+    inputs = {"checkpoint": final_checkpoint(wildcards.model)}
     if wildcards.posterior_set == "unlabelled":
         inputs["index"] = f"results/audio/{UNLABELLED}.tsv"
     else:

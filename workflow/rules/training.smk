@@ -23,7 +23,9 @@ rule stage1:
 
 
 rule stage2:
-    """DeepSER stage 2: from the stage-1 best checkpoint, a fresh balanced subset every epoch."""
+    """DeepSER stage 2: from the stage-1 best checkpoint, a fresh balanced subset every epoch.
+    Only for models whose stage2.enabled is true (the others' posteriors read stage 1).
+    """
     input:
         unpack(stage2_inputs),
     output:
@@ -39,6 +41,8 @@ rule stage2:
         "logs/models/{model}/stage2.log",
     benchmark:
         "results/benchmarks/models/{model}/stage2.tsv"
+    wildcard_constraints:
+        model=stage2_model_pattern(),
     conda:
         "../../envs/medusa.yaml"
     threads: GPU_JOB_THREADS
@@ -52,8 +56,9 @@ rule stage2:
 
 
 rule posteriors:
-    """Class posteriors and attributes of the stage-2 model: every labelled subset, or the
-    unlabelled partition's clips (kept apart so that new unlabelled audio reruns only them).
+    """Class posteriors and attributes of the final model (stage 2, or stage 1 when stage 2 is
+    disabled): every labelled subset, or the unlabelled partition's clips (kept apart so that
+    new unlabelled audio reruns only them).
     """
     input:
         unpack(posterior_inputs),

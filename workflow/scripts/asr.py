@@ -13,9 +13,8 @@ from medusa.asr import run_asr  # noqa: E402
 from medusa.devices import acquire_device  # noqa: E402
 
 asr = json.loads(snakemake.params.asr)
-log = logging.getLogger("asr")
 torch.set_num_threads(snakemake.threads)
-with acquire_device(log=log) as device:
+with acquire_device() as device:
     run_asr(
         asr["model"],
         snakemake.input.index,
@@ -25,5 +24,4 @@ with acquire_device(log=log) as device:
         shard=int(snakemake.wildcards.get("shard", 0)),
         n_shards=snakemake.params.n_shards,
         device=device,
-        log=log,
     )

@@ -12,9 +12,8 @@ import torch  # noqa: E402
 from medusa.devices import acquire_device  # noqa: E402
 from medusa.features import extract_feature_set  # noqa: E402
 
-log = logging.getLogger("features")
 torch.set_num_threads(snakemake.threads)
-with acquire_device(log=log) as device:
+with acquire_device() as device:
     extract_feature_set(
         snakemake.wildcards.feature_set,
         json.loads(snakemake.params.feature_set),
@@ -24,5 +23,4 @@ with acquire_device(log=log) as device:
         shard=int(snakemake.wildcards.get("shard", 0)),
         n_shards=snakemake.params.n_shards,
         device=device,
-        log=log,
     )

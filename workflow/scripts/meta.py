@@ -19,5 +19,4 @@ train_meta(
     int(snakemake.wildcards.seed),
     Path(snakemake.output.head).parent,
     evaluation["balanced_holdout_seed"],
-    log=logging.getLogger("meta").info,
 )

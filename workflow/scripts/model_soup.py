@@ -18,5 +18,4 @@ make_soup(
     params["soup"],
     params["evaluation"]["balanced_holdout_seed"],
     Path(snakemake.output.head).parent,
-    log=logging.getLogger("soup").info,
 )

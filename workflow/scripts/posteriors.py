@@ -12,18 +12,16 @@ from medusa.devices import acquire_device  # noqa: E402
 from medusa.partitions import unlabelled_manifest  # noqa: E402
 from medusa.training import write_posteriors  # noqa: E402
 
-log = logging.getLogger("posteriors")
 torch.set_num_threads(snakemake.threads)
 if "index" in snakemake.input.keys():
     clips = unlabelled_manifest(snakemake.input.index)
 else:
     clips = snakemake.input.manifest
-with acquire_device(log=log) as device:
+with acquire_device() as device:
     write_posteriors(
         snakemake.input.checkpoint,
         clips,
         {subset: list(snakemake.input[subset]) for subset in snakemake.params.subsets},
         snakemake.output[0],
         device=device,
-        log=log.info,
     )
