@@ -358,6 +358,15 @@ def predict_probs(model: MetaClassifier, X: np.ndarray) -> np.ndarray:
     return torch.softmax(logits, dim=1).numpy()
 
 
+@torch.no_grad()
+def head_outputs(model: MetaClassifier, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(class posteriors [N, 8], attributes [N, 3] act/val/dom) of a head on ensemble inputs
+    X [N, K*11] (each model's 8 posteriors and 3 attributes, in the head's model order)."""
+    model.eval()
+    logits, attributes = model(torch.as_tensor(X, dtype=torch.float32))
+    return torch.softmax(logits, dim=1).numpy(), attributes.numpy()
+
+
 def score_head(model: MetaClassifier, X: np.ndarray, y: np.ndarray) -> dict:
     """classification_metrics of a head's argmax predictions."""
     return classification_metrics(y, predict_probs(model, X).argmax(axis=1))
