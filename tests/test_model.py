@@ -343,3 +343,46 @@ def test_frame_pooling_keeps_outputs_independent_of_batch_padding():
         ],
     )[0]
     torch.testing.assert_close(alone, padded, atol=1e-5, rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Algorithm 2, written out step by step from the paper and compared with the model. Each step
+# that is wired differently in the model (a fusion encoder fed another layer's tokens, f2(1)
+# missing from fusion 2, the fused pooled vector not reaching W, no ReLU before the heads)
+# makes the outputs differ.
+
+
+def algorithm2(model: DeepSER, features, masks):
+    """(logits, attributes) of a 2-layer deep-fusion DeepSER, as the paper writes it."""
+    layer1, layer2, pooled = [], [], []
+    for encoder, x, mask in zip(model.encoders, features, masks, strict=True):
+        (h1, h2), p = encoder(x, mask)  # ENC_m: both layers' outputs and the pooled vector
+        layer1.append(h1)
+        layer2.append(h2)
+        pooled.append(p)
+    joint_mask = torch.cat(masks, dim=1)
+    # f(1): the first fusion encoder over every modality's first-layer tokens, joined in time;
+    # f2(1) is its (second, last) layer's output.
+    (_, f2_1), _ = model.fusion[0](torch.cat(layer1, dim=1), joint_mask)
+    # f(2): the second over every modality's second-layer tokens plus f2(1).
+    tokens2 = torch.cat([*layer2, f2_1], dim=1)
+    _, f2_pooled = model.fusion[1](tokens2, torch.cat([joint_mask, joint_mask], dim=1))
+    # x = W [pool(e_1); ...; pool(e_M); pool(f(2))], then ReLU and the two heads.
+    x = model.merge(torch.cat([*pooled, f2_pooled], dim=-1))
+    hidden = torch.relu(x)
+    attributes = 1.0 + 6.0 * torch.sigmoid(model.regressor(hidden))
+    return model.classifier(hidden), attributes
+
+
+@pytest.mark.parametrize("input_dims", [[7, 5], [7, 5, 3]])
+def test_deepser_is_algorithm_2(input_dims):
+    model = tiny(input_dims, layers=2).eval()
+    lengths = [[6, 4, 5][: len(input_dims)], [3, 7, 2][: len(input_dims)]]
+    features, masks = batch(input_dims, lengths)
+    with torch.no_grad():
+        logits, attributes, _, _ = model(features, masks)
+        want_logits, want_attributes = algorithm2(model, features, masks)
+        # The check has teeth only if the ReLU clips something.
+        assert (model.embed(features, masks) < 0).any()
+    torch.testing.assert_close(logits, want_logits, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(attributes, want_attributes, rtol=1e-5, atol=1e-6)

@@ -16,6 +16,7 @@ import torch
 
 from medusa.emotions import CLASS_LETTERS
 from medusa.manifest import read_manifest
+from medusa.model import class_weights_from_targets
 from medusa.settings import ModelSettings
 from medusa.store import FeatureWriter
 from medusa.training import (
@@ -466,3 +467,42 @@ def test_bad_manifest_is_reported_with_its_path_and_row(corpus, tmp_path):
     table.to_csv(tmp_path / "bad.tsv", sep="\t", index=False)
     with pytest.raises(ValueError, match=table.loc[row, "id"]):
         train_stage(1, settings(), tmp_path / "bad.tsv", features, tmp_path / "o", tmp_path / "r")
+
+
+def test_stage1_loss_applies_the_class_weights_of_the_training_targets(
+    corpus, stage1, tmp_path, monkeypatch
+):
+    """The weights that reach the loss, not only those reported: stage 1 weights each class by
+    (N / (C f_c))^0.5 of the train targets, stage 2 uniformly."""
+    import medusa.training
+
+    seen = []
+    original = medusa.training.total_loss
+
+    def recording_total_loss(logits, attrs, y_class, y_attr, class_weights, *weights):
+        seen.append(class_weights.detach().cpu().clone())
+        return original(logits, attrs, y_class, y_attr, class_weights, *weights)
+
+    monkeypatch.setattr(medusa.training, "total_loss", recording_total_loss)
+    manifest, features = corpus
+    quick = {"stage1": {**model_cfg()["stage1"], "max_epochs": 1}}
+    train_stage(1, settings(**quick), manifest, features, tmp_path / "s1", tmp_path / "r1")
+    # Independently: the soft targets of the train files that have features in every store.
+    table = read_manifest(manifest)
+    train = table[(table["subset"] == "train") & table["A"].notna()]
+    with_features = set.intersection(
+        *(set(h5py.File(p, "r")["ids"].asstr()[()]) for p in features["train"])
+    )
+    train = train[train["id"].isin(with_features)]
+    expected = class_weights_from_targets(train[list(CLASS_LETTERS)].to_numpy())
+    assert seen and not torch.allclose(expected, torch.ones(8))
+    for weights in seen:
+        torch.testing.assert_close(weights, expected)
+
+    seen.clear()
+    quick2 = {"stage2": {**model_cfg()["stage2"], "max_epochs": 1}}
+    train_stage(
+        2, settings(**quick2), manifest, features, tmp_path / "s2", tmp_path / "r2",
+        init_checkpoint=stage1[0] / "checkpoint.pt",
+    )  # fmt: skip
+    assert seen and all(torch.equal(w, torch.ones(8)) for w in seen)
