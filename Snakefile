@@ -14,6 +14,7 @@ configfile: os.path.join(workflow.basedir, "config/config.yaml")
 localrules:
     all,
     soup,
+    ablations,
 
 
 include: "workflow/rules/common.smk"
@@ -23,6 +24,8 @@ include: "workflow/rules/asr.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/training.smk"
 include: "workflow/rules/ensemble.smk"
+include: "workflow/rules/ablations.smk"
+include: "workflow/rules/bundle.smk"
 
 
 rule all:

@@ -82,7 +82,6 @@ def run(paths: list[Path], workers: int, args: argparse.Namespace) -> dict:
             **params,
             "name": "benchmark",
             "features": [f"f{i}" for i in range(len(paths))],
-            "balanced_holdout_seed": 0,
             "hidden_size": args.hidden_size,
             "num_heads": args.num_heads,
             "ff_size": args.ff_size,

@@ -49,7 +49,8 @@ def test_recipe_is_valid_and_has_the_paper_setup(recipe):
     assert defaults["stage1"]["lr"] == 1e-5 and defaults["stage1"]["batch_size"] == 16
     assert defaults["mixup"]["p"] == 0.3
     assert defaults["loss_weights"] == {"classes": 1.5, "attributes": 0.4}
-    assert config["meta"]["batch_size"] == 128 and config["meta"]["lr"] == 1e-3
+    assert config["meta"]["init"] == "votes" and config["meta"]["train_on"] == "meta"
+    assert 0 < config["data"]["meta_fraction"] < 1
 
 
 def test_missing_keys_are_errors_not_defaults(recipe):
@@ -105,7 +106,7 @@ def test_recipe_and_schema_cover_every_model_setting(recipe):
     defaults_schema = schema["properties"]["model_defaults"]
     # Not model_defaults keys: the model's name and feature sets (its entry under `models`),
     # and the selection seed (`evaluation`).
-    elsewhere = {"name", "features", "balanced_holdout_seed"}
+    elsewhere = {"name", "features"}
     for field in set(settings_fields(ModelSettings)) - elsewhere:
         typed, required = settings_schema, defaults_schema
         *parents, key = field.split(".")
@@ -114,7 +115,7 @@ def test_recipe_and_schema_cover_every_model_setting(recipe):
             required = required["properties"][parent]
         assert key in properties(typed), f"{field}: not in the schema's model settings"
         assert key in required["required"], f"model_defaults.{field}: not required"
-    assert "balanced_holdout_seed" in schema["properties"]["evaluation"]["required"]
+    assert "bootstrap" in schema["properties"]["evaluation"]["required"]
     assert "features" in schema["properties"]["models"]["additionalProperties"]["required"]
     # And the other way round: every model setting of the schema is a field.
     fields = {f.name for f in dataclasses.fields(ModelSettings)}

@@ -315,3 +315,25 @@ def test_prepare_rule_writes_manifest_and_report_and_leaves_corpus_alone(tmp_pat
         assert kind in report
     assert "MSP-PODCAST_0003_0001.wav" in report
     assert _tree_digest(root) == before
+
+
+def test_meta_subset_is_carved_from_the_holdout_by_speaker(tmp_path):
+    """Held-out data used once per purpose: `meta` (trains the meta-classifier) shares no
+    speaker with `holdout` (selects checkpoints) or `train`; 0 leaves no meta subset."""
+    root = _corpus(tmp_path)
+    indexes = labelled_audio_indexes(root)
+    without, _, _ = build_manifest(root, indexes, holdout_fraction=0.7, split_seed=1)
+    manifest, _, _ = build_manifest(
+        root, indexes, holdout_fraction=0.7, split_seed=1, meta_fraction=0.5
+    )
+    assert "meta" not in set(without["subset"])
+    speakers = {
+        s: set(manifest.loc[manifest["subset"] == s, "speaker"]) for s in manifest["subset"]
+    }
+    assert speakers["meta"] and speakers["holdout"]
+    assert speakers["meta"].isdisjoint(speakers["holdout"] | speakers.get("train", set()))
+    # The meta clips come out of the held-out ones: train is unchanged.
+    held = without["subset"] == "holdout"
+    assert set(manifest.loc[manifest["subset"].isin(["holdout", "meta"]), "id"]) == set(
+        without.loc[held, "id"]
+    )

@@ -12,41 +12,48 @@ import pandas as pd
 import pytest
 import torch
 import yaml
-from sklearn.metrics import accuracy_score, f1_score
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 
 from medusa.emotions import ATTRIBUTES, CLASS_LETTERS, NUM_CLASSES
 from medusa.ensemble import (
     EnsembleError,
     MetaClassifier,
     MetaConfig,
+    build_head,
     evaluation_data,
+    fit_head,
     load_ensemble_inputs,
     load_head,
     majority_vote,
     make_soup,
+    posterior_model_name,
     predict_probs,
     predict_test,
     score_head,
+    selection_scores,
     soft_vote,
+    soup_of,
     split_inputs,
+    top_models,
     train_meta,
 )
 from medusa.manifest import read_manifest
+from medusa.synthetic import make_models, sample_clips, training_arrays
 
 REPO = Path(__file__).resolve().parents[1]
-# A quick recipe for tests: the paper's head and loss, a higher rate so few epochs suffice.
+# A quick recipe for tests: the recipe's head, start and loss, fewer steps.
 FAST_META = {
     "head": "linear",
     "mlp_hidden": 16,
+    "init": "votes",
     "init_seed": 0,
-    "train_on": "holdout",
-    "lr": 1e-2,
-    "batch_size": 128,
-    "epochs": 30,
-    "weight_decay": 0.01,
+    "train_on": "meta",
+    "lr": 5e-2,
+    "steps": 60,
+    "prior_strength": 100.0,
     "loss_weights": {"classes": 1.5, "attributes": 0.4},
 }
-SIZES = {"train": 150, "holdout": 500, "dev": 400, "test": 25}
+SIZES = {"train": 150, "holdout": 300, "meta": 300, "dev": 400, "test": 25}
 # Imbalanced like MSP-Podcast (Neutral and Happy dominate).
 PRIOR = np.array([0.10, 0.10, 0.22, 0.07, 0.05, 0.05, 0.06, 0.35])
 
@@ -132,7 +139,7 @@ def seeds(world) -> list[Path]:
     dirs = []
     for seed in range(3):
         out = world["root"] / "meta" / f"seed{seed}"
-        train_meta(world["paths"], world["manifest"], FAST_META, seed, out, 0)
+        train_meta(world["paths"], world["manifest"], FAST_META, seed, out)
         dirs.append(out)
     return dirs
 
@@ -229,21 +236,24 @@ def test_meta_classifier_shapes_and_attribute_range():
 
 def test_meta_config_checks_keys_and_values():
     cfg = MetaConfig.from_dict({**FAST_META, "seeds": [0, 1]})
-    assert cfg.class_weight == 1.5 and cfg.attribute_weight == 0.4 and cfg.epochs == 30
-    # The recipe's block gives the paper's stage-3 settings, which are also the defaults.
+    assert cfg.class_weight == 1.5 and cfg.attribute_weight == 0.4 and cfg.steps == 60
+    # The recipe's block is complete: every key is required, none has a default.
     recipe = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["meta"]
-    assert MetaConfig.from_dict(recipe) == MetaConfig()
-    assert MetaConfig().lr == 1e-3 and MetaConfig().batch_size == 128
-    assert MetaConfig.from_dict({"lr": "1e-2", "epochs": 5.0}).lr == 0.01
+    assert MetaConfig.from_dict(recipe).init == "votes"
+    assert MetaConfig.from_dict({**FAST_META, "lr": "1e-2", "steps": 5.0}).lr == 0.01
     with pytest.raises(EnsembleError, match="unknown key.*mixup"):
         MetaConfig.from_dict({**FAST_META, "mixup": True})
+    with pytest.raises(EnsembleError, match="missing.*steps"):
+        MetaConfig.from_dict({k: v for k, v in FAST_META.items() if k != "steps"})
     with pytest.raises(EnsembleError, match="train_on"):
         MetaConfig.from_dict({**FAST_META, "train_on": "dev"})
+    with pytest.raises(EnsembleError, match="votes needs meta.head: linear"):
+        MetaConfig.from_dict({**FAST_META, "head": "mlp"})
 
 
 def test_train_meta_is_seed_deterministic_and_beats_chance(world, seeds, tmp_path):
     again = tmp_path / "again"
-    metrics = train_meta(world["paths"], world["manifest"], FAST_META, 0, again, 0)
+    metrics = train_meta(world["paths"], world["manifest"], FAST_META, 0, again)
     first = torch.load(seeds[0] / "head.pt", weights_only=True)["state_dict"]
     second = torch.load(again / "head.pt", weights_only=True)["state_dict"]
     for key in first:
@@ -259,19 +269,19 @@ def test_train_meta_is_seed_deterministic_and_beats_chance(world, seeds, tmp_pat
 
 
 def test_train_meta_on_train_posteriors(world, tmp_path):
-    cfg = {**FAST_META, "train_on": "train", "epochs": 2}
-    metrics = train_meta(world["paths"], world["manifest"], cfg, 0, tmp_path / "t", 0)
+    cfg = {**FAST_META, "train_on": "train", "steps": 2}
+    metrics = train_meta(world["paths"], world["manifest"], cfg, 0, tmp_path / "t")
     assert metrics["train_on"] == "train" and metrics["n_train_clips"] <= SIZES["train"]
     assert load_head(tmp_path / "t")[1]["train_on"] == "train"
     no_train = [_without_group(p, tmp_path, "train") for p in world["paths"][:1]]
     with pytest.raises(EnsembleError, match=r"no_train\.h5: no group 'train'"):
-        train_meta(no_train, world["manifest"], cfg, 0, tmp_path / "u", 0)
+        train_meta(no_train, world["manifest"], cfg, 0, tmp_path / "u")
 
 
 def test_seeds_share_their_initialisation(world, tmp_path):
-    cfg = {**FAST_META, "head": "mlp", "epochs": 1, "lr": 1e-12}
+    cfg = {**FAST_META, "head": "mlp", "init": "random", "steps": 1, "lr": 1e-12}
     for seed in (3, 4):
-        train_meta(world["paths"], world["manifest"], cfg, seed, tmp_path / f"s{seed}", 0)
+        train_meta(world["paths"], world["manifest"], cfg, seed, tmp_path / f"s{seed}")
     a = load_head(tmp_path / "s3")[0].state_dict()
     b = load_head(tmp_path / "s4")[0].state_dict()
     for key in a:  # an lr of 1e-12 leaves the shared initial weights in place
@@ -280,10 +290,10 @@ def test_seeds_share_their_initialisation(world, tmp_path):
 
 def test_metrics_match_scikit_learn(world, seeds):
     model, _ = load_head(seeds[0])
-    data = evaluation_data(world["paths"], read_manifest(world["manifest"]), 0)
+    data = evaluation_data(world["paths"], read_manifest(world["manifest"]))
     X, y = data["dev"]
     pred = predict_probs(model, X).argmax(axis=1)
-    got = score_head(model, X, y)
+    got = score_head(model, X, y, balanced=False)
     assert got["macro_f1"] == pytest.approx(f1_score(y, pred, average="macro"))
     assert got["micro_f1"] == pytest.approx(f1_score(y, pred, average="micro"))
     assert got["accuracy"] == pytest.approx(accuracy_score(y, pred))
@@ -293,8 +303,15 @@ def test_metrics_match_scikit_learn(world, seeds):
     manifest = read_manifest(world["manifest"])
     dev = manifest[manifest["subset"] == "dev"]
     assert len(y) == dev["emo_class"].isin(CLASS_LETTERS).sum() < len(dev)
-    counts = np.bincount(data["balanced_holdout"][1], minlength=8)
-    assert (counts == counts[0]).all()
+    # The class-balanced view weights every clip by 1 / its class's count.
+    X, y = data["holdout"]
+    pred = predict_probs(model, X).argmax(axis=1)
+    weights = 1.0 / np.bincount(y, minlength=8)[y]
+    balanced = score_head(model, X, y, balanced=True)
+    assert balanced["macro_f1"] == pytest.approx(
+        f1_score(y, pred, average="macro", sample_weight=weights)
+    )
+    assert balanced["accuracy"] == pytest.approx(balanced_accuracy_score(y, pred))
 
 
 # --- soup -----------------------------------------------------------------------------------
@@ -308,9 +325,7 @@ def test_soup_of_identical_models_equals_each_of_them(world, seeds, tmp_path):
         shutil.copy(seeds[0] / "head.pt", d / "head.pt")
         copies.append(d)
     soup_dir = tmp_path / "soup"
-    metrics = make_soup(
-        copies, world["paths"], world["manifest"], {"method": "uniform"}, 0, soup_dir
-    )
+    metrics = make_soup(copies, world["paths"], world["manifest"], {"method": "uniform"}, soup_dir)
     original, _ = load_head(seeds[0])
     soup, info = load_head(soup_dir)
     for key, value in original.state_dict().items():
@@ -322,9 +337,7 @@ def test_soup_of_identical_models_equals_each_of_them(world, seeds, tmp_path):
 
 def test_linear_soup_averages_weights_and_logits(world, seeds, tmp_path):
     soup_dir = tmp_path / "soup"
-    metrics = make_soup(
-        seeds, world["paths"], world["manifest"], {"method": "uniform"}, 0, soup_dir
-    )
+    metrics = make_soup(seeds, world["paths"], world["manifest"], {"method": "uniform"}, soup_dir)
     heads = [load_head(d)[0] for d in seeds]
     soup, info = load_head(soup_dir)
     for key in soup.state_dict():
@@ -351,14 +364,14 @@ def test_greedy_soup_never_lowers_heldout_f1(world, seeds, tmp_path):
     torch.save(ckpt, bad / "head.pt")
     dirs = [bad, *seeds]
     metrics = make_soup(
-        dirs, world["paths"], world["manifest"], {"method": "greedy"}, 0, tmp_path / "g"
+        dirs, world["paths"], world["manifest"], {"method": "greedy"}, tmp_path / "g"
     )
     scores = {i["dir"]: i["balanced_holdout_macro_f1"] for i in metrics["ingredients"]}
     first = max(scores.values())
     assert metrics["balanced_holdout"]["macro_f1"] >= first
     assert not metrics["ingredients"][0]["in_soup"] and 99 not in metrics["seeds"]
     with pytest.raises(EnsembleError, match="method"):
-        make_soup(dirs, world["paths"], world["manifest"], {"method": "best"}, 0, tmp_path / "x")
+        make_soup(dirs, world["paths"], world["manifest"], {"method": "best"}, tmp_path / "x")
 
 
 def test_soup_rejects_heads_over_different_models(world, seeds, tmp_path):
@@ -368,7 +381,7 @@ def test_soup_rejects_heads_over_different_models(world, seeds, tmp_path):
     ckpt["models"] = ckpt["models"][::-1]
     torch.save(ckpt, odd / "head.pt")
     with pytest.raises(EnsembleError, match="models .* differs"):
-        make_soup([seeds[0], odd], world["paths"], world["manifest"], {}, 0, tmp_path / "s")
+        make_soup([seeds[0], odd], world["paths"], world["manifest"], {}, tmp_path / "s")
 
 
 # --- predictions ----------------------------------------------------------------------------
@@ -403,3 +416,65 @@ def test_predict_test_fails_when_a_test_clip_has_no_posterior(world, seeds, tmp_
             seeds[0], world["paths"], tmp_path / "manifest.tsv", tmp_path / "a", tmp_path / "b"
         )
     assert not (tmp_path / "a").exists()
+
+
+# --- the meta-classifier against the votes, on synthetic ensembles (medusa.synthetic) ------
+
+
+def _synthetic_soup(X, y, meta, seeds=(0, 1, 2)):
+    cfg = MetaConfig.from_dict(meta)
+    heads = [fit_head(training_arrays(X, y), cfg, seed)[0] for seed in seeds]
+    return soup_of(heads, {"n_inputs": X.shape[1], "head": cfg.head, "mlp_hidden": cfg.mlp_hidden})
+
+
+def _recipe_meta():
+    return yaml.safe_load((REPO / "config" / "config.yaml").read_text())["meta"]
+
+
+def test_a_head_at_the_votes_predicts_the_product_of_experts():
+    X, _ = sample_clips(make_models(n_models=5, useless=1), 200, seed=0)
+    head = build_head(X.shape[1], MetaConfig.from_dict(_recipe_meta()))
+    probs, _ = split_inputs(X)
+    product = np.log(np.clip(probs, 1e-4, 1)).sum(axis=0).argmax(axis=1)
+    np.testing.assert_array_equal(predict_probs(head, X).argmax(axis=1), product)
+    random = build_head(X.shape[1], MetaConfig.from_dict({**_recipe_meta(), "init": "random"}))
+    assert (predict_probs(random, X).argmax(axis=1) != product).any()
+
+
+def test_small_holdouts_never_fall_below_the_soft_vote_and_large_ones_learn():
+    """Biased models, per-class reliability, two useless models: with 100 clips the soup is
+    at least the soft vote (the start it leaves only with evidence); with 2,000 it comes
+    within 10% of a class-balanced logistic regression on log-posteriors."""
+    from sklearn.linear_model import LogisticRegression
+
+    for world in (0, 1):
+        models = make_models(seed=world)
+        X, y = sample_clips(models, 100, seed=10 + world)
+        X_dev, y_dev = sample_clips(models, 2000, seed=20 + world)
+        vote = f1_score(y_dev, soft_vote(list(split_inputs(X_dev)[0])).argmax(1), average="macro")
+        soup = _synthetic_soup(X, y, _recipe_meta())
+        assert f1_score(y_dev, predict_probs(soup, X_dev).argmax(1), average="macro") >= vote - 0.02
+    X, y = sample_clips(models, 2000, seed=30)
+
+    def logs(inputs):
+        return (
+            np.log(np.clip(split_inputs(inputs)[0], 1e-4, 1))
+            .transpose(1, 0, 2)
+            .reshape(len(inputs), -1)
+        )
+
+    lr = LogisticRegression(class_weight="balanced", max_iter=2000).fit(logs(X), y)
+    reference = f1_score(y_dev, lr.predict(logs(X_dev)), average="macro")
+    soup = _synthetic_soup(X, y, _recipe_meta())
+    assert f1_score(y_dev, predict_probs(soup, X_dev).argmax(1), average="macro") >= 0.9 * reference
+
+
+def test_top_k_ensembles_take_the_models_the_selection_score_ranks_first(world, tmp_path):
+    manifest = read_manifest(world["manifest"])
+    scores = selection_scores(world["paths"], manifest)
+    ranked = sorted(scores, key=lambda m: -scores[m])
+    chosen = [posterior_model_name(p) for p in top_models(world["paths"], manifest, 2)]
+    assert sorted(chosen) == sorted(ranked[:2])
+    assert chosen == [m for m in scores if m in chosen]  # kept in config order
+    train_meta(world["paths"], world["manifest"], FAST_META, 0, tmp_path / "t", top_k=2)
+    assert load_head(tmp_path / "t")[1]["models"] == chosen

@@ -274,7 +274,6 @@ def model_settings(**overrides) -> ModelSettings:
         "frame_pooling": 1,
         "standardise_inputs": False,
         "seed": 0,
-        "balanced_holdout_seed": 0,
     }
     return ModelSettings.from_params({**params, **overrides})
 

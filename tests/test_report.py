@@ -15,9 +15,10 @@ from test_ensemble import FAST_META, make_world
 
 from medusa.emotions import CLASS_LETTERS
 from medusa.ensemble import EnsembleError, make_soup, train_meta
-from medusa.report import build_report, format_headline
+from medusa.report import Ensemble, build_report, format_headline
 
 N_MODELS = 4
+EVALUATION = {"bootstrap": {"resamples": 200, "seed": 0, "confidence": 0.95}}
 FEATURES = {f"m{k + 1:02d}_synthetic": ["wavlm", "roberta"] for k in range(N_MODELS)}
 
 
@@ -25,18 +26,24 @@ FEATURES = {f"m{k + 1:02d}_synthetic": ["wavlm", "roberta"] for k in range(N_MOD
 def report(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("report")
     world = make_world(root, n_models=N_MODELS)
-    cfg = {**FAST_META, "epochs": 15}
+    cfg = {**FAST_META, "steps": 30}
     seed_dirs = []
     for seed in (0, 1):
         seed_dirs.append(root / f"seed{seed}")
-        train_meta(world["paths"], world["manifest"], cfg, seed, seed_dirs[-1], 0)
+        train_meta(world["paths"], world["manifest"], cfg, seed, seed_dirs[-1])
     soup_dir = root / "soup"
-    make_soup(seed_dirs, world["paths"], world["manifest"], {"method": "uniform"}, 0, soup_dir)
+    make_soup(seed_dirs, world["paths"], world["manifest"], {"method": "uniform"}, soup_dir)
     paths = {p.stem: p for p in world["paths"]}
     out = root / "out"
+    # A top-2 ensemble: its own seeds and soup over the 2 models with the best selection score.
+    top_dirs = [root / "top2" / f"seed{seed}" for seed in (0, 1)]
+    for seed, out_dir in enumerate(top_dirs):
+        train_meta(world["paths"], world["manifest"], cfg, seed, out_dir, top_k=2)
+    make_soup(top_dirs, world["paths"], world["manifest"], {"method": "uniform"}, root / "top2s")
     tables = build_report(
-        paths, seed_dirs, soup_dir, world["manifest"], 0, out, model_features=FEATURES
-    )
+        paths, seed_dirs, soup_dir, world["manifest"], EVALUATION, out, model_features=FEATURES,
+        top_ensembles=[Ensemble("top 2 models", top_dirs, root / "top2s")],
+    )  # fmt: skip
     return {**world, "seed_dirs": seed_dirs, "soup": soup_dir, "out": out, "tables": tables}
 
 
@@ -79,11 +86,30 @@ def test_table1_has_paper_shape_and_correct_scores(report):
     assert top["dev_macro_f1"] == best["dev_macro_f1"] and best["model"] in top["note"]
     soup = json.loads((report["soup"] / "metrics.json").read_text())
     assert table["dev_macro_f1"].iloc[-1] == pytest.approx(soup["dev"]["macro_f1"], abs=1e-4)
-    assert "in-sample" in table["note"].iloc[-1]
+    assert "trained on the meta clips" in table["note"].iloc[-1]
+
+
+def test_a_head_trained_on_the_holdout_reports_no_holdout_figure(report, tmp_path):
+    """The paper's way (train_on: holdout): its holdout figures are in-sample, so the tables
+    leave them out and the headline says why, instead of printing a perfect-looking score."""
+    seed = tmp_path / "seed0"
+    train_meta(report["paths"], report["manifest"], {**FAST_META, "train_on": "holdout"}, 0, seed)
+    metrics = json.loads((seed / "metrics.json").read_text())
+    assert metrics["in_sample"] == ["holdout", "balanced_holdout"]
+    make_soup([seed], report["paths"], report["manifest"], {"method": "uniform"}, tmp_path / "s")
+    paths = {p.stem: p for p in report["paths"]}
+    build_report(paths, [seed], tmp_path / "s", report["manifest"], EVALUATION, tmp_path / "o")
+    table3 = pd.read_csv(tmp_path / "o" / "table3.tsv", sep="\t").set_index("technique")
+    assert np.isnan(table3.loc["Meta-classifier (soup)", "balanced_holdout_macro_f1"])
+    assert not np.isnan(table3.loc["Meta-classifier (soup)", "dev_macro_f1"])
+    assert not np.isnan(table3.loc["Soft voting", "balanced_holdout_macro_f1"])
+    assert "(in-sample)" in (tmp_path / "o" / "headline.md").read_text()
 
 
 def test_table3_rows_and_values(report):
-    table = pd.read_csv(report["out"] / "table3.tsv", sep="\t")
+    both = pd.read_csv(report["out"] / "table3.tsv", sep="\t")
+    assert list(both["ensemble"].unique()) == ["all 4 models", "top 2 models"]
+    table = both[both["ensemble"] == "all 4 models"].reset_index(drop=True)
     assert list(table["technique"]) == [
         "Majority voting",
         "Soft voting",
@@ -138,13 +164,51 @@ def test_headline_summarises_table3(report):
         assert technique in text
     assert "0.125" in text and "±" in text
     soup = pd.read_csv(report["out"] / "table3.tsv", sep="\t").iloc[3]
-    assert f"{soup['dev_macro_f1']:.3f}" in text
+    # Two decimals and the interval: never a bare three-decimal figure.
+    interval = f"{soup['dev_macro_f1']:.2f} [{soup['dev_macro_f1_low']:.2f}, "
+    assert interval in text and "better in" in text
     assert not any(p.name.endswith(".tmp") for p in Path(report["out"]).iterdir())
 
 
 def test_report_rejects_a_misnamed_posteriors_file(report, tmp_path):
     paths = {f"wrong{k}": p for k, p in enumerate(report["paths"])}
     with pytest.raises(EnsembleError, match="holds model 'm01_synthetic', not 'wrong0'"):
-        build_report(paths, report["seed_dirs"], report["soup"], report["manifest"], 0, tmp_path)
+        build_report(
+            paths, report["seed_dirs"], report["soup"], report["manifest"], EVALUATION, tmp_path
+        )
     with pytest.raises(FileNotFoundError, match="table1.tsv"):
         format_headline(tmp_path)
+
+
+def test_every_dev_figure_has_an_interval_around_it(report):
+    for name in ("table1.tsv", "table3.tsv"):
+        table = pd.read_csv(report["out"] / name, sep="\t")
+        rows = table.dropna(subset=["dev_macro_f1_low"])
+        assert len(rows) >= (6 if name == "table1.tsv" else 6)
+        for m in ("dev_macro_f1", "dev_accuracy"):
+            assert (rows[f"{m}_low"] <= rows[m] + 1e-9).all() and (
+                rows[m] <= rows[f"{m}_high"] + 1e-9
+            ).all()
+            assert (rows[f"{m}_high"] - rows[f"{m}_low"] > 0).all()
+
+
+def test_comparisons_attributes_and_fairness_tables(report):
+    out = report["out"]
+    comparisons = pd.read_csv(out / "comparisons.tsv", sep="\t")
+    assert (
+        comparisons["comparison"].str.startswith("MEDUSA soup - ").all() and len(comparisons) == 2
+    )
+    assert (
+        (comparisons["low"] <= comparisons["difference"])
+        & (comparisons["difference"] <= comparisons["high"])
+    ).all()
+    assert comparisons["share_soup_better"].between(0, 1).all()
+    attributes = pd.read_csv(out / "attributes.tsv", sep="\t").set_index("system")
+    assert {"Mean of the models", "MEDUSA (soup)"} <= set(attributes.index)
+    assert attributes[["act_ccc", "val_ccc", "dom_ccc"]].abs().le(1).all().all()
+    fairness = pd.read_csv(out / "fairness.tsv", sep="\t")
+    assert "gender Female" in set(fairness["group"]) and "per-speaker accuracy" in set(
+        fairness["group"]
+    )
+    image = imread(out / "fairness.png")
+    assert image.ndim == 3 and image[..., :3].std() > 0.05

@@ -72,7 +72,6 @@ def model_cfg(**overrides):
         "frame_pooling": 1,
         "standardise_inputs": False,
         "seed": 7,
-        "balanced_holdout_seed": 0,
     }
     for key, value in overrides.items():
         cfg[key] = {**cfg[key], **value} if isinstance(value, dict) else value

@@ -22,7 +22,10 @@ from workflow_runner import CI_CONFIGS, dry_run_jobs, run_snakemake
 ENSEMBLE = [
     ("meta", "seed=0"),
     ("meta", "seed=1"),
+    ("meta_top", "k=1, seed=0"),
+    ("meta_top", "k=1, seed=1"),
     ("model_soup", ""),
+    ("model_soup_top", "k=1"),
     ("predict", ""),
     ("report", ""),
 ]
@@ -64,7 +67,7 @@ def record(case, jobs):
 def test_demo_dag_produces_every_output(completed_ci_run):
     results = completed_ci_run / "results"
     manifest = read_manifest(results / "data/manifest.tsv")
-    assert set(manifest["subset"]) == {"train", "holdout", "dev"}
+    assert set(manifest["subset"]) == {"train", "holdout", "meta", "dev"}
     test_ids = [clip for clip, _ in clip_paths(results / "audio/unlabelled.tsv")]
     assert len(test_ids) == 6 and all("_test3_" in clip for clip in test_ids)
 
@@ -82,7 +85,7 @@ def test_demo_dag_produces_every_output(completed_ci_run):
     table1 = pd.read_csv(results / "report/table1.tsv", sep="\t")
     assert {"m05_wavlm_roberta", "m13_whisper_wavlm"} <= set(table1["model"])
     table3 = pd.read_csv(results / "report/table3.tsv", sep="\t")
-    assert len(table3) == 4
+    assert len(table3) == 8  # 4 techniques x (all models, top 1)
     for figure in ("confusion.png", "models.png"):
         assert (results / "report" / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for stage in ("stage1", "stage2"):
@@ -114,8 +117,8 @@ def test_changing_one_model_reruns_only_its_chain_and_the_ensemble(completed_ci_
 
 
 def test_changing_the_meta_classifier_reruns_only_the_ensemble(completed_ci_run):
-    jobs = dry_run_jobs(completed_ci_run, "soup", config={"meta": {"epochs": 21}})
-    record("meta.epochs 20 -> 21", jobs)
+    jobs = dry_run_jobs(completed_ci_run, "soup", config={"meta": {"steps": 51}})
+    record("meta.steps 50 -> 51", jobs)
     assert jobs == sorted(ENSEMBLE)
 
 
@@ -183,7 +186,16 @@ def test_changing_the_split_retrains_but_extracts_nothing(completed_ci_run):
 def test_adding_a_meta_seed_runs_only_that_seed_and_what_follows(completed_ci_run):
     jobs = dry_run_jobs(completed_ci_run, "soup", config={"meta": {"seeds": [0, 1, 2]}})
     record("meta.seeds [0, 1] -> [0, 1, 2]", jobs)
-    assert jobs == sorted([("meta", "seed=2"), ("model_soup", ""), ("predict", ""), ("report", "")])
+    assert jobs == sorted(
+        [
+            ("meta", "seed=2"),
+            ("meta_top", "k=1, seed=2"),
+            ("model_soup", ""),
+            ("model_soup_top", "k=1"),
+            ("predict", ""),
+            ("report", ""),
+        ]
+    )
 
 
 def test_changing_the_asr_language_reruns_asr_and_text_features(completed_ci_run):

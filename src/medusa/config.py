@@ -65,6 +65,9 @@ def validate_config(config: dict, schema_path: str | Path) -> dict:
             problems.append(f"models.{name}.features: a feature set is listed twice")
     if not enabled_models(config):
         problems.append("models: every model has enabled: false; the ensemble needs at least one")
+    for model in config["ablations"]["models"]:
+        if model not in config["models"]:
+            problems.append(f"ablations.models: unknown model {model!r}")
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
     return config
@@ -86,8 +89,26 @@ def deep_merge(base: dict, override: dict) -> dict:
     return merged
 
 
+# Table 2's models are named `<model>__no_<switch>`: the model with one ablation switch on top.
+ABLATION_SEPARATOR = "__no_"
+
+
+def ablation_variants(config: dict) -> dict[str, tuple[str, str]]:
+    """Every ablation model of Table 2: name -> (the model it ablates, the switch)."""
+    ablations = config["ablations"]
+    return {
+        f"{model}{ABLATION_SEPARATOR}{switch}": (model, switch)
+        for model in ablations["models"]
+        for switch in ablations["switches"]
+    }
+
+
 def resolved_model(config: dict, model: str) -> dict:
-    """model_defaults with the model's own entry on top (`enabled` included)."""
+    """model_defaults with the model's own entry on top (`enabled` included); for an ablation
+    model, the ablated model's settings with the switch on top."""
+    if ABLATION_SEPARATOR in model:
+        base, switch = model.split(ABLATION_SEPARATOR)
+        return deep_merge(resolved_model(config, base), config["ablations"]["switches"][switch])
     return deep_merge(config["model_defaults"], config["models"][model])
 
 
@@ -100,12 +121,9 @@ def model_config(config: dict, model: str) -> dict:
 
 
 def model_job_params(config: dict, model: str) -> dict:
-    """What a model's training and posterior jobs get (as canonical JSON): its resolved settings
-    and the seed of the balanced holdout it is selected on; medusa.settings.ModelSettings."""
-    return {
-        **model_config(config, model),
-        "balanced_holdout_seed": config["evaluation"]["balanced_holdout_seed"],
-    }
+    """What a model's training and posterior jobs get (as canonical JSON): its resolved
+    settings; medusa.settings.ModelSettings."""
+    return model_config(config, model)
 
 
 def stage2_enabled(config: dict, model: str) -> bool:

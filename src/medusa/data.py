@@ -40,6 +40,7 @@ from medusa.manifest import MANIFEST_COLUMNS, write_manifest
 from medusa.partitions import (
     DEV,
     HOLDOUT,
+    META,
     TRAIN,
     UNLABELLED,
     audio_partitions,
@@ -367,13 +368,15 @@ def _labelled_rows(
     return rows
 
 
-def _split_holdout(manifest: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
-    """Move a speaker-disjoint share of the `train` rows to `holdout` (in place; returned)."""
-    in_train = (manifest["subset"] == TRAIN).to_numpy()
-    holdout = speaker_disjoint_holdout(
-        manifest.loc[in_train, "speaker"], manifest.loc[in_train, "emo_class"], fraction, seed
+def _split_off(
+    manifest: pd.DataFrame, source: str, target: str, fraction: float, seed: int
+) -> pd.DataFrame:
+    """Move a speaker-disjoint share of the `source` rows to `target` (in place; returned)."""
+    rows = (manifest["subset"] == source).to_numpy()
+    moved = speaker_disjoint_holdout(
+        manifest.loc[rows, "speaker"], manifest.loc[rows, "emo_class"], fraction, seed
     )
-    manifest.loc[np.flatnonzero(in_train)[holdout], "subset"] = HOLDOUT
+    manifest.loc[np.flatnonzero(rows)[moved], "subset"] = target
     return manifest
 
 
@@ -383,8 +386,13 @@ def build_manifest(
     holdout_fraction: float = 0.1,
     split_seed: int = 0,
     min_duration_s: float = 0.5,
+    meta_fraction: float = 0.0,
 ) -> tuple[pd.DataFrame, Problems, dict]:
-    """Read the labels, join the labelled partitions' audio indexes, split train/holdout.
+    """Read the labels, join the labelled partitions' audio indexes, split train/holdout/meta.
+
+    `holdout_fraction` of the Train speakers form the held-out data; `meta_fraction` of those
+    speakers (0: none) become the `meta` subset that trains the meta-classifier, the rest the
+    `holdout` that selects DeepSER checkpoints: no clip serves both purposes.
 
     Returns (manifest, problems, summary). Unlabelled audio is not in the manifest: it is the
     `unlabelled` partition (medusa.partitions). Never writes to `root`.
@@ -402,9 +410,10 @@ def build_manifest(
     for name in sorted({v.file for v in votes} - {rec["FileName"] for rec in consensus}):
         problems.add("annotations without consensus row", name)
     # The holdout: whole speakers of `train`.
-    manifest = _split_holdout(
-        pd.DataFrame(rows).reindex(columns=MANIFEST_COLUMNS), holdout_fraction, split_seed
-    )
+    manifest = pd.DataFrame(rows).reindex(columns=MANIFEST_COLUMNS)
+    manifest = _split_off(manifest, TRAIN, HOLDOUT, holdout_fraction, split_seed)
+    if meta_fraction > 0:
+        manifest = _split_off(manifest, HOLDOUT, META, meta_fraction, split_seed + 1)
     manifest = manifest.sort_values("id", kind="stable").reset_index(drop=True)
     summary = {
         "root": str(root),
@@ -446,7 +455,9 @@ def format_report(
     lines += [
         "",
         f"Speakers shared by train and holdout: {len(train_speakers & holdout_speakers)} "
-        "(speaker-disjoint split; files of unknown speakers stay in train).",
+        "(speaker-disjoint split; files of unknown speakers stay in train). The `holdout` "
+        "selects DeepSER checkpoints; the `meta` subset, speakers of neither, trains the "
+        "meta-classifier.",
         "",
         "## Problems",
         "",
@@ -471,10 +482,11 @@ def prepare(
     holdout_fraction: float = 0.1,
     split_seed: int = 0,
     min_duration_s: float = 0.5,
+    meta_fraction: float = 0.0,
 ) -> pd.DataFrame:
     """The `prepare` stage: build the manifest and the report, both written atomically."""
     manifest, problems, summary = build_manifest(
-        root, audio_indexes, holdout_fraction, split_seed, min_duration_s
+        root, audio_indexes, holdout_fraction, split_seed, min_duration_s, meta_fraction
     )
     write_manifest(manifest, manifest_path)
     atomic_write_text(report_path, format_report(manifest, problems, summary))

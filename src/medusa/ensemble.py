@@ -5,21 +5,25 @@ Every DeepSER model leaves, per subset, 8 class posteriors and 3 attributes per 
 ``attributes`` [N, 3]). Here:
 
 - the vote baselines combine the posteriors directly (majority vote, soft vote);
-- stage 3 trains a small head on the concatenated outputs (K models x 11 numbers) with the
-  stage-2 balanced sampling, once per seed (``train_meta``);
+- stage 3 trains a small head on the concatenated outputs (K models x 11 numbers), starting
+  at the product-of-experts vote, with a class-balanced loss, once per seed on that seed's
+  bootstrap resample of the meta-classifier's clips (``train_meta``, ``fit_head``);
 - stage 4 averages the seeds' weights into one head, the soup (``make_soup``), which writes
   the challenge predictions for the unlabelled ``test`` clips (``predict_test``).
 
 Scoring follows the challenge: the truth is the consensus letter, only the 8 emotion classes
-count (X/O and unlabelled clips are left out), macro-F1 first. The "balanced holdout" is the
-holdout's 8-class clips, in id order, undersampled by ``balanced_evaluation_subset`` with the
-configured seed: the same files for every model, seed and soup.
+count (X/O and unlabelled clips are left out), macro-F1 first. The "balanced holdout" scores
+every 8-class clip of the selection holdout, each weighted by 1 / its class's count
+(``classification_metrics(balanced=True)``). By default the head trains on the `meta` subset,
+which shares no speaker with the selection holdout, so both views are out of sample; with
+`train_on: holdout` (the paper's way) the holdout views are in-sample and say so.
 
 The head is tiny, so it always runs on the CPU; one seed trains in seconds.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -35,7 +39,6 @@ from torch import nn
 
 from medusa.atomic import atomic_torch_save, atomic_write_json, atomic_write_text
 from medusa.emotions import (
-    AMBIGUOUS_LETTERS,
     ATTRIBUTE_RANGE,
     ATTRIBUTES,
     CLASS_LETTERS,
@@ -44,18 +47,19 @@ from medusa.emotions import (
 from medusa.manifest import consensus_labels, read_manifest
 from medusa.metrics import classification_metrics
 from medusa.model import total_loss
-from medusa.partitions import DEV, HOLDOUT, TEST, TRAIN
-from medusa.sampling import balanced_evaluation_subset, stage2_balanced_subset
+from medusa.partitions import DEV, HOLDOUT, META, TEST, TRAIN
 
 log = logging.getLogger(__name__)
 
 # Numbers each DeepSER model contributes per clip: 8 posteriors, then act, val, dom.
 MODEL_OUTPUTS = NUM_CLASSES + len(ATTRIBUTES)
-HEAD_FORMAT = 1
-# The scored views of the labelled data, written to every metrics.json: the dev and holdout
-# subsets, and the fixed class-balanced draw of the holdout that selects models.
+HEAD_FORMAT = 2  # 2: log-posterior inputs
+# The scored views of the labelled data, written to every metrics.json: view -> (subset,
+# class-balanced?). The class-balanced holdout is the selection score.
 BALANCED_HOLDOUT = "balanced_holdout"
-EVALUATION_SETS = (DEV, HOLDOUT, BALANCED_HOLDOUT)
+SCORED_VIEWS = {DEV: (DEV, False), HOLDOUT: (HOLDOUT, False), BALANCED_HOLDOUT: (HOLDOUT, True)}
+# Posteriors enter the head as logs, floored here (a model's 0 would be -inf).
+POSTERIOR_FLOOR = 1e-4
 
 
 class EnsembleError(ValueError):
@@ -167,8 +171,9 @@ def split_inputs(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def reorder_models(X: np.ndarray, have: Sequence[str], want: Sequence[str]) -> np.ndarray:
-    """Rearrange X's per-model column blocks from model order `have` to `want`."""
-    if sorted(have) != sorted(want) or len(set(want)) != len(want):
+    """X's per-model column blocks of the models `want` (all, or a top-k subset of `have`),
+    in that order."""
+    if not set(want) <= set(have) or len(set(want)) != len(want):
         raise EnsembleError(f"models differ: inputs have {list(have)}, head expects {list(want)}")
     blocks = np.split(X, len(have), axis=1)
     return np.concatenate([blocks[list(have).index(m)] for m in want], axis=1)
@@ -177,20 +182,43 @@ def reorder_models(X: np.ndarray, have: Sequence[str], want: Sequence[str]) -> n
 def paths_in_model_order(
     posterior_paths: Sequence[str | os.PathLike], models: Sequence[str]
 ) -> list[Path]:
-    """The posteriors files ordered as `models` (a head's input order), matched by model name."""
+    """The posteriors files of `models` (a head's inputs), in that order, matched by model name;
+    files of other models are left out (a top-k head reads a subset of the ensemble)."""
     by_name: dict[str, Path] = {}
     for p in posterior_paths:
         name = posterior_model_name(p)
         if name in by_name:
             raise EnsembleError(f"{p}: model {name!r} also in {by_name[name]}")
         by_name[name] = Path(p)
-    if set(by_name) != set(models):
+    missing = sorted(set(models) - set(by_name))
+    if missing:
         raise EnsembleError(
-            f"the head was trained on models {list(models)} but the posteriors files hold "
-            f"{sorted(by_name)} (missing {sorted(set(models) - set(by_name))}, "
-            f"extra {sorted(set(by_name) - set(models))})"
+            f"the head was trained on models {list(models)} but no posteriors file holds "
+            f"{missing} (files hold {sorted(by_name)})"
         )
     return [by_name[m] for m in models]
+
+
+def selection_scores(
+    posterior_paths: Sequence[str | os.PathLike], manifest: pd.DataFrame
+) -> dict[str, float]:
+    """Each model's selection score: class-balanced holdout macro-F1 of its own posteriors."""
+    X, y = evaluation_data(posterior_paths, manifest)[HOLDOUT]
+    probs, _ = split_inputs(X)
+    return {
+        posterior_model_name(path): classification_metrics(y, p.argmax(axis=1), True)["macro_f1"]
+        for path, p in zip(posterior_paths, probs, strict=True)
+    }
+
+
+def top_models(
+    posterior_paths: Sequence[str | os.PathLike], manifest: pd.DataFrame, k: int
+) -> list[Path]:
+    """The posteriors files of the k best models by selection score (ties: config order),
+    kept in config order (the paper's top-7 and top-5 ensembles of Table 3)."""
+    scores = list(selection_scores(posterior_paths, manifest).values())
+    best = sorted(range(len(scores)), key=lambda i: (-scores[i], i))[:k]
+    return [Path(posterior_paths[i]) for i in sorted(best)]
 
 
 def manifest_rows(manifest: pd.DataFrame, subset: str, ids: np.ndarray) -> pd.DataFrame:
@@ -214,11 +242,9 @@ def manifest_rows(manifest: pd.DataFrame, subset: str, ids: np.ndarray) -> pd.Da
 
 
 def evaluation_data(
-    posterior_paths: Sequence[str | os.PathLike],
-    manifest: pd.DataFrame,
-    balanced_holdout_seed: int,
+    posterior_paths: Sequence[str | os.PathLike], manifest: pd.DataFrame
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Scored inputs and truths: {"dev", "holdout", "balanced_holdout"} -> (X, y)."""
+    """Scored inputs and truths of the 8-class clips: {"dev", "holdout"} -> (X, y)."""
     data = {}
     for subset in (DEV, HOLDOUT):
         ids, X = load_ensemble_inputs(posterior_paths, subset)
@@ -226,14 +252,24 @@ def evaluation_data(
         if len(y) == 0:
             raise EnsembleError(f"no {subset!r} clip with an 8-class consensus to score")
         data[subset] = (X[keep], y)
-    X, y = data[HOLDOUT]
-    chosen = balanced_evaluation_subset(y, balanced_holdout_seed)
-    data[BALANCED_HOLDOUT] = (X[chosen], y[chosen])
     return data
 
 
+def evaluation_rows(
+    posterior_paths: Sequence[str | os.PathLike], manifest: pd.DataFrame
+) -> dict[str, pd.DataFrame]:
+    """The manifest rows behind ``evaluation_data``, in the same order: {"dev", "holdout"}."""
+    rows = {}
+    for subset in (DEV, HOLDOUT):
+        ids, _ = load_ensemble_inputs(posterior_paths, subset)
+        part = manifest_rows(manifest, subset, ids)
+        keep, _ = consensus_labels(part["emo_class"])
+        rows[subset] = part[keep]
+    return rows
+
+
 # --------------------------------------------------------------------------------------------
-# Vote baselines
+# Baselines
 
 
 def majority_vote(probs_list: Sequence[np.ndarray]) -> np.ndarray:
@@ -262,23 +298,21 @@ def soft_vote(probs_list: Sequence[np.ndarray]) -> np.ndarray:
 class MetaClassifier(nn.Module):
     """Concatenated ensemble outputs [B, K*11] -> 8 class logits and 3 attributes in [1, 7].
 
-    `head="linear"` is the paper's single linear layer; `"mlp"` puts one ReLU hidden layer
-    of `mlp_hidden` units in front of the same two output layers.
+    Each model's 8 posteriors enter as log-posteriors (floored at 1e-4) and its 3 attributes
+    scaled from [1, 7] to [0, 1], so that a linear head can start exactly at the product of the
+    models' posteriors (``start_at_votes``). `head="linear"` is the paper's single linear layer;
+    `"mlp"` puts one ReLU hidden layer of `mlp_hidden` units in front of the two output layers.
     """
 
     def __init__(self, n_inputs: int, head: str = "linear", mlp_hidden: int = 64):
         super().__init__()
         if n_inputs <= 0 or n_inputs % MODEL_OUTPUTS:
             raise ValueError(f"n_inputs must be a positive multiple of 11, got {n_inputs}")
-        n_models = n_inputs // MODEL_OUTPUTS
-        # Posteriors lie in [0, 1], attributes in [1, 7]: a fixed map brings the attributes to
-        # [0, 1] too, so one learning rate suits every input. Fixed buffers, not weights: they
-        # are the same in every seed and stay out of the state_dict the soup averages.
-        lo, hi = ATTRIBUTE_RANGE
-        shift = torch.tensor([0.0] * NUM_CLASSES + [lo] * len(ATTRIBUTES))
-        scale = torch.tensor([1.0] * NUM_CLASSES + [hi - lo] * len(ATTRIBUTES))
-        self.register_buffer("input_shift", shift.repeat(n_models), persistent=False)
-        self.register_buffer("input_scale", scale.repeat(n_models), persistent=False)
+        self.n_models = n_inputs // MODEL_OUTPUTS
+        # Which inputs are posteriors: a fixed buffer, the same in every seed and kept out of
+        # the state_dict the soup averages.
+        is_posterior = torch.tensor([True] * NUM_CLASSES + [False] * len(ATTRIBUTES))
+        self.register_buffer("is_posterior", is_posterior.repeat(self.n_models), persistent=False)
         if head == "linear":
             self.body, width = nn.Identity(), n_inputs
         elif head == "mlp":
@@ -289,73 +323,94 @@ class MetaClassifier(nn.Module):
         self.classes = nn.Linear(width, NUM_CLASSES)
         self.attributes = nn.Linear(width, len(ATTRIBUTES))
 
+    def inputs(self, x: torch.Tensor) -> torch.Tensor:
+        lo, hi = ATTRIBUTE_RANGE
+        log_posteriors = torch.log(x.clamp_min(POSTERIOR_FLOOR))
+        return torch.where(self.is_posterior, log_posteriors, (x - lo) / (hi - lo))
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.body((x - self.input_shift) / self.input_scale)
+        h = self.body(self.inputs(x))
         lo, hi = ATTRIBUTE_RANGE
         return self.classes(h), lo + (hi - lo) * torch.sigmoid(self.attributes(h))
+
+    @torch.no_grad()
+    def start_at_votes(self) -> None:
+        """Linear head only: class logits = the mean of the models' log-posteriors (the
+        product-of-experts vote), attributes ~ the mean of the models' attributes."""
+        if not isinstance(self.body, nn.Identity):
+            raise ValueError("only a linear head can start at the votes")
+        k = self.n_models
+        eye_classes = torch.eye(NUM_CLASSES, MODEL_OUTPUTS)
+        self.classes.weight.copy_(eye_classes.repeat(1, k) / k)
+        self.classes.bias.zero_()
+        # sigmoid(4 (u - 1/2)) ~ u on [0.2, 0.8]: the mean scaled attribute, back in [1, 7].
+        block = torch.zeros(len(ATTRIBUTES), MODEL_OUTPUTS)
+        block[:, NUM_CLASSES:] = torch.eye(len(ATTRIBUTES))
+        self.attributes.weight.copy_(4.0 * block.repeat(1, k) / k)
+        self.attributes.bias.fill_(-2.0)
 
 
 @dataclass(frozen=True)
 class MetaConfig:
-    """The `meta` block of the config (defaults: the paper's stage-3 recipe)."""
+    """The `meta` block of config/config.yaml (the list of seeds aside); every key required."""
 
-    head: str = "linear"
-    mlp_hidden: int = 64
-    init_seed: int = 0
-    train_on: str = HOLDOUT
-    lr: float = 1e-3
-    batch_size: int = 128
-    epochs: int = 50
-    weight_decay: float = 0.01
-    class_weight: float = 1.5
-    attribute_weight: float = 0.4
+    head: str
+    mlp_hidden: int
+    init: str
+    init_seed: int
+    train_on: str
+    lr: float
+    steps: int
+    prior_strength: float
+    class_weight: float
+    attribute_weight: float
 
     @classmethod
     def from_dict(cls, cfg: Mapping) -> MetaConfig:
-        cfg = dict(cfg)
-        cfg.pop("seeds", None)  # the list of seeds is the workflow's business
-        weights = dict(cfg.pop("loss_weights", None) or {})
-        plain = set(cls.__dataclass_fields__) - {"class_weight", "attribute_weight"}
-        unknown = sorted(set(cfg) - plain) + sorted(
-            f"loss_weights.{k}" for k in set(weights) - {"classes", "attributes"}
-        )
-        if unknown:
-            raise EnsembleError(f"meta config: unknown key(s) {unknown}")
-        if "classes" in weights:
-            cfg["class_weight"] = weights["classes"]
-        if "attributes" in weights:
-            cfg["attribute_weight"] = weights["attributes"]
-        try:  # YAML may give "1e-3" as a string or 50 as a float: cast to the default's type
-            meta = cls(**{k: type(getattr(cls, k))(v) for k, v in cfg.items()})
+        # The seeds and top-k ensembles are the workflow's business (one job each).
+        cfg = {k: v for k, v in cfg.items() if k not in ("seeds", "top_k")}
+        weights = dict(cfg.pop("loss_weights", {}))
+        cfg["class_weight"] = weights.pop("classes", None)
+        cfg["attribute_weight"] = weights.pop("attributes", None)
+        fields = {f.name: f.type for f in dataclasses.fields(cls)}
+        unknown = sorted(set(cfg) - set(fields)) + [f"loss_weights.{k}" for k in weights]
+        missing = sorted(k for k in fields if cfg.get(k) is None)
+        if unknown or missing:
+            raise EnsembleError(f"meta config: unknown key(s) {unknown}, missing {missing}")
+        cast = {"str": str, "int": int, "float": float}
+        try:  # YAML may give "1e-3" as a string or 50 as a float
+            meta = cls(**{k: cast[fields[k]](v) for k, v in cfg.items()})
         except (TypeError, ValueError) as err:
             raise EnsembleError(f"meta config: {err}") from err
-        if meta.head not in ("linear", "mlp"):
-            raise EnsembleError(f"meta config: head must be linear or mlp, got {meta.head!r}")
-        if meta.train_on not in (HOLDOUT, TRAIN):
-            raise EnsembleError(
-                f"meta config: train_on must be holdout or train, got {meta.train_on!r}"
-            )
-        for key in ("mlp_hidden", "batch_size", "epochs"):
-            if getattr(meta, key) < 1:
-                raise EnsembleError(f"meta config: {key} must be >= 1, got {getattr(meta, key)}")
-        if meta.lr <= 0 or meta.weight_decay < 0:
-            raise EnsembleError(f"meta config: need lr > 0 and weight_decay >= 0, got {meta}")
+        meta.check()
         return meta
 
+    def check(self) -> None:
+        choices = {"head": ("linear", "mlp"), "init": ("votes", "random"),
+                   "train_on": (META, HOLDOUT, TRAIN)}  # fmt: skip
+        for key, allowed in choices.items():
+            if getattr(self, key) not in allowed:
+                raise EnsembleError(f"meta.{key} must be one of {allowed}: {getattr(self, key)!r}")
+        if self.init == "votes" and self.head != "linear":
+            raise EnsembleError("meta.init: votes needs meta.head: linear (an MLP starts random)")
+        if self.mlp_hidden < 1 or self.steps < 1 or self.lr <= 0 or self.prior_strength < 0:
+            raise EnsembleError(f"meta config: need mlp_hidden, steps >= 1, lr > 0: {self}")
 
-def build_head(n_inputs: int, head: str, mlp_hidden: int, init_seed: int) -> MetaClassifier:
-    """A fresh head whose initial weights depend on `init_seed` only (shared by all seeds)."""
+
+def build_head(n_inputs: int, cfg: MetaConfig) -> MetaClassifier:
+    """A fresh head: at the votes (`init: votes`), or random weights from `init_seed` only."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(init_seed)
-        return MetaClassifier(n_inputs, head, mlp_hidden)
+        torch.manual_seed(cfg.init_seed)
+        head = MetaClassifier(n_inputs, cfg.head, cfg.mlp_hidden)
+    if cfg.init == "votes":
+        head.start_at_votes()
+    return head
 
 
 @torch.no_grad()
 def predict_probs(model: MetaClassifier, X: np.ndarray) -> np.ndarray:
     """Class posteriors [N, 8] of a head."""
-    model.eval()
-    logits, _ = model(torch.as_tensor(X, dtype=torch.float32))
-    return torch.softmax(logits, dim=1).numpy()
+    return head_outputs(model, X)[0]
 
 
 @torch.no_grad()
@@ -367,13 +422,17 @@ def head_outputs(model: MetaClassifier, X: np.ndarray) -> tuple[np.ndarray, np.n
     return torch.softmax(logits, dim=1).numpy(), attributes.numpy()
 
 
-def score_head(model: MetaClassifier, X: np.ndarray, y: np.ndarray) -> dict:
+def score_head(model: MetaClassifier, X: np.ndarray, y: np.ndarray, balanced: bool) -> dict:
     """classification_metrics of a head's argmax predictions."""
-    return classification_metrics(y, predict_probs(model, X).argmax(axis=1))
+    return classification_metrics(y, predict_probs(model, X).argmax(axis=1), balanced)
 
 
 def _evaluate(model: MetaClassifier, data: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> dict:
-    return {name: score_head(model, *data[name]) for name in EVALUATION_SETS}
+    """The head's metrics on every scored view (SCORED_VIEWS)."""
+    return {
+        view: score_head(model, *data[subset], balanced)
+        for view, (subset, balanced) in SCORED_VIEWS.items()
+    }
 
 
 def _training_data(
@@ -385,14 +444,15 @@ def _training_data(
     soft = rows[list(CLASS_LETTERS)].to_numpy(dtype=np.float64)
     has_target = np.isfinite(soft).all(axis=1) & (np.nan_to_num(soft).sum(axis=1) > 0)
     if not has_target.any():
-        raise EnsembleError(f"no {subset!r} clip has a soft target to train the meta-classifier")
+        hint = " (data.meta_fraction: 0 leaves no meta subset)" if subset == META else ""
+        raise EnsembleError(
+            f"no {subset!r} clip has a soft target to train the meta-classifier{hint}"
+        )
     soft = soft[has_target] / soft[has_target].sum(axis=1, keepdims=True)
     return {
         "X": X[has_target],
         "soft": soft.astype(np.float32),
         "attributes": rows[list(ATTRIBUTES)].to_numpy(dtype=np.float32)[has_target],
-        "hard": soft.argmax(axis=1),
-        "ambiguous": rows["emo_class"].isin(AMBIGUOUS_LETTERS).to_numpy()[has_target],
     }
 
 
@@ -423,40 +483,35 @@ def train_meta(
     meta_cfg: Mapping,
     seed: int,
     out_dir: str | os.PathLike,
-    balanced_holdout_seed: int,
+    top_k: int | None = None,
 ) -> dict:
     """Stage 3: train one meta-classifier seed; write out_dir/head.pt and out_dir/metrics.json.
 
-    Every epoch draws a fresh stage-2 balanced subset of the `train_on` clips (hard label =
-    argmax of the soft target, X/O consensus = ambiguous pool); `seed` drives that sampling
-    and hence the batch order, `init_seed` the initial weights. The head trains for the
-    configured number of epochs and the last weights are kept: with `train_on: holdout`
-    there is no untouched labelled set left to select epochs on, and a fixed schedule keeps
-    every seed comparable for the soup. Returns the metrics written.
+    The head learns from the `train_on` clips (by default the `meta` part of the holdout, which
+    selected no DeepSER checkpoint), on the bootstrap resample of them that `seed` draws: the
+    seeds differ in their data, and the soup averages them (bagging). See ``fit_head``.
+    `top_k`: combine only the k models with the best selection score (``top_models``).
     """
     cfg = MetaConfig.from_dict(meta_cfg)
+    manifest = read_manifest(manifest_path)
     paths = [Path(p) for p in posterior_paths]
+    if top_k is not None:
+        paths = top_models(paths, manifest, top_k)
     models = [posterior_model_name(p) for p in paths]
     # The clips the head learns from, and the scored sets (the same files for every seed).
-    manifest = read_manifest(manifest_path)
     train = _training_data(paths, manifest, cfg.train_on)
-    data = evaluation_data(paths, manifest, balanced_holdout_seed)
+    data = evaluation_data(paths, manifest)
     n_inputs = train["X"].shape[1]
     log.info(
-        f"meta seed {seed}: {cfg.head} head over {len(models)} models ({n_inputs} inputs), "
-        f"{len(train['X'])} {cfg.train_on} clips with soft targets "
-        f"({int(train['ambiguous'].sum())} in the X/O pool)"
+        f"meta seed {seed}: {cfg.head} head ({cfg.init} start) over {len(models)} models "
+        f"({n_inputs} inputs), {len(train['X'])} {cfg.train_on} clips with soft targets"
     )
-
-    # Every seed starts from the same weights (init_seed) and keeps its last ones.
-    model = build_head(n_inputs, cfg.head, cfg.mlp_hidden, cfg.init_seed)
-    history, epoch_size = _fit_head(model, train, cfg, seed, data[BALANCED_HOLDOUT])
-
+    model, history = fit_head(train, cfg, seed)
     metrics = {
         "seed": int(seed),
         "train_on": cfg.train_on,
+        "in_sample": in_sample_views(cfg.train_on),
         "n_train_clips": int(len(train["X"])),
-        "epoch_size": epoch_size,
         "loss_history": history,
         **_evaluate(model, data),
     }
@@ -469,69 +524,65 @@ def train_meta(
     }
     _write_outputs(Path(out_dir), model, info, metrics)
     log.info(
-        f"meta seed {seed}: dev macro-F1 {metrics[DEV]['macro_f1']:.4f}, balanced holdout "
-        f"macro-F1 {metrics[BALANCED_HOLDOUT]['macro_f1']:.4f}"
+        f"meta seed {seed}: dev macro-F1 {metrics[DEV]['macro_f1']:.4f}, class-balanced "
+        f"holdout macro-F1 {metrics[BALANCED_HOLDOUT]['macro_f1']:.4f}"
     )
     return metrics
 
 
-def _fit_head(
-    model: MetaClassifier,
-    train: Mapping[str, np.ndarray],
-    cfg: MetaConfig,
-    seed: int,
-    balanced_holdout: tuple[np.ndarray, np.ndarray],
-) -> tuple[list[float], int]:
-    """The epoch loop of one seed: (mean training loss per epoch, clips per epoch).
+def in_sample_views(train_on: str) -> list[str]:
+    """The scored views a head trained on `train_on` has seen: not an evaluation."""
+    return [HOLDOUT, BALANCED_HOLDOUT] if train_on == HOLDOUT else []
 
-    The balanced holdout is only scored for the log; it chooses nothing.
+
+def fit_head(
+    train: Mapping[str, np.ndarray], cfg: MetaConfig, seed: int
+) -> tuple[MetaClassifier, list[float]]:
+    """Stage 3 on arrays: (the trained head, its loss every 10 steps).
+
+    `train`: X [N, K*11] ensemble inputs, soft [N, 8] targets, attributes [N, 3] (NaN where
+    not rated). Full-batch AdamW for a fixed number of steps, so the training length does not
+    depend on how small the rarest class is:
+
+        loss = class-balanced soft-target CE x class_weight + attribute MSE x attribute_weight
+               + prior_strength / N x ||W - W_start||^2      (W: the class layer's weights)
+
+    The prior pulls the class weights toward the start (the votes): with few clips the head
+    stays near the vote and mostly learns per-class offsets (the biases are free); with many
+    it learns to trust each model per class.
     """
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    tensors = tuple(torch.from_numpy(train[k]) for k in ("X", "soft", "attributes"))
-    rng = np.random.default_rng(seed)  # the seed's only source of randomness
-    progress = "balanced holdout F1" + (" (in-sample)" if cfg.train_on == HOLDOUT else "")
-    history = []
-    for epoch in range(1, cfg.epochs + 1):
-        # A fresh balanced draw of the training clips (stage-2 sampling), in shuffled order.
-        order = torch.from_numpy(stage2_balanced_subset(train["hard"], train["ambiguous"], rng))
-        history.append(_train_epoch(model, optimizer, tensors, order, cfg))
-        if epoch == 1 or epoch % 10 == 0 or epoch == cfg.epochs:
-            bal = score_head(model, *balanced_holdout)["macro_f1"]
-            log.info(f"epoch {epoch}/{cfg.epochs}: loss {history[-1]:.4f}, {progress} {bal:.4f}")
-    return history, int(len(order))
-
-
-def _train_epoch(
-    model: MetaClassifier,
-    optimizer: torch.optim.Optimizer,
-    tensors: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-    order: torch.Tensor,
-    cfg: MetaConfig,
-) -> float:
-    """One pass over the clips `order` in batches; the epoch's mean loss per clip.
-
-    The loss is the DeepSER objective (docs/method.md, section 4.5) with uniform class
-    weights: class_weight x soft-target CE + attribute_weight x MSE over the rated attributes.
-    """
-    X, soft, attrs = tensors
+    rng = np.random.default_rng(seed)  # the seed's only randomness: its bootstrap resample
+    rows = torch.from_numpy(rng.integers(0, len(train["X"]), size=len(train["X"])))
+    X, soft, attributes = (torch.from_numpy(train[k])[rows] for k in ("X", "soft", "attributes"))
+    model = build_head(X.shape[1], cfg)
+    start = model.classes.weight.detach().clone()
+    weights = balancing_class_weights(soft)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     model.train()
-    total = 0.0
-    for batch in order.split(cfg.batch_size):
-        logits, pred_attrs = model(X[batch])
+    history = []
+    for step in range(cfg.steps):
+        logits, predicted = model(X)
         loss, _, _ = total_loss(
-            logits,
-            pred_attrs,
-            soft[batch],
-            attrs[batch],
-            None,
-            cfg.class_weight,
-            cfg.attribute_weight,
+            logits, predicted, soft, attributes, weights, cfg.class_weight, cfg.attribute_weight
         )
+        prior = ((model.classes.weight - start) ** 2).sum()
+        loss = loss + cfg.prior_strength / len(X) * prior
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        total += loss.item() * len(batch)
-    return total / len(order)
+        if step % 10 == 0 or step == cfg.steps - 1:
+            history.append(float(loss.detach()))
+    return model.eval(), history
+
+
+def balancing_class_weights(soft: torch.Tensor) -> torch.Tensor:
+    """w_c = N / (C m_c), m_c the class's target mass: every class weighs the same in the
+    loss (the meta-classifier's balanced training); a class without mass gets 0."""
+    mass = soft.sum(dim=0).double()
+    weights = torch.zeros(NUM_CLASSES, dtype=torch.float64)
+    present = mass > 0
+    weights[present] = len(soft) / (NUM_CLASSES * mass[present])
+    return weights.float()
 
 
 # --------------------------------------------------------------------------------------------
@@ -578,7 +629,8 @@ def average_state_dicts(state_dicts: Sequence[Mapping[str, torch.Tensor]]) -> di
     }
 
 
-def _soup_of(heads: Sequence[MetaClassifier], architecture: Mapping) -> MetaClassifier:
+def soup_of(heads: Sequence[MetaClassifier], architecture: Mapping) -> MetaClassifier:
+    """The uniform soup: one head whose weights are the mean of `heads`."""
     model = MetaClassifier(**architecture)
     model.load_state_dict(average_state_dicts([h.state_dict() for h in heads]))
     return model.eval()
@@ -590,15 +642,14 @@ def make_soup(
     posterior_paths: Sequence[str | os.PathLike],
     manifest_path: str | os.PathLike,
     soup_cfg: Mapping,
-    balanced_holdout_seed: int,
     out_dir: str | os.PathLike,
 ) -> dict:
     """Stage 4: average the seeds' heads; write out_dir/head.pt and out_dir/metrics.json.
 
     `soup_cfg["method"]`: "uniform" averages every seed. "greedy" (Wortsman et al., 2022)
-    ranks the seeds by balanced-holdout macro-F1 and adds each in turn only if the soup's
-    balanced-holdout macro-F1 does not drop. With `train_on: holdout` that score is measured
-    on the heads' own training clips, which is why uniform is the default.
+    ranks the seeds by class-balanced holdout macro-F1 and adds each in turn only if the
+    soup's does not drop. With `train_on: holdout` that score is measured on the heads' own
+    training clips, which is why uniform is the default.
     """
     method = dict(soup_cfg).get("method", "uniform")
     if method not in ("uniform", "greedy"):
@@ -607,15 +658,15 @@ def make_soup(
     heads, infos = _load_ingredients(seed_dirs)
     ref_info = infos[0]
     paths = paths_in_model_order(posterior_paths, ref_info["models"])
-    data = evaluation_data(paths, read_manifest(manifest_path), balanced_holdout_seed)
-    scores = [score_head(h, *data[BALANCED_HOLDOUT])["macro_f1"] for h in heads]
+    data = evaluation_data(paths, read_manifest(manifest_path))
+    scores = [score_head(h, *data[HOLDOUT], balanced=True)["macro_f1"] for h in heads]
 
     # Which seeds go in, and their average.
     if method == "uniform":
         chosen = list(range(len(heads)))
     else:
         chosen = _greedy_ingredients(heads, scores, ref_info["architecture"], data)
-    soup = _soup_of([heads[i] for i in chosen], ref_info["architecture"])
+    soup = soup_of([heads[i] for i in chosen], ref_info["architecture"])
 
     seeds = [s for i in chosen for s in infos[i].get("seeds", [])]
     ingredients = [
@@ -630,6 +681,7 @@ def make_soup(
     metrics = {
         "method": method,
         "train_on": ref_info["train_on"],
+        "in_sample": in_sample_views(ref_info["train_on"]),
         "ingredients": ingredients,
         "seeds": seeds,
         **_evaluate(soup, data),
@@ -681,8 +733,8 @@ def _greedy_ingredients(
     ranked = sorted(range(len(heads)), key=lambda i: -scores[i])  # stable: ties keep order
     chosen, best = [ranked[0]], scores[ranked[0]]
     for i in ranked[1:]:
-        candidate = _soup_of([heads[j] for j in [*chosen, i]], architecture)
-        score = score_head(candidate, *data[BALANCED_HOLDOUT])["macro_f1"]
+        candidate = soup_of([heads[j] for j in [*chosen, i]], architecture)
+        score = score_head(candidate, *data[HOLDOUT], balanced=True)["macro_f1"]
         if score >= best:
             chosen, best = [*chosen, i], score
     return chosen

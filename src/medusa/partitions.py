@@ -43,11 +43,19 @@ TEST3_MARKER = "_test3_"
 INDEX_COLUMNS = ["id", "path", "partition", "duration_s", "sample_rate", "channels", "problem"]
 # The subsets of the clips (docs/method.md, section 1.4): the labelled ones, which the manifest
 # holds (medusa.data), and `test`, the usable clips of the unlabelled partition.
-TRAIN, HOLDOUT, DEV, TEST = "train", "holdout", "dev", "test"
-LABELLED_SUBSETS = (TRAIN, HOLDOUT, DEV)
+TRAIN, HOLDOUT, META, DEV, TEST = "train", "holdout", "meta", "dev", "test"
+# `holdout` selects the DeepSER checkpoints; `meta` (speakers of neither) trains the
+# meta-classifier (data.meta_fraction of the held-out speakers).
+LABELLED_SUBSETS = (TRAIN, HOLDOUT, META, DEV)
 # Which partition holds the clips of each subset: the holdout is carved out of Split_Set=Train,
 # and `test` is every unlabelled file.
-SUBSET_PARTITIONS = {TRAIN: "train", HOLDOUT: "train", DEV: "development", TEST: UNLABELLED}
+SUBSET_PARTITIONS = {
+    TRAIN: "train",
+    HOLDOUT: "train",
+    META: "train",
+    DEV: "development",
+    TEST: UNLABELLED,
+}
 
 
 class PartitionError(ValueError):

@@ -1,17 +1,23 @@
-"""The evaluation report (docs/method.md, section 7): paper-shaped tables, figures and a short headline.
+"""The evaluation report (docs/method.md, section 7): paper-shaped tables with intervals,
+figures and a short headline.
 
 Everything is recomputed from the posteriors files and the heads' checkpoints, on the same
 scored sets as the ensemble stages (``medusa.ensemble.evaluation_data``): ``dev`` (8 consensus
-classes, X/O excluded) and the balanced holdout. Files written to ``out_dir``:
+classes, X/O excluded) and the class-balanced selection holdout. Dev figures carry 95%
+bootstrap intervals that resample speakers (``medusa.evaluation``). Files in ``out_dir``:
 
 - ``table1.tsv``: paper Table 1: each DeepSER model's macro-F1 and accuracy, then the rows
-  Average DeepSER, Top DeepSER (best balanced-holdout macro-F1) and MEDUSA (soup).
-- ``table3.tsv``: paper Table 3: majority voting, soft voting, meta-classifier (single seed,
-  mean and std over seeds) and meta-classifier (soup).
+  Average DeepSER, Top DeepSER (best class-balanced holdout macro-F1) and MEDUSA (soup).
+- ``table3.tsv``: paper Table 3 for the whole ensemble and each top-k ensemble: majority
+  voting, soft voting, meta-classifier (single seed, mean and std over seeds) and its soup.
+- ``comparisons.tsv``: paired bootstrap of the soup against the soft vote and the best model.
+- ``attributes.tsv``: concordance correlation of arousal, valence, dominance (Task 2's metric).
+- ``fairness.tsv``, ``fairness.png``: per-gender macro-F1, spread of per-speaker accuracy.
 - ``per_class_f1.tsv``: per-class F1 of every system on both scored sets.
 - ``confusion.png``: the soup's row-normalised confusion matrix on dev.
-- ``models.png``: each model's dev macro-F1 against soft voting, the soup and chance.
-- ``headline.md``: Table 3 and the main figures in a few lines (``format_headline``).
+- ``models.png``: each model's dev macro-F1 with its interval, against soft voting, the soup
+  and chance.
+- ``headline.md``: Table 3 and the main comparisons in a few lines (``format_headline``).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,8 +36,11 @@ from medusa.atomic import atomic_write, atomic_write_text
 from medusa.emotions import CLASS_LETTERS, NUM_CLASSES
 from medusa.ensemble import (
     BALANCED_HOLDOUT,
+    SCORED_VIEWS,
     EnsembleError,
     evaluation_data,
+    head_outputs,
+    in_sample_views,
     load_head,
     majority_vote,
     posterior_model_name,
@@ -39,6 +49,15 @@ from medusa.ensemble import (
     single_threaded,
     soft_vote,
     split_inputs,
+)
+from medusa.evaluation import (
+    DevSet,
+    attributes_table,
+    bootstrap_settings,
+    comparisons_table,
+    fairness_figure,
+    fairness_table,
+    interval_columns,
 )
 from medusa.manifest import read_manifest
 from medusa.metrics import classification_metrics
@@ -57,20 +76,31 @@ TECHNIQUES = (
 )
 
 
+@dataclass(frozen=True)
+class Ensemble:
+    """One way of combining models for Table 3: all of them, or the top k by selection score."""
+
+    label: str
+    seed_dirs: Sequence[str | os.PathLike]
+    soup_dir: str | os.PathLike
+
+
 @single_threaded
 def build_report(
     posterior_paths: Mapping[str, str | os.PathLike],
     meta_seed_dirs: Sequence[str | os.PathLike],
     soup_dir: str | os.PathLike,
     manifest_path: str | os.PathLike,
-    balanced_holdout_seed: int,
+    evaluation: Mapping,
     out_dir: str | os.PathLike,
     model_features: Mapping[str, Sequence[str]] | None = None,
+    top_ensembles: Sequence[Ensemble] = (),
 ) -> dict[str, pd.DataFrame]:
-    """Write the report files (module docstring) and return {"table1", "table3", "per_class"}.
+    """Write the report files (module docstring) and return its tables by name.
 
     `posterior_paths` maps model name -> posteriors file, in Table 1 order; `model_features`
-    optionally maps model name -> the feature sets it fuses (shown in Table 1).
+    optionally maps model name -> the feature sets it fuses (shown in Table 1);
+    `top_ensembles`: the top-k ensembles' seeds and soups, scored in Table 3 too.
     """
     out_dir = Path(out_dir)
     names = list(posterior_paths)
@@ -79,34 +109,38 @@ def build_report(
             raise EnsembleError(f"{path}: holds model {posterior_model_name(path)!r}, not {name!r}")
     if not meta_seed_dirs:
         raise EnsembleError("build_report: no meta-classifier seed directories given")
-    data = evaluation_data(
-        list(posterior_paths.values()), read_manifest(manifest_path), balanced_holdout_seed
-    )
+    manifest = read_manifest(manifest_path)
+    data = evaluation_data(list(posterior_paths.values()), manifest)
+    dev = DevSet.load(list(posterior_paths.values()), manifest, data[DEV][1])
+    boot = bootstrap_settings(evaluation)
 
-    # Every system's scores on every scored set: the models, the votes, the heads.
-    per_model, votes = _ensemble_predictions(names, data)
-    singles = [_head_predictions(d, names, data)[0] for d in meta_seed_dirs]
-    soup, soup_info = _head_predictions(soup_dir, names, data)
+    # Every system's predictions and scores: the models, then each ensemble's votes and heads.
+    per_model = _model_predictions(names, data)
     model_scores = {name: _score(per_model[name], data) for name in names}
-    vote_scores = {k: _score(v, data) for k, v in votes.items()}
-    single_scores = [_score(p, data) for p in singles]
-    soup_scores = _score(soup, data)
+    whole = Ensemble(f"all {len(names)} models", meta_seed_dirs, soup_dir)
+    systems = {e.label: _combine(e, names, data) for e in [whole, *top_ensembles]}
+    main = systems[whole.label]
 
-    # Tables and figures.
-    table1 = _table1(names, model_scores, soup_scores, soup_info, model_features or {})
-    table3 = _table3(vote_scores, single_scores, soup_scores)
-    per_class = _per_class(model_scores, vote_scores, single_scores, soup_scores)
-    _write_tsv(table1, out_dir / "table1.tsv")
-    _write_tsv(table3, out_dir / "table3.tsv")
-    _write_tsv(per_class, out_dir / "per_class_f1.tsv")
-    _save_figure(_confusion_figure(soup_scores[DEV]), out_dir / "confusion.png")
-    _save_figure(
-        _models_figure(names, model_scores, vote_scores["Soft voting"], soup_scores),
-        out_dir / "models.png",
-    )
+    # Tables, figures and the headline.
+    tables = {
+        "table1": _table1(names, per_model, model_scores, main, model_features or {}, dev, boot),
+        "table3": pd.concat([_table3(label, s, dev, boot) for label, s in systems.items()]),
+        "per_class_f1": _per_class(model_scores, main),
+        "comparisons": _comparisons(names, per_model, model_scores, main, dev, boot),
+        "attributes": _attributes(names, data, main, dev, boot),
+        "fairness": fairness_table(
+            dev, _fairness_systems(names, per_model, model_scores, main), boot
+        ),
+    }
+    for name, table in tables.items():
+        _write_tsv(table, out_dir / f"{name}.tsv")
+    _save_figure(_confusion_figure(main["soup_scores"][DEV]), out_dir / "confusion.png")
+    _save_figure(_models_figure(tables["table1"], main), out_dir / "models.png")
+    fairness = _fairness_systems(names, per_model, model_scores, main)
+    _save_figure(fairness_figure(dev, fairness), out_dir / "fairness.png")
     atomic_write_text(out_dir / "headline.md", format_headline(out_dir))
-    log.info("report: %d models, %d meta seeds -> %s", len(names), len(meta_seed_dirs), out_dir)
-    return {"table1": table1, "table3": table3, "per_class": per_class}
+    log.info("report: %d models, %d ensembles -> %s", len(names), len(systems), out_dir)
+    return tables
 
 
 # --------------------------------------------------------------------------------------------
@@ -115,19 +149,44 @@ def build_report(
 Predictions = dict[str, np.ndarray]  # scored set -> predicted class indices
 
 
-def _ensemble_predictions(
+def _model_predictions(
     names: Sequence[str], data: Mapping[str, tuple[np.ndarray, np.ndarray]]
-) -> tuple[dict[str, Predictions], dict[str, Predictions]]:
-    """({model: predictions}, {vote technique: predictions}) on every scored set."""
+) -> dict[str, Predictions]:
+    """{model: its argmax predictions on every scored set}."""
     per_model: dict[str, Predictions] = {name: {} for name in names}
-    votes: dict[str, Predictions] = {"Majority voting": {}, "Soft voting": {}}
-    for subset in SCORED:
+    for subset in data:
         probs, _ = split_inputs(data[subset][0])
         for name, p in zip(names, probs, strict=True):
             per_model[name][subset] = p.argmax(axis=1)
+    return per_model
+
+
+def _combine(
+    ensemble: Ensemble, names: Sequence[str], data: Mapping[str, tuple[np.ndarray, np.ndarray]]
+) -> dict:
+    """One ensemble's votes, meta seeds and soup: predictions and scores on every scored set.
+
+    The models are those its soup was trained on (all, or the top k); a head's figures on
+    the clips it trained on are not an evaluation and are left out (NaN).
+    """
+    soup, info = _head_predictions(ensemble.soup_dir, names, data)
+    own = {s: (reorder_models(X, names, info["models"]), y) for s, (X, y) in data.items()}
+    votes: dict[str, Predictions] = {"Majority voting": {}, "Soft voting": {}}
+    for subset, (X, _) in own.items():
+        probs, _ = split_inputs(X)
         votes["Majority voting"][subset] = majority_vote(list(probs))
         votes["Soft voting"][subset] = soft_vote(list(probs)).argmax(axis=1)
-    return per_model, votes
+    singles = [_head_predictions(d, names, data)[0] for d in ensemble.seed_dirs]
+    seen = in_sample_views(info["train_on"])
+    return {
+        "info": info,
+        "soup": soup,
+        "singles": singles,
+        "votes": votes,
+        "vote_scores": {k: _score(v, data) for k, v in votes.items()},
+        "single_scores": [_score(p, data, seen) for p in singles],
+        "soup_scores": _score(soup, data, seen),
+    }
 
 
 def _head_predictions(
@@ -139,78 +198,109 @@ def _head_predictions(
     model, info = load_head(directory)
     preds = {
         s: predict_probs(model, reorder_models(data[s][0], names, info["models"])).argmax(1)
-        for s in SCORED
+        for s in data
     }
     return preds, info
 
 
 def _score(
-    preds: Mapping[str, np.ndarray], data: Mapping[str, tuple[np.ndarray, np.ndarray]]
+    preds: Mapping[str, np.ndarray],
+    data: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    in_sample: Sequence[str] = (),
 ) -> dict[str, dict]:
-    return {s: classification_metrics(data[s][1], preds[s]) for s in SCORED}
+    """Metrics of every scored view (SCORED_VIEWS); views in `in_sample` as NaN."""
+    scores = {}
+    for view in SCORED:
+        subset, balanced = SCORED_VIEWS[view]
+        scores[view] = classification_metrics(data[subset][1], preds[subset], balanced)
+        if view in in_sample:
+            scores[view] = _not_an_evaluation(scores[view])
+    return scores
+
+
+def _not_an_evaluation(metrics: dict) -> dict:
+    return {
+        **{m: float("nan") for m in METRICS},
+        "per_class_f1": {c: float("nan") for c in CLASS_LETTERS},
+        "confusion": metrics["confusion"],
+    }
 
 
 # --------------------------------------------------------------------------------------------
 # Tables
 
 
-def _table1(names, model_scores, soup_scores, soup_info, features) -> pd.DataFrame:
+def _top_model(names: Sequence[str], model_scores: Mapping) -> str:
+    """The best single model by the selection score (class-balanced holdout macro-F1)."""
+    return max(names, key=lambda n: model_scores[n][BALANCED_HOLDOUT]["macro_f1"])
+
+
+def _row(scores: Mapping, dev_pred: np.ndarray | None, dev: DevSet, boot: Mapping) -> dict:
+    """Figures of one system: dev (with intervals when predictions are given) and holdout."""
+    row = {f"{s}_{m}": scores[s][m] for s in SCORED for m in ("macro_f1", "accuracy")}
+    if dev_pred is not None:
+        row.update(interval_columns(dev, dev_pred, boot))
+    return row
+
+
+def _table1(names, per_model, model_scores, main, features, dev, boot) -> pd.DataFrame:
     """Paper Table 1: per-model macro-F1 and accuracy, then Average, Top and the soup."""
-
-    def row(id_, model, feats, scores, note=""):
-        return {
-            "id": id_,
-            "model": model,
-            "features": feats,
-            **{f"{s}_{m}": scores[s][m] for s in SCORED for m in ("macro_f1", "accuracy")},
-            "note": note,
-        }
-
     rows = [
-        row(str(i), name, " + ".join(features.get(name, [])), model_scores[name])
+        {"id": str(i), "model": name, "features": " + ".join(features.get(name, [])),
+         **_row(model_scores[name], per_model[name][DEV], dev, boot)}
         for i, name in enumerate(names, start=1)
-    ]
+    ]  # fmt: skip
     mean = {
         s: {m: float(np.mean([model_scores[n][s][m] for n in names])) for m in METRICS}
         for s in SCORED
     }
-    rows.append(row("", "Average DeepSER", "", mean, f"mean of {len(names)} models"))
-    # The top model is chosen on the balanced holdout (model selection), reported on both.
-    top = max(names, key=lambda n: model_scores[n][BALANCED_HOLDOUT]["macro_f1"])
-    rows.append(row("", "Top DeepSER", "", model_scores[top], f"{top} (best balanced holdout F1)"))
-    note = f"meta-classifier soup of {len(soup_info.get('seeds', []))} seeds"
-    if soup_info.get("train_on") == HOLDOUT:
-        note += "; trained on holdout, so its balanced holdout figures are in-sample"
-    rows.append(row("", "MEDUSA (soup)", "", soup_scores, note))
-    return pd.DataFrame(rows)
+    rows.append({"model": "Average DeepSER", **_row(mean, None, dev, boot),
+                 "note": f"mean of {len(names)} models"})  # fmt: skip
+    top = _top_model(names, model_scores)
+    rows.append({"model": "Top DeepSER", **_row(model_scores[top], per_model[top][DEV], dev, boot),
+                 "note": f"{top} (best class-balanced holdout F1)"})  # fmt: skip
+    info = main["info"]
+    note = f"meta-classifier soup of {len(info.get('seeds', []))} seeds"
+    note += f", trained on the {info['train_on']} clips"
+    if info["train_on"] == HOLDOUT:
+        note += " (its holdout figures would be in-sample: left out)"
+    rows.append({"model": "MEDUSA (soup)", **_row(main["soup_scores"], main["soup"][DEV], dev, boot),
+                 "note": note})  # fmt: skip
+    table = pd.DataFrame(rows)
+    table[["id", "features", "note"]] = table[["id", "features", "note"]].fillna("")
+    return table
 
 
-def _table3(vote_scores, single_scores, soup_scores) -> pd.DataFrame:
-    """Paper Table 3: the four ways of combining the ensemble, mean (and std) over runs."""
+def _table3(label: str, system: Mapping, dev: DevSet, boot: Mapping) -> pd.DataFrame:
+    """Paper Table 3 for one ensemble: the four ways of combining it. Votes and soup with
+    dev intervals; the single seeds as mean and standard deviation over seeds."""
     runs = {
-        "Majority voting": [vote_scores["Majority voting"]],
-        "Soft voting": [vote_scores["Soft voting"]],
-        "Meta-classifier (single)": single_scores,
-        "Meta-classifier (soup)": [soup_scores],
-    }
+        "Majority voting": ([system["vote_scores"]["Majority voting"]], system["votes"]["Majority voting"]),
+        "Soft voting": ([system["vote_scores"]["Soft voting"]], system["votes"]["Soft voting"]),
+        "Meta-classifier (single)": (system["single_scores"], None),
+        "Meta-classifier (soup)": ([system["soup_scores"]], system["soup"]),
+    }  # fmt: skip
     rows = []
     for technique in TECHNIQUES:
-        scores = runs[technique]
-        row = {"technique": technique, "runs": len(scores)}
+        scores, preds = runs[technique]
+        row = {"ensemble": label, "technique": technique, "runs": len(scores)}
         for s in SCORED:
             for m in METRICS:
                 values = [sc[s][m] for sc in scores]
                 row[f"{s}_{m}"] = float(np.mean(values))
                 # Spread over seeds only means something for the single-seed row.
                 row[f"{s}_{m}_std"] = float(np.std(values)) if len(values) > 1 else np.nan
+        if preds is not None:
+            row.update(interval_columns(dev, preds[DEV], boot))
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _per_class(model_scores, vote_scores, single_scores, soup_scores) -> pd.DataFrame:
+def _per_class(model_scores: Mapping, main: Mapping) -> pd.DataFrame:
+    single_scores = main["single_scores"]
     systems = {
         **model_scores,
-        **vote_scores,
+        **main["vote_scores"],
         "Meta-classifier (single, mean)": {
             s: {
                 "per_class_f1": {
@@ -221,7 +311,7 @@ def _per_class(model_scores, vote_scores, single_scores, soup_scores) -> pd.Data
             }
             for s in SCORED
         },
-        "Meta-classifier (soup)": soup_scores,
+        "Meta-classifier (soup)": main["soup_scores"],
     }
     return pd.DataFrame(
         [
@@ -235,6 +325,30 @@ def _per_class(model_scores, vote_scores, single_scores, soup_scores) -> pd.Data
             for name, scores in systems.items()
         ]
     )
+
+
+def _comparisons(names, per_model, model_scores, main, dev, boot) -> pd.DataFrame:
+    """The soup against the soft vote and the best single model, paired on dev."""
+    top = _top_model(names, model_scores)
+    others = {
+        "soft vote": main["votes"]["Soft voting"][DEV],
+        f"best single model ({top})": per_model[top][DEV],
+    }
+    return comparisons_table(dev, main["soup"][DEV], others, boot)
+
+
+def _attributes(names, data, main, dev, boot) -> pd.DataFrame:
+    """CCC of the attributes on dev: each model, their mean, the soup's attribute head."""
+    X = data[DEV][0]
+    _, attributes = split_inputs(X)  # [K, N, 3]
+    head, info = load_head(main["info"]["path"])
+    _, soup_attributes = head_outputs(head, reorder_models(X, names, info["models"]))
+    return attributes_table(dict(zip(names, attributes, strict=True)), soup_attributes, dev, boot)
+
+
+def _fairness_systems(names, per_model, model_scores, main) -> dict[str, np.ndarray]:
+    top = _top_model(names, model_scores)
+    return {"MEDUSA (soup)": main["soup"][DEV], f"Top DeepSER ({top})": per_model[top][DEV]}
 
 
 # --------------------------------------------------------------------------------------------
@@ -267,21 +381,28 @@ def _confusion_figure(dev_scores: Mapping) -> Figure:
     return fig
 
 
-def _models_figure(names, model_scores, soft_scores, soup_scores) -> Figure:
-    values = [model_scores[n][DEV]["macro_f1"] for n in names]
-    fig = Figure(figsize=(max(6.5, 0.45 * len(names) + 4.0), 4.2), layout="constrained")
+def _models_figure(table1: pd.DataFrame, main: Mapping) -> Figure:
+    """Each model's dev macro-F1 with its interval, against the soft vote, soup and chance."""
+    models = table1[table1["id"] != ""]
+    soup = table1[table1["model"] == "MEDUSA (soup)"].iloc[0]
+    values = models["dev_macro_f1"].to_numpy()
+    errors = [values - models["dev_macro_f1_low"], models["dev_macro_f1_high"] - values]
+    fig = Figure(figsize=(max(6.5, 0.45 * len(models) + 4.0), 4.2), layout="constrained")
     ax = fig.subplots()
-    ax.bar(range(len(names)), values, color="#8fa8c8", label="DeepSER model")
-    lines = (
-        (soup_scores[DEV]["macro_f1"], "-", "#c0392b", "MEDUSA soup"),
-        (soft_scores[DEV]["macro_f1"], "--", "#2c3e50", "soft voting"),
+    ax.bar(range(len(models)), values, yerr=errors, capsize=3, color="#8fa8c8",
+           label="DeepSER model (95% interval)")  # fmt: skip
+    ax.axhspan(soup["dev_macro_f1_low"], soup["dev_macro_f1_high"], color="#c0392b", alpha=0.12)
+    soft = main["vote_scores"]["Soft voting"][DEV]["macro_f1"]
+    for value, style, color, label in (
+        (soup["dev_macro_f1"], "-", "#c0392b", "MEDUSA soup (band: interval)"),
+        (soft, "--", "#2c3e50", "soft voting"),
         (CHANCE_F1, ":", "grey", "chance (1/8)"),
-    )
-    for value, style, color, label in lines:
-        ax.axhline(value, linestyle=style, color=color, label=f"{label} {value:.3f}")
-    ax.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
+    ):
+        ax.axhline(value, linestyle=style, color=color, label=label)
+    ax.set_xticks(range(len(models)), models["id"].tolist())
+    ax.set_xlabel("model (Table 1 id)")
     ax.set_ylabel("macro-F1 on dev (8 classes)")
-    ax.set_ylim(0, min(1.0, max([*values, soup_scores[DEV]["macro_f1"]]) * 1.25 + 0.02))
+    ax.set_ylim(0, min(1.0, max([*models["dev_macro_f1_high"], soup["dev_macro_f1_high"]]) + 0.05))
     ax.set_title("Each DeepSER model vs the ensemble (dev)")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
@@ -291,43 +412,55 @@ def _models_figure(names, model_scores, soft_scores, soup_scores) -> Figure:
 # Headline
 
 
+def _with_interval(row: Mapping, key: str) -> str:
+    """`0.41 [0.33, 0.49]`, `0.41 ± 0.02` (over seeds) or `(in-sample)`."""
+    if pd.isna(row[key]):
+        return "(in-sample)"
+    if f"{key}_low" in row and pd.notna(row.get(f"{key}_low")):
+        return f"{row[key]:.2f} [{row[f'{key}_low']:.2f}, {row[f'{key}_high']:.2f}]"
+    std = row.get(f"{key}_std")
+    return f"{row[key]:.2f}" + (f" ± {std:.2f}" if pd.notna(std) else "")
+
+
 def format_headline(out_dir: str | os.PathLike) -> str:
-    """A short markdown summary rendered from the report's table1.tsv and table3.tsv."""
+    """A short markdown summary rendered from the report's tables."""
     out_dir = Path(out_dir)
     table1 = _read_tsv(out_dir / "table1.tsv")
     table3 = _read_tsv(out_dir / "table3.tsv")
-    models = table1[table1["id"] != ""]
-    best = models.loc[models["balanced_holdout_macro_f1"].idxmax(), "model"]
+    comparisons = _read_tsv(out_dir / "comparisons.tsv")
     by_model = table1.set_index("model")
     top, soup = by_model.loc["Top DeepSER"], by_model.loc["MEDUSA (soup)"]
-    average = by_model.loc["Average DeepSER"]
-
-    def cell(row, key):
-        std = row.get(f"{key}_std")
-        return f"{row[key]:.3f}" + (f" ± {std:.3f}" if pd.notna(std) else "")
-
     lines = [
         "# MEDUSA: results",
         "",
-        "Scored on `dev` (8 consensus classes, X/O excluded) and on the balanced holdout.",
+        "Scored on `dev` (8 consensus classes, X/O excluded), with 95% bootstrap intervals "
+        "(speakers resampled), and on the selection holdout with every clip weighted by 1 / "
+        "its class's count (class-balanced). Meta-classifier (single): mean ± sd over seeds.",
         "",
-        "| Technique | dev F1 | dev Acc | bal. holdout F1 | bal. holdout Acc |",
+        "| Ensemble | Technique | dev F1 | dev Acc | bal. holdout F1 |",
         "|---|---|---|---|---|",
     ]
     for _, row in table3.iterrows():
-        cells = [cell(row, f"{s}_{m}") for s in SCORED for m in ("macro_f1", "accuracy")]
-        lines.append(f"| {row['technique']} | " + " | ".join(cells) + " |")
-    gain = (soup["dev_macro_f1"] / top["dev_macro_f1"] - 1) * 100 if top["dev_macro_f1"] else 0
+        cells = [_with_interval(row, k) for k in ("dev_macro_f1", "dev_accuracy")]
+        cells.append(_with_interval(row, "balanced_holdout_macro_f1"))
+        lines.append(f"| {row['ensemble']} | {row['technique']} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        f"- Best single DeepSER model ({best}, chosen on the balanced "
-        f"holdout): dev macro-F1 {top['dev_macro_f1']:.3f}, accuracy {top['dev_accuracy']:.3f}.",
-        f"- Average of the {len(models)} DeepSER models: dev macro-F1 "
-        f"{average['dev_macro_f1']:.3f}.",
-        f"- MEDUSA soup: dev macro-F1 {soup['dev_macro_f1']:.3f}, accuracy "
-        f"{soup['dev_accuracy']:.3f} ({gain:+.1f}% relative to the best single model).",
+        f"- Best single DeepSER model ({top['note'].split(' ')[0]}, chosen on the class-balanced "
+        f"holdout): dev macro-F1 {_with_interval(top, 'dev_macro_f1')}.",
+        f"- MEDUSA soup: dev macro-F1 {_with_interval(soup, 'dev_macro_f1')}.",
+    ]
+    for _, row in comparisons.iterrows():
+        lines.append(
+            f"- {row['comparison']}: {row['difference']:+.2f} [{row['low']:+.2f}, "
+            f"{row['high']:+.2f}]; the soup is better in {100 * row['share_soup_better']:.0f}% "
+            "of resamples."
+        )
+    lines += [
         f"- Chance level: macro-F1 {CHANCE_F1:.3f} (1/8, uniform guessing on balanced classes).",
         f"- Soup: {soup['note']}.",
+        "- An interval that contains 0 for a difference means these data cannot tell the two "
+        "systems apart.",
         "",
     ]
     return "\n".join(lines)

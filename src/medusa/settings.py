@@ -1,7 +1,7 @@
 """Typed settings of one DeepSER model, built once from a job's params.
 
 config/config.yaml is the only source of values: every field below is a key there (under
-`model_defaults`, a model's own entry, or `evaluation` for `balanced_holdout_seed`), the schema
+`model_defaults` or a model's own entry; `name` and `features` come from the model), the schema
 (workflow/schemas/config.schema.yaml) checks its type and marks it required, and nothing here
 has a default. `from_params` takes what the workflow passes a job (`common.smk: model_params`,
 canonical JSON) or the dict a checkpoint stores, and names any missing or unknown key.
@@ -81,7 +81,6 @@ class ModelSettings:
     frame_pooling: int
     standardise_inputs: bool
     seed: int
-    balanced_holdout_seed: int
 
     @classmethod
     def from_params(cls, params: str | Mapping) -> ModelSettings:

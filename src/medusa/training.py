@@ -43,7 +43,7 @@ from medusa.emotions import AMBIGUOUS_LETTERS, ATTRIBUTES, CLASS_LETTERS
 from medusa.manifest import consensus_labels, read_manifest
 from medusa.metrics import classification_metrics
 from medusa.model import DeepSER, build_model, class_weights_from_targets, total_loss
-from medusa.sampling import balanced_evaluation_subset, stage2_balanced_subset
+from medusa.sampling import stage2_balanced_subset
 from medusa.settings import ModelSettings, StageSettings
 from medusa.store import FeatureReader
 
@@ -468,11 +468,11 @@ def predict_clips(
     return predict(model, loader, len(dataset), device, settings.amp)
 
 
-def score(probs: np.ndarray, labels: np.ndarray, balanced: np.ndarray) -> tuple[dict, dict]:
-    """(metrics on the balanced subset, metrics on all labelled rows)."""
+def score(probs: np.ndarray, labels: np.ndarray) -> tuple[dict, dict]:
+    """(class-balanced metrics over every clip, plain metrics over every clip)."""
     predicted = probs.argmax(axis=1)
     return (
-        classification_metrics(labels[balanced], predicted[balanced]),
+        classification_metrics(labels, predicted, balanced=True),
         classification_metrics(labels, predicted),
     )
 
@@ -579,20 +579,20 @@ def load_training_data(
 
 @dataclass
 class Holdout:
-    """Holdout files with an 8-class consensus; macro-F1 on the fixed balanced subset selects
-    the model (docs/method.md 5.3), the unbalanced figures are logged next to it."""
+    """Holdout files with an 8-class consensus; their class-balanced macro-F1 (every clip
+    weighted by 1 / its class's count) selects the model (docs/method.md 5.3), the unbalanced
+    figures are logged next to it."""
 
     labels: np.ndarray
-    balanced: np.ndarray  # rows of the balanced subset
     dataset: ClipDataset
     loader: DataLoader
     device: torch.device
     amp: bool
 
     def score(self, model: DeepSER) -> tuple[dict, dict]:
-        """(metrics on the balanced holdout, metrics on the whole holdout)."""
+        """(class-balanced metrics of the holdout, plain metrics of the holdout)."""
         probs, _ = predict(model, self.loader, len(self.dataset), self.device, self.amp)
-        return score(probs, self.labels, self.balanced)
+        return score(probs, self.labels)
 
 
 def load_holdout(
@@ -605,11 +605,10 @@ def load_holdout(
         raise ValueError(
             f"{corpus.manifest_path}: no holdout file with a consensus class and features"
         )
-    balanced = balanced_evaluation_subset(labels, settings.balanced_holdout_seed)
     dataset = ClipDataset(holdout.ids, holdout.feature_paths, settings.max_frames)
     batches = BatchPlan(sorted_batches(dataset.lengths, 2 * plan.settings.batch_size))
     loader = make_loader(dataset, batches, settings.num_workers, device, persistent=True)
-    return Holdout(labels, balanced, dataset, loader, device, settings.amp)
+    return Holdout(labels, dataset, loader, device, settings.amp)
 
 
 def build_or_load_model(

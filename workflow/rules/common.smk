@@ -11,8 +11,10 @@ os.environ.update(
 )
 
 from medusa.config import (
+    ablation_variants,
     canonical_json,
     enabled_models,
+    resolved_model,
     model_job_params,
     stage2_enabled,
     validate_config,
@@ -77,9 +79,9 @@ def labelled_partitions():
 
 
 def labelled_subsets():
-    """Manifest subsets with labels: train and holdout (both in the `train` partition), dev
-    (`development`), and any other Split_Set under its own name."""
-    names = {"train": ["train", "holdout"], "development": ["dev"]}
+    """Manifest subsets with labels: train, holdout and meta (all in the `train` partition),
+    dev (`development`), and any other Split_Set under its own name."""
+    names = {"train": ["train", "holdout", "meta"], "development": ["dev"]}
     return [s for p in labelled_partitions() for s in names.get(p, [p])]
 
 
@@ -123,9 +125,11 @@ TRAINING_SUBSETS = ("train", "holdout", "dev")
 SHARDS = range(config["shards"])
 SHARDED = config["shards"] > 1
 MODELS = enabled_models(config)
+# Table 2's ablation models (`<model>__no_<switch>`), trained only for the `ablations` target.
+ABLATIONS = ablation_variants(config)
 # Models whose stage 2 runs; for the others (`stage2: {enabled: false}`, ablation) the
 # posteriors read the stage-1 checkpoint and no stage2 job exists.
-STAGE2_MODELS = [model for model in MODELS if stage2_enabled(config, model)]
+STAGE2_MODELS = [m for m in [*MODELS, *ABLATIONS] if stage2_enabled(config, m)]
 # CPU threads of each GPU job (data loading, and the computation itself on a CPU-only machine).
 GPU_JOB_THREADS = config["threads_per_gpu_job"]
 META_SEEDS = list(config["meta"]["seeds"])
@@ -135,8 +139,9 @@ wildcard_constraints:
     partition=r"[a-z0-9_]+",
     posterior_set="labelled|unlabelled",
     feature_set="|".join(config["feature_sets"]),
-    model="|".join(MODELS),
+    model="|".join([*MODELS, *ABLATIONS]),
     seed=r"\d+",
+    k=r"\d+",
     shard=r"\d+",
 
 
@@ -216,7 +221,7 @@ def feature_files(model, subset):
     """The model's feature files (model order) of the audio partition holding `subset`."""
     return expand(
         "results/features/{feature_set}/{partition}.h5",
-        feature_set=config["models"][model]["features"],
+        feature_set=resolved_model(config, model)["features"],
         partition=partition_of_subset(subset),
     )
 
@@ -284,8 +289,32 @@ def meta_params(wildcards):
     """Meta-classifier settings (not the list of seeds: the seed is the job's wildcard, so
     adding a seed runs only that seed) plus the model order (the head's input layout).
     """
-    meta = {key: value for key, value in config["meta"].items() if key != "seeds"}
+    meta = {k: v for k, v in config["meta"].items() if k not in ("seeds", "top_k")}
     return canonical_json({"meta": meta, "models": MODELS})
+
+
+TOP_K = sorted(set(config["meta"]["top_k"]), reverse=True)
+
+
+def top_k_heads(wildcards):
+    return expand(
+        "results/meta/top{k}/seed{seed}/head.pt", k=wildcards.k, seed=META_SEEDS
+    )
+
+
+def report_inputs(wildcards):
+    """Everything the report scores: every model's posteriors, the meta seeds and soup of
+    the whole ensemble and of each top-k ensemble (Table 3)."""
+    return {
+        "manifest": "results/data/manifest.tsv",
+        "posteriors": labelled_posteriors(wildcards),
+        "meta": expand("results/meta/seed{seed}/metrics.json", seed=META_SEEDS),
+        "soup": "results/soup/head.pt",
+        "top_meta": expand(
+            "results/meta/top{k}/seed{seed}/metrics.json", k=TOP_K, seed=META_SEEDS
+        ),
+        "top_soups": expand("results/soup/top{k}/head.pt", k=TOP_K),
+    }
 
 
 def evaluation_params():
@@ -293,7 +322,20 @@ def evaluation_params():
 
 
 def soup_params():
-    return canonical_json({"soup": config["soup"], "evaluation": config["evaluation"]})
+    return canonical_json(config["soup"])
+
+
+def table2_inputs(wildcards):
+    """The labelled posteriors of every ablated model and of each of its ablations."""
+    models = sorted({base for base, _ in ABLATIONS.values()} | set(ABLATIONS))
+    return {
+        "manifest": "results/data/manifest.tsv",
+        "posteriors": expand("results/posteriors/{model}/labelled.h5", model=models),
+    }
+
+
+def ablations_params():
+    return canonical_json(config["ablations"])
 
 
 def model_features_json():

@@ -14,9 +14,47 @@ rule meta:
         "../../envs/medusa.yaml"
     params:
         meta=meta_params,
-        evaluation=evaluation_params(),
     script:
         "../scripts/meta.py"
+
+
+rule meta_top:
+    """Stage 3 for a top-k ensemble (Table 3): the k models with the best selection score."""
+    input:
+        manifest="results/data/manifest.tsv",
+        posteriors=labelled_posteriors,
+    output:
+        head="results/meta/top{k}/seed{seed}/head.pt",
+        metrics="results/meta/top{k}/seed{seed}/metrics.json",
+    log:
+        "logs/meta/top{k}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/meta/top{k}/seed{seed}.tsv"
+    conda:
+        "../../envs/medusa.yaml"
+    params:
+        meta=meta_params,
+    script:
+        "../scripts/meta.py"
+
+
+rule model_soup_top:
+    """Stage 4 for a top-k ensemble: its seeds averaged into one head."""
+    input:
+        manifest="results/data/manifest.tsv",
+        posteriors=labelled_posteriors,
+        heads=top_k_heads,
+    output:
+        head="results/soup/top{k}/head.pt",
+        metrics="results/soup/top{k}/metrics.json",
+    log:
+        "logs/soup/top{k}.log",
+    conda:
+        "../../envs/medusa.yaml"
+    params:
+        soup=soup_params(),
+    script:
+        "../scripts/model_soup.py"
 
 
 rule model_soup:
@@ -66,10 +104,7 @@ rule predict:
 rule report:
     """Paper-shaped tables (Table 1, Table 3), per-class F1 and figures."""
     input:
-        manifest="results/data/manifest.tsv",
-        posteriors=labelled_posteriors,
-        meta=expand("results/meta/seed{seed}/metrics.json", seed=META_SEEDS),
-        soup="results/soup/head.pt",
+        unpack(report_inputs),
     output:
         table1=report(
             "results/report/table1.tsv",
@@ -96,7 +131,31 @@ rule report:
             caption="../report/models.rst",
             category="Figures",
         ),
-        headline="results/report/headline.md",
+        comparisons=report(
+            "results/report/comparisons.tsv",
+            caption="../report/comparisons.rst",
+            category="Ensemble",
+        ),
+        attributes=report(
+            "results/report/attributes.tsv",
+            caption="../report/attributes.rst",
+            category="Attributes",
+        ),
+        fairness=report(
+            "results/report/fairness.tsv",
+            caption="../report/fairness.rst",
+            category="Fairness",
+        ),
+        fairness_figure=report(
+            "results/report/fairness.png",
+            caption="../report/fairness.rst",
+            category="Fairness",
+        ),
+        headline=report(
+            "results/report/headline.md",
+            caption="../report/headline.rst",
+            category="Ensemble",
+        ),
     log:
         "logs/report.log",
     conda:

@@ -11,12 +11,11 @@ logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 from medusa.ensemble import train_meta  # noqa: E402
 
 meta = json.loads(snakemake.params.meta)["meta"]
-evaluation = json.loads(snakemake.params.evaluation)
 train_meta(
     list(snakemake.input.posteriors),
     snakemake.input.manifest,
     meta,
     int(snakemake.wildcards.seed),
     Path(snakemake.output.head).parent,
-    evaluation["balanced_holdout_seed"],
+    top_k=int(snakemake.wildcards["k"]) if "k" in snakemake.wildcards.keys() else None,
 )

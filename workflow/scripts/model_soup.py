@@ -10,12 +10,10 @@ logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
 from medusa.ensemble import make_soup  # noqa: E402
 
-params = json.loads(snakemake.params.soup)
 make_soup(
     [Path(head).parent for head in snakemake.input.heads],
     list(snakemake.input.posteriors),
     snakemake.input.manifest,
-    params["soup"],
-    params["evaluation"]["balanced_holdout_seed"],
+    json.loads(snakemake.params.soup),
     Path(snakemake.output.head).parent,
 )

@@ -18,5 +18,6 @@ manifest = prepare(
     holdout_fraction=data["holdout_fraction"],
     split_seed=data["split_seed"],
     min_duration_s=data["min_duration_s"],
+    meta_fraction=data["meta_fraction"],
 )
 logging.info("manifest: %d rows -> %s", len(manifest), snakemake.output.manifest)

@@ -1,0 +1,654 @@
+"""A trained MEDUSA as a portable folder: what `medusa predict` needs, and nothing more.
+
+``build_bundle`` (rule ``bundle``, ``results/bundle/``) writes, atomically (a temporary sibling
+folder renamed into place):
+
+- ``models/<model>.safetensors`` + ``models/<model>.json``: each enabled DeepSER model's final
+  checkpoint (stage 2, or stage 1 when its stage 2 is disabled). The tensors (weights and the
+  input statistics, which are buffers of the state dict) go to safetensors, everything else of
+  the checkpoint (resolved settings, input dims, feature sets, stage, epoch) to JSON;
+- ``head.safetensors`` + ``head.json``: the soup meta-classifier, stored the same way;
+- ``bundle.json``: format, class order, attributes, the model order the head expects, the ASR
+  and feature-set definitions (backbone id or local path, revision, weights checksum, layer
+  view, dims, batch sizes), the default segmentation, and the configuration blocks used;
+- ``metrics/``: the soup's metrics and the report's Tables 1 and 3;
+- ``README.md``: the model card;
+- ``checksums.sha256``: the sha256 of every other file (``sha256sum -c`` reads it).
+
+No pickle anywhere. ``load_bundle`` verifies every checksum first: a missing or altered file
+stops with a message naming that file. The checkpoints are rebuilt through the training and
+ensemble modules' own loaders (``medusa.training.load_checkpoint``, ``medusa.ensemble.load_head``)
+so a bundled model computes exactly what the workflow's model computes.
+
+Backbones and the ASR model are not copied (they are large and public, or local folders the
+user already has): hub ids load from the Hugging Face cache, local paths are found through a
+path map and a backbone root (``resolve_source``), and a local folder's weights are checked
+against the checksum recorded at training time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+import medusa
+from medusa.atomic import atomic_directory
+from medusa.emotions import ATTRIBUTES, CLASS_LETTERS, CLASS_NAMES
+
+BUNDLE_FORMAT = 1
+MANIFEST = "bundle.json"
+CHECKSUMS = "checksums.sha256"
+HEAD_STEM = "head"
+MODELS_DIR = "models"
+METRICS_DIR = "metrics"
+# Segmentation of long recordings (MSP-Podcast segments are mostly 3-11 s long).
+DEFAULT_SEGMENTATION = {
+    "window_s": 8.0,  # segment length
+    "hop_s": 8.0,  # distance between segment starts
+    "min_segment_s": 1.0,  # a shorter last segment is dropped (unless it is the whole file)
+    "silence_rms": 1e-5,  # a file whose RMS is below this (about -100 dBFS) is skipped as silent
+}
+# Placeholder of a tensor in a checkpoint's JSON half.
+_TENSOR = "__tensor__"
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be used; the message names the file."""
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(2**24):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints as safetensors + JSON
+
+
+def split_checkpoint(checkpoint: Mapping) -> tuple[dict[str, torch.Tensor], dict]:
+    """(tensors by path, the rest as JSON-ready data with ``{"__tensor__": path}`` in place of
+    each tensor). Paths join nested keys with '/'."""
+    tensors: dict[str, torch.Tensor] = {}
+
+    def walk(value, path: str):
+        if isinstance(value, torch.Tensor):
+            tensors[path] = value.detach().to("cpu").contiguous().clone()
+            return {_TENSOR: path}
+        if isinstance(value, Mapping):
+            out = {}
+            for key, item in value.items():
+                if not isinstance(key, str) or "/" in key:
+                    raise BundleError(f"checkpoint key {path}/{key!r} cannot be stored")
+                out[key] = walk(item, f"{path}/{key}" if path else key)
+            return out
+        if isinstance(value, list | tuple):
+            return [walk(item, f"{path}/{i}") for i, item in enumerate(value)]
+        if value is None or isinstance(value, bool | int | float | str):
+            return value
+        raise BundleError(f"checkpoint value at {path!r} ({type(value).__name__}) cannot be stored")
+
+    return tensors, walk(checkpoint, "")
+
+
+def join_checkpoint(tensors: Mapping[str, torch.Tensor], data) -> object:
+    """Inverse of `split_checkpoint`."""
+    if isinstance(data, dict):
+        if set(data) == {_TENSOR}:
+            return tensors[data[_TENSOR]]
+        return {key: join_checkpoint(tensors, item) for key, item in data.items()}
+    if isinstance(data, list):
+        return [join_checkpoint(tensors, item) for item in data]
+    return data
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return (
+            isinstance(a, torch.Tensor)
+            and isinstance(b, torch.Tensor)
+            and a.dtype == b.dtype
+            and a.shape == b.shape
+            and torch.equal(a.cpu(), b.cpu())
+        )
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return type(a) is type(b) and a == b
+
+
+def save_checkpoint(checkpoint: Mapping, stem: Path) -> list[Path]:
+    """Write `stem`.safetensors and `stem`.json; refuse a checkpoint that would not come back
+    identical (the check reads the files back)."""
+    tensors, data = split_checkpoint(checkpoint)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    weights, metadata = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+    save_file(tensors, str(weights), metadata={"format": "pt"})
+    weights.chmod(0o666 & ~_umask())  # safetensors creates owner-only files
+    metadata.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    if not _same(read_checkpoint(stem), dict(checkpoint)):
+        raise BundleError(f"{stem}: the checkpoint does not survive safetensors + JSON")
+    return [weights, metadata]
+
+
+def read_checkpoint(stem: Path) -> dict:
+    data = json.loads(stem.with_suffix(".json").read_text(encoding="utf-8"))
+    return join_checkpoint(load_file(str(stem.with_suffix(".safetensors"))), data)
+
+
+def _torch_file(checkpoint: Mapping, folder: Path, name: str) -> Path:
+    """The checkpoint as the torch file the library's loaders read (weights_only-loadable)."""
+    path = folder / name
+    with open(path, "wb") as handle:
+        torch.save(dict(checkpoint), handle)
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# Checksums
+
+
+def write_checksums(folder: Path) -> Path:
+    """`checksums.sha256` over every file under `folder` (sorted, ``sha256sum`` format)."""
+    files = sorted(
+        p.relative_to(folder).as_posix()
+        for p in folder.rglob("*")
+        if p.is_file() and p.name != CHECKSUMS
+    )
+    lines = [f"{sha256_file(folder / name)}  {name}\n" for name in files]
+    path = folder / CHECKSUMS
+    path.write_text("".join(lines), encoding="utf-8")
+    return path
+
+
+def verify_checksums(folder: str | os.PathLike) -> list[str]:
+    """Check every file `checksums.sha256` lists; the files checked. A missing or altered file,
+    or a missing or malformed manifest, raises BundleError naming it."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise BundleError(f"{folder}: bundle folder not found")
+    manifest = folder / CHECKSUMS
+    if not manifest.is_file():
+        raise BundleError(f"{manifest}: missing (every bundle lists its files' checksums there)")
+    expected: dict[str, str] = {}
+    for number, line in enumerate(manifest.read_text(encoding="utf-8").splitlines(), start=1):
+        digest, sep, name = line.partition("  ")
+        if not sep or len(digest) != 64 or not name or name.startswith("/") or ".." in name:
+            raise BundleError(f"{manifest}:{number}: not a `<sha256>  <file>` line: {line!r}")
+        expected[name] = digest
+    for needed in (MANIFEST,):
+        if needed not in expected:
+            raise BundleError(f"{manifest}: does not list {needed}")
+    for name, digest in expected.items():
+        path = folder / name
+        if not path.is_file():
+            raise BundleError(f"{path}: missing from the bundle (listed in {CHECKSUMS})")
+        if sha256_file(path) != digest:
+            raise BundleError(
+                f"{path}: altered (its sha256 differs from {CHECKSUMS}); rebuild or copy the "
+                "bundle again"
+            )
+    return sorted(expected)
+
+
+# --------------------------------------------------------------------------------------------
+# Building
+
+
+def backbone_record(feature_set: str, cfg: Mapping, feature_attrs: Mapping) -> dict:
+    """What prediction needs to rebuild a feature set: the config's definition and the facts
+    the feature file recorded at extraction (backbone, commit, weights checksum, dim)."""
+    if str(feature_attrs.get("backbone", cfg["backbone"])) != str(cfg["backbone"]):
+        raise BundleError(
+            f"feature set {feature_set!r}: features were extracted with "
+            f"{feature_attrs.get('backbone')!r}, the config names {cfg['backbone']!r}"
+        )
+    if str(feature_attrs.get("layer", cfg["layer"])) != str(cfg["layer"]):
+        raise BundleError(
+            f"feature set {feature_set!r}: features were extracted with layer "
+            f"{feature_attrs.get('layer')!r}, the config says {cfg['layer']!r}"
+        )
+    sha = str(feature_attrs.get("weights_sha256", ""))
+    return {
+        "backbone": str(cfg["backbone"]),
+        "local": bool(sha),  # a local folder (checksummed) rather than a hub id
+        # The configured revision, else the hub commit the features were extracted with.
+        "revision": cfg.get("revision") or str(feature_attrs.get("revision", "")) or None,
+        "weights_sha256": sha,
+        "kind": cfg["kind"],
+        "layer": cfg["layer"],
+        "batch_size": int(cfg["batch_size"]),
+        "dim": int(feature_attrs["dim"]),
+        "frame_rate": float(feature_attrs.get("frame_rate", 0.0)),
+        "model_type": str(feature_attrs.get("model_type", "")),
+        "layer_convention": str(feature_attrs.get("layer_convention", "")),
+    }
+
+
+def asr_record(asr: Mapping) -> dict:
+    """The ASR definition; a local checkpoint file gets its sha256 (an official openai-whisper
+    name is checked by openai-whisper itself on download)."""
+    model = str(asr["model"])
+    local = os.path.isfile(model)
+    return {
+        "model": model,
+        "local": local,
+        "sha256": sha256_file(model) if local else "",
+        "batch_size": int(asr["batch_size"]),
+        "language": asr["language"],
+    }
+
+
+@dataclass
+class BundleSources:
+    """The workflow outputs a bundle is made of (rule `bundle`'s inputs)."""
+
+    checkpoints: dict[str, str]  # model -> final checkpoint.pt
+    head: str  # results/soup/head.pt
+    feature_files: dict[str, str]  # feature set -> any of its feature files (for the attrs)
+    soup_metrics: str
+    table1: str
+    table3: str
+    data_report: str
+    config: dict  # models (order), model_settings, asr, feature_sets, meta, soup, ...
+    demo: bool = False
+    extra: dict = field(default_factory=dict)
+
+
+def build_bundle(sources: BundleSources, out_dir: str | os.PathLike) -> Path:
+    """Write the bundle folder `out_dir` (atomically); returns it."""
+    from medusa.ensemble import load_head
+    from medusa.store import FeatureReader
+
+    config = sources.config
+    head, head_info = load_head(sources.head)
+    head_models = list(head_info["models"])
+    if sorted(head_models) != sorted(sources.checkpoints):
+        raise BundleError(
+            f"{sources.head}: the head combines {head_models}, the bundle was given checkpoints "
+            f"of {sorted(sources.checkpoints)}"
+        )
+    head_checkpoint = torch.load(sources.head, map_location="cpu", weights_only=True)
+
+    feature_sets = {}
+    for name, path in sources.feature_files.items():
+        with FeatureReader(path) as reader:
+            attrs = dict(reader.attrs)
+        feature_sets[name] = backbone_record(name, config["feature_sets"][name], attrs)
+
+    out_dir = Path(out_dir)
+    with atomic_directory(out_dir) as tmp:
+        model_files = {}
+        for model in head_models:
+            checkpoint = torch.load(
+                sources.checkpoints[model], map_location="cpu", weights_only=True
+            )
+            name = checkpoint.get("model_cfg", {}).get("name", model)
+            if name != model:
+                raise BundleError(
+                    f"{sources.checkpoints[model]}: a checkpoint of {name!r}, not {model!r}"
+                )
+            missing = [fs for fs in checkpoint["features"] if fs not in feature_sets]
+            if missing:
+                raise BundleError(f"{sources.checkpoints[model]}: no feature set {missing}")
+            for fs, dim in zip(checkpoint["features"], checkpoint["input_dims"], strict=True):
+                if feature_sets[fs]["dim"] != int(dim):
+                    raise BundleError(
+                        f"{sources.checkpoints[model]}: trained on {fs} features of dim {dim}, "
+                        f"{sources.feature_files[fs]} has dim {feature_sets[fs]['dim']}"
+                    )
+            save_checkpoint(checkpoint, tmp / MODELS_DIR / model)
+            model_files[model] = {
+                "weights": f"{MODELS_DIR}/{model}.safetensors",
+                "metadata": f"{MODELS_DIR}/{model}.json",
+                "features": list(checkpoint["features"]),
+                "stage": checkpoint.get("stage"),
+                "epoch": checkpoint.get("epoch"),
+            }
+        save_checkpoint(head_checkpoint, tmp / HEAD_STEM)
+
+        metrics = tmp / METRICS_DIR
+        metrics.mkdir()
+        for name, source in (
+            ("soup_metrics.json", sources.soup_metrics),
+            ("table1.tsv", sources.table1),
+            ("table3.tsv", sources.table3),
+        ):
+            (metrics / name).write_bytes(Path(source).read_bytes())
+
+        manifest = {
+            "format": BUNDLE_FORMAT,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "medusa_version": medusa.__version__,
+            "classes": list(CLASS_LETTERS),
+            "class_names": list(CLASS_NAMES),
+            "attributes": list(ATTRIBUTES),
+            "sample_rate": 16000,
+            "models": head_models,
+            "model_files": model_files,
+            "head": {
+                "weights": f"{HEAD_STEM}.safetensors",
+                "metadata": f"{HEAD_STEM}.json",
+                "architecture": head_info.get("architecture"),
+                "seeds": head_info.get("seeds"),
+            },
+            "asr": asr_record(config["asr"]),
+            "feature_sets": feature_sets,
+            "segmentation": dict(DEFAULT_SEGMENTATION),
+            "metrics": {
+                "soup": f"{METRICS_DIR}/soup_metrics.json",
+                "table1": f"{METRICS_DIR}/table1.tsv",
+                "table3": f"{METRICS_DIR}/table3.tsv",
+            },
+            "demo": bool(sources.demo),
+            "config": config,
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        card = model_card(manifest, sources)
+        (tmp / "README.md").write_text(card, encoding="utf-8")
+        write_checksums(tmp)
+    return out_dir
+
+
+# --------------------------------------------------------------------------------------------
+# The model card
+
+
+def _tsv_to_markdown(path: str | os.PathLike) -> str:
+    lines = [line.split("\t") for line in Path(path).read_text(encoding="utf-8").splitlines()]
+    if not lines:
+        return "(empty)\n"
+    width = len(lines[0])
+    rows = ["| " + " | ".join(cells + [""] * (width - len(cells))) + " |" for cells in lines]
+    return "\n".join([rows[0], "|" + "---|" * width, *rows[1:]]) + "\n"
+
+
+def _report_section(path: str | os.PathLike, heading: str) -> str:
+    """One `## heading` section of a markdown report (without the heading)."""
+    text = Path(path).read_text(encoding="utf-8").splitlines()
+    out, inside = [], False
+    for line in text:
+        if line.startswith("## "):
+            inside = line[3:].strip() == heading
+            continue
+        if inside:
+            out.append(line)
+    return "\n".join(out).strip() + "\n"
+
+
+def model_card(manifest: Mapping, sources: BundleSources) -> str:
+    """README.md of the bundle: what it is, how it was trained and scored, how to use it, and
+    where it must not be trusted."""
+    soup = json.loads(Path(sources.soup_metrics).read_text(encoding="utf-8"))
+    dev = soup.get("dev", {})
+    report_head = Path(sources.data_report).read_text(encoding="utf-8").splitlines()
+    corpus_lines = [line for line in report_head[:6] if line.startswith(("Corpus", "Audio"))]
+    fs = manifest["feature_sets"]
+    models = manifest["model_files"]
+    seg = manifest["segmentation"]
+    demo = manifest["demo"]
+    model_rows = "\n".join(
+        f"| {m} | {' + '.join(info['features'])} | {info['stage']} | {info['epoch']} |"
+        for m, info in models.items()
+    )
+    fs_rows = "\n".join(
+        f"| {name} | `{r['backbone']}` | {r['kind']} | {r['layer']} | {r['dim']} | "
+        f"{'local folder, sha256 ' + r['weights_sha256'][:12] + '...' if r['local'] else 'hub id' + (', revision ' + str(r['revision']) if r['revision'] else '')} |"
+        for name, r in fs.items()
+    )
+    asr = manifest["asr"]
+    what = (
+        "**This bundle was trained on the embedded synthetic demo corpus** (espeak-ng speech, "
+        "simulated annotators, random or tiny backbones). It shows that the pipeline works end "
+        "to end; its predictions on real speech mean nothing."
+        if demo
+        else "Trained on the MSP-Podcast corpus (the challenge release's Train split; "
+        "Development used for reporting)."
+    )
+    return f"""# MEDUSA speech emotion recognition: model bundle
+
+{what}
+
+MEDUSA (Interspeech 2025 SER challenge, Task 1): Whisper ASR, layer embeddings of
+self-supervised backbones, {len(models)} DeepSER fusion model(s), a meta-classifier over their
+posteriors trained over several seeds and averaged into one model soup. This folder is
+everything `medusa predict` needs apart from the backbones (see below); it was written by the
+workflow's `bundle` rule (medusa {manifest["medusa_version"]}, {manifest["created"]}).
+
+## Use
+
+```bash
+medusa predict --bundle path/to/bundle --output predictions.csv recordings/ talk.flac
+# local backbones recorded as relative paths (the demo's resources/backbones/...):
+medusa predict --bundle path/to/bundle --backbone-root path/to/training/run recordings/
+```
+
+Output: `predictions.csv` (one row per segment: `file, start_s, end_s, transcript, emotion`,
+the 8 posteriors, `act, val, dom`), `predictions.summary.csv` (one row per file) and
+`predictions.skipped.csv` (unreadable, empty or silent files, with the reason).
+
+Each recording is cut into segments of {seg["window_s"]:g} s (hop {seg["hop_s"]:g} s; a last
+piece shorter than {seg["min_segment_s"]:g} s is dropped; a recording shorter than a window is
+one segment), and each segment gets the 8 class posteriors (`{" ".join(manifest["classes"])}` =
+{", ".join(manifest["class_names"])}), the predicted class and the three attributes
+(`act`, `val`, `dom`, on the 1-7 scale of MSP-Podcast). A per-file summary weights the
+segments by duration.
+
+## Contents
+
+| file | what |
+|---|---|
+| `bundle.json` | class order, model order, ASR and feature-set definitions, segmentation defaults, the configuration used |
+| `models/<model>.safetensors`, `.json` | each DeepSER model's final checkpoint (weights and input statistics; settings) |
+| `head.safetensors`, `head.json` | the soup meta-classifier |
+| `metrics/` | `soup_metrics.json`, Tables 1 and 3 of the report |
+| `checksums.sha256` | sha256 of every file; checked on every load (`sha256sum -c checksums.sha256` works too) |
+
+Models (the meta-classifier reads them in this order):
+
+| model | features | stage | epoch |
+|---|---|---|---|
+{model_rows}
+
+Feature sets (backbones are not copied into the bundle):
+
+| feature set | backbone | kind | layer | dim | where |
+|---|---|---|---|---|---|
+{fs_rows}
+
+ASR: openai-whisper `{asr["model"]}` ({"local checkpoint, sha256 " + asr["sha256"][:12] + "..." if asr["local"] else "official model name"}),
+language `{asr["language"]}`, greedy decoding.
+
+Hub ids are loaded from the Hugging Face cache (`HF_HUB_OFFLINE=1` works once they are
+cached) at the recorded revision. Local paths are looked up through `--path-map OLD=NEW`,
+then, when relative, under `--backbone-root` (default: the working directory); a local
+folder's weights must match the recorded checksum.
+
+## Training data
+
+{chr(10).join(corpus_lines)}
+
+{_report_section(sources.data_report, "Subsets")}
+## Results
+
+Soup on `dev`: macro-F1 {dev.get("macro_f1", float("nan")):.4f}, accuracy
+{dev.get("accuracy", float("nan")):.4f}.
+
+Table 1 (each model and the ensemble):
+
+{_tsv_to_markdown(sources.table1)}
+Table 3 (ensemble techniques):
+
+{_tsv_to_markdown(sources.table3)}
+## Intended use
+
+Research on categorical speech emotion recognition of English podcast-style speech, and
+reproduction of MEDUSA. Predictions are estimates of how annotators of MSP-Podcast would label
+a segment's perceived emotion, not of what the speaker felt.
+
+## Limits
+
+- {"Synthetic demo: not a model of real emotional speech." if demo else "MSP-Podcast only: podcast audio, mostly American English, perceived (not felt) emotion."}
+- English only: the ASR and the text backbones were run in English; other languages get
+  meaningless transcripts and text features.
+- Trained on MSP-Podcast-like segments (a few seconds of one speaker): long recordings are
+  cut blindly into fixed windows, so segments may mix speakers, silence or music.
+- Class imbalance of the training data (Neutral and Happy dominate) shows in the posteriors.
+- Not for clinical, forensic, hiring or any decision about a person without a validation on
+  the target population and setting.
+"""
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+
+
+def map_path(source: str, path_map: Mapping[str, str] | None) -> str | None:
+    """`source` with the longest matching `path_map` prefix replaced (whole path components),
+    or None when no entry matches."""
+    best = None
+    for old, new in (path_map or {}).items():
+        old_s = old.rstrip("/")
+        if source == old_s or source.startswith(old_s + "/"):
+            if best is None or len(old_s) > len(best[0]):
+                best = (old_s, new)
+    if best is None:
+        return None
+    return str(Path(best[1]) / source[len(best[0]) :].lstrip("/")) if source != best[0] else best[1]
+
+
+def resolve_source(
+    source: str,
+    local: bool,
+    backbone_root: str | os.PathLike | None = None,
+    path_map: Mapping[str, str] | None = None,
+    what: str = "backbone",
+) -> str:
+    """Where a recorded backbone or ASR model is on this machine.
+
+    A hub id (not local at training time) is returned unchanged unless `path_map` maps it (to
+    a local copy). A local path is mapped by `path_map` when an entry matches, else a relative
+    one is taken under `backbone_root` (default: the working directory); it must exist.
+    """
+    mapped = map_path(source, path_map)
+    if not local and mapped is None:
+        return source
+    path = Path(mapped if mapped is not None else source)
+    if not path.is_absolute():
+        path = Path(backbone_root or os.getcwd()) / path
+    if not path.exists():
+        raise BundleError(
+            f"{what} {source!r} (a local path when the bundle was built) not found at {path}: "
+            "pass --backbone-root DIR (the folder relative paths start from, e.g. the training "
+            "run's working directory) or --path-map OLD=NEW"
+        )
+    return str(path)
+
+
+@dataclass
+class Bundle:
+    """A verified bundle: its manifest, the DeepSER checkpoints and the head's checkpoint."""
+
+    path: Path
+    manifest: dict
+    checkpoints: dict[str, dict]  # model -> checkpoint dict (as the workflow wrote it)
+    head_checkpoint: dict
+
+    @property
+    def models(self) -> list[str]:
+        return list(self.manifest["models"])
+
+    @property
+    def feature_sets(self) -> dict[str, dict]:
+        return self.manifest["feature_sets"]
+
+    def used_feature_sets(self) -> list[str]:
+        """The feature sets the models read, in manifest order."""
+        used = {fs for c in self.checkpoints.values() for fs in c["features"]}
+        return [fs for fs in self.feature_sets if fs in used]
+
+    def load_models(self, device: torch.device | str) -> dict[str, tuple[torch.nn.Module, dict]]:
+        """model -> (DeepSER in eval mode on `device`, checkpoint), via load_checkpoint."""
+        from medusa.training import load_checkpoint
+
+        loaded = {}
+        with tempfile.TemporaryDirectory(prefix="medusa-bundle-") as tmp:
+            for model, checkpoint in self.checkpoints.items():
+                path = _torch_file(checkpoint, Path(tmp), f"{model}.pt")
+                loaded[model] = load_checkpoint(path, device)
+        return loaded
+
+    def load_head(self):
+        """(head in eval mode, its info), via medusa.ensemble.load_head."""
+        from medusa.ensemble import load_head
+
+        with tempfile.TemporaryDirectory(prefix="medusa-bundle-") as tmp:
+            head, info = load_head(_torch_file(self.head_checkpoint, Path(tmp), "head.pt"))
+        if list(info["models"]) != self.models:
+            raise BundleError(
+                f"{self.path / MANIFEST}: models {self.models} differ from the head's "
+                f"{list(info['models'])}"
+            )
+        return head, info
+
+
+def load_bundle(path: str | os.PathLike) -> Bundle:
+    """Verify the checksums, then read the manifest and the checkpoints."""
+    path = Path(path)
+    verify_checksums(path)
+    try:
+        manifest = json.loads((path / MANIFEST).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise BundleError(f"{path / MANIFEST}: not JSON ({err})") from err
+    if manifest.get("format") != BUNDLE_FORMAT:
+        raise BundleError(
+            f"{path / MANIFEST}: bundle format {manifest.get('format')!r}, this medusa reads "
+            f"{BUNDLE_FORMAT}"
+        )
+    if list(manifest.get("classes", [])) != list(CLASS_LETTERS):
+        raise BundleError(f"{path / MANIFEST}: class order {manifest.get('classes')}")
+    checkpoints = {}
+    for model in manifest["models"]:
+        files = manifest["model_files"][model]
+        checkpoints[model] = read_checkpoint(path / Path(files["weights"]).with_suffix(""))
+    head_checkpoint = read_checkpoint(path / HEAD_STEM)
+    return Bundle(path, manifest, checkpoints, head_checkpoint)
+
+
+def sources_from_snakemake(inputs, config: Mapping, models: Sequence[str]) -> BundleSources:
+    """BundleSources of the `bundle` rule (inputs in the rule's order)."""
+    # results/models/<model>/<stage>/checkpoint.pt, matched by path rather than by position.
+    by_model = {Path(p).parent.parent.name: str(p) for p in inputs.checkpoints}
+    if sorted(by_model) != sorted(models):
+        raise BundleError(f"checkpoints {sorted(by_model)} do not match the models {models}")
+    checkpoints = {model: by_model[model] for model in models}
+    feature_files = {Path(p).parent.name: str(p) for p in inputs.features}
+    return BundleSources(
+        checkpoints=checkpoints,
+        head=str(inputs.head),
+        feature_files=feature_files,
+        soup_metrics=str(inputs.soup_metrics),
+        table1=str(inputs.table1),
+        table3=str(inputs.table3),
+        data_report=str(inputs.data_report),
+        config=dict(config),
+        demo=bool(config.get("demo")),
+    )

@@ -1,0 +1,142 @@
+"""The `medusa` command: use a trained MEDUSA bundle (``results/bundle/``) on new recordings.
+
+    medusa predict --bundle DIR [--output OUT.csv] [--format csv|jsonl]
+                   [--window-s W] [--hop-s H] [--device auto|cpu|cuda]
+                   [--backbone-root DIR] [--path-map OLD=NEW ...] PATH...
+    medusa verify DIR
+
+Exit status of `predict`: 0 when at least one file was predicted (skipped files are listed on
+stderr and in ``<output stem>.skipped.csv``), 1 when nothing could be predicted, 2 for a bad
+command line or an unusable bundle (the message names the file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from collections.abc import Sequence
+
+EXIT_OK, EXIT_NOTHING, EXIT_ERROR = 0, 1, 2
+
+
+def _path_map(values: Sequence[str] | None) -> dict[str, str]:
+    mapping = {}
+    for value in values or []:
+        old, sep, new = value.partition("=")
+        if not sep or not old or not new:
+            raise argparse.ArgumentTypeError(f"--path-map expects OLD=NEW, got {value!r}")
+        mapping[old] = new
+    return mapping
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="medusa", description="MEDUSA speech emotion recognition with a trained bundle."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    predict = sub.add_parser(
+        "predict",
+        help="predict the emotion of audio files or folders",
+        description=(
+            "Cut each recording into segments, transcribe them, extract the features, run every "
+            "model and the soup; write one row per segment, plus <stem>.summary.csv (per file) "
+            "and <stem>.skipped.csv (files that could not be used)."
+        ),
+    )
+    predict.add_argument("paths", nargs="+", metavar="PATH", help="audio files or folders")
+    predict.add_argument("--bundle", required=True, help="bundle folder (results/bundle)")
+    predict.add_argument("--output", "-o", help="segment table (default predictions.csv/.jsonl)")
+    predict.add_argument("--format", choices=("csv", "jsonl"), default="csv")
+    predict.add_argument("--window-s", type=float, help="segment length (bundle default: 8)")
+    predict.add_argument("--hop-s", type=float, help="segment hop (bundle default: 8)")
+    predict.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    predict.add_argument(
+        "--backbone-root",
+        help="folder relative local backbone paths are taken from (default: working directory)",
+    )
+    predict.add_argument(
+        "--path-map",
+        action="append",
+        metavar="OLD=NEW",
+        help="replace a recorded backbone path (or path prefix, or hub id) by NEW; repeatable",
+    )
+    predict.add_argument("--no-progress", action="store_true", help="no progress bar")
+    predict.add_argument(
+        "--threads", type=int, help="CPU threads of torch (default: torch's choice)"
+    )
+    verify = sub.add_parser("verify", help="check a bundle's files against its checksums")
+    verify.add_argument("bundle")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="medusa: %(message)s", stream=sys.stderr)
+    if args.command == "verify":
+        return _verify(args)
+    return _predict(args, parser)
+
+
+def _verify(args) -> int:
+    from medusa.bundle import BundleError, verify_checksums
+
+    try:
+        files = verify_checksums(args.bundle)
+    except BundleError as err:
+        print(f"medusa verify: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"{args.bundle}: {len(files)} files, all checksums match")
+    return EXIT_OK
+
+
+def _predict(args, parser: argparse.ArgumentParser) -> int:
+    try:
+        path_map = _path_map(args.path_map)
+    except argparse.ArgumentTypeError as err:
+        parser.error(str(err))
+    import torch
+
+    from medusa.bundle import BundleError
+    from medusa.recognize import Recognizer, write_predictions
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.no_progress:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    output = args.output or f"predictions.{args.format}"
+    started = time.perf_counter()
+    try:
+        with Recognizer(
+            args.bundle,
+            device=args.device,
+            backbone_root=args.backbone_root,
+            path_map=path_map,
+            window_s=args.window_s,
+            hop_s=args.hop_s,
+            progress=not args.no_progress,
+        ) as recognizer:
+            predictions = recognizer.predict(args.paths)
+    except (BundleError, OSError, ValueError, RuntimeError) as err:
+        print(f"medusa predict: error: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    # Each skipped file was already reported on stderr (a warning of medusa.recognize).
+    paths = write_predictions(predictions, output, args.format)
+    n_files = len(predictions.summary)
+    print(
+        f"medusa predict: {n_files} file(s), {len(predictions.segments)} segment(s) in "
+        f"{time.perf_counter() - started:.1f} s -> {paths['segments']} (per file: "
+        f"{paths['summary']}); {len(predictions.skipped)} skipped -> {paths['skipped']}",
+        file=sys.stderr,
+    )
+    return EXIT_OK if n_files else EXIT_NOTHING
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""Every reported dev figure with its uncertainty, and the report's extra tables.
+
+Small evaluation sets make single numbers misleading: the demo's dev set scores a few dozen
+clips, MSP-Podcast's about 30k from a few hundred speakers. Intervals are bootstrap intervals
+that resample whole speakers where the speaker is known (clips of one speaker are not
+independent) and single clips otherwise (``medusa.stats``), seeded from the config's
+``evaluation.bootstrap`` block. Here:
+
+- ``DevSet``: the scored dev clips (8 consensus classes) with truth, speakers, genders and
+  attribute ratings, aligned with ``medusa.ensemble.evaluation_data``'s dev rows;
+- ``interval_columns``: dev macro-F1 and accuracy intervals of one system's predictions;
+- ``comparisons_table``: paired bootstrap of the soup against the soft vote and the best
+  single model (difference, interval, share of resamples the soup wins);
+- ``attributes_table``: concordance correlation (the challenge's Task 2 metric) of arousal,
+  valence and dominance per model, for the models' mean and for the soup's attribute head;
+- ``fairness_table`` / ``fairness_figure``: per-gender macro-F1 and the spread of per-speaker
+  accuracy for chosen systems.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from medusa.emotions import ATTRIBUTES
+from medusa.ensemble import evaluation_data, evaluation_rows, split_inputs
+from medusa.partitions import DEV
+from medusa.stats import (
+    accuracy_interval,
+    ccc_interval,
+    macro_f1_interval,
+    paired_macro_f1,
+    per_group_macro_f1,
+    per_speaker_accuracy,
+    summarise,
+)
+
+
+@dataclass(frozen=True)
+class DevSet:
+    """The scored dev clips: truth [N], speakers [N], genders [N], attribute ratings [N, 3]."""
+
+    y: np.ndarray
+    speakers: np.ndarray
+    genders: np.ndarray
+    attributes: np.ndarray
+
+    @classmethod
+    def load(cls, posterior_paths: Sequence, manifest: pd.DataFrame, y: np.ndarray) -> DevSet:
+        rows = evaluation_rows(posterior_paths, manifest)[DEV]
+        return cls(
+            y=y,
+            speakers=rows["speaker"].astype(str).to_numpy(),
+            genders=rows["gender"].fillna("").astype(str).to_numpy(),
+            attributes=rows[list(ATTRIBUTES)].to_numpy(dtype=np.float64),
+        )
+
+
+def bootstrap_settings(evaluation: Mapping) -> dict:
+    """`evaluation.bootstrap` of the config as keyword arguments of ``medusa.stats``."""
+    boot = evaluation["bootstrap"]
+    return {
+        "n_resamples": int(boot["resamples"]),
+        "seed": int(boot["seed"]),
+        "confidence": float(boot["confidence"]),
+    }
+
+
+def interval_columns(dev: DevSet, pred: np.ndarray, boot: Mapping) -> dict[str, float]:
+    """dev_macro_f1_low/high and dev_accuracy_low/high of one system's dev predictions."""
+    f1 = macro_f1_interval(dev.y, pred, dev.speakers, **boot)
+    acc = accuracy_interval(dev.y, pred, dev.speakers, **boot)
+    return {
+        "dev_macro_f1_low": f1.low,
+        "dev_macro_f1_high": f1.high,
+        "dev_accuracy_low": acc.low,
+        "dev_accuracy_high": acc.high,
+    }
+
+
+def comparisons_table(
+    dev: DevSet, soup: np.ndarray, others: Mapping[str, np.ndarray], boot: Mapping
+) -> pd.DataFrame:
+    """Paired bootstrap of the soup's dev macro-F1 against each of `others` (same resamples)."""
+    rows = []
+    for name, pred in others.items():
+        comparison = paired_macro_f1(dev.y, soup, pred, dev.speakers, **boot)
+        rows.append(
+            {
+                "comparison": f"MEDUSA soup - {name}",
+                "difference": comparison.value,
+                "low": comparison.low,
+                "high": comparison.high,
+                "share_soup_better": comparison.share_a_better,
+                "resamples": comparison.n_resamples,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def attributes_table(
+    model_attributes: Mapping[str, np.ndarray], soup_attributes: np.ndarray, dev: DevSet, boot
+) -> pd.DataFrame:
+    """CCC of act/val/dom with intervals: each model, the models' mean, the soup's head.
+
+    `model_attributes`: model -> [N, 3] predictions on the dev rows of `dev`.
+    """
+    systems = {
+        **model_attributes,
+        "Mean of the models": np.mean(list(model_attributes.values()), axis=0),
+        "MEDUSA (soup)": soup_attributes,
+    }
+    rows = []
+    for name, predicted in systems.items():
+        row = {"system": name}
+        for j, attribute in enumerate(ATTRIBUTES):
+            ccc = ccc_interval(dev.attributes[:, j], predicted[:, j], dev.speakers, **boot)
+            row.update({f"{attribute}_ccc": ccc.value, f"{attribute}_low": ccc.low,
+                        f"{attribute}_high": ccc.high})  # fmt: skip
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def fairness_table(dev: DevSet, systems: Mapping[str, np.ndarray], boot) -> pd.DataFrame:
+    """Per system: macro-F1 (with interval) per gender, and per-speaker accuracy statistics
+    over the speakers with at least 5 scored clips."""
+    rows = []
+    for name, pred in systems.items():
+        for gender in sorted(set(dev.genders) - {""}):
+            mask = dev.genders == gender
+            f1 = macro_f1_interval(dev.y[mask], pred[mask], dev.speakers[mask], **boot)
+            rows.append({"system": name, "group": f"gender {gender}", "clips": int(mask.sum()),
+                         "macro_f1": f1.value, "low": f1.low, "high": f1.high})  # fmt: skip
+        spread = summarise(per_speaker_accuracy(dev.y, pred, dev.speakers, min_clips=5))
+        rows.append({"system": name, "group": "per-speaker accuracy", "clips": len(dev.y),
+                     **{f"speaker_{k}": v for k, v in spread.items()}})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def gender_macro_f1(dev: DevSet, pred: np.ndarray) -> dict:
+    """Gender -> (clips, macro-F1), for the headline."""
+    return per_group_macro_f1(dev.y, pred, dev.genders)
+
+
+def fairness_figure(dev: DevSet, systems: Mapping[str, np.ndarray]) -> Figure:
+    """Distribution of per-speaker dev accuracy (speakers with >= 5 clips) per system."""
+    fig = Figure(figsize=(6.0, 3.8), layout="constrained")
+    ax = fig.subplots()
+    values = [per_speaker_accuracy(dev.y, p, dev.speakers, min_clips=5) for p in systems.values()]
+    if all(len(v) for v in values):
+        ax.boxplot(values, tick_labels=list(systems), showmeans=True)
+    else:
+        ax.text(0.5, 0.5, "no speaker with 5 scored dev clips", ha="center", transform=ax.transAxes)
+    ax.set(ylabel="accuracy per speaker", ylim=(0, 1))
+    ax.set_title("Spread over dev speakers (>= 5 clips each)")
+    return fig
+
+
+def ablation_table(
+    posterior_paths: Mapping[str, str], manifest: pd.DataFrame, variants: Mapping, boot: Mapping
+) -> pd.DataFrame:
+    """The paper's Table 2: per ablated model, the full model and each ablation on dev.
+
+    `posterior_paths`: model name -> labelled posteriors file, for every ablated model and
+    every variant; `variants`: variant name -> (ablated model, switch)
+    (``medusa.config.ablation_variants``).
+    """
+    names = list(posterior_paths)
+    data = evaluation_data([posterior_paths[n] for n in names], manifest)
+    dev = DevSet.load([posterior_paths[n] for n in names], manifest, data[DEV][1])
+    probs, _ = split_inputs(data[DEV][0])
+    pred = {name: p.argmax(axis=1) for name, p in zip(names, probs, strict=True)}
+    rows = []
+    for base in dict.fromkeys(b for b, _ in variants.values()):
+        full = _ablation_row(base, "full DeepSER", pred[base], dev, boot)
+        rows.append(full)
+        for variant, (of, switch) in variants.items():
+            if of != base:
+                continue
+            row = _ablation_row(base, f"w/o {switch.replace('_', ' ')}", pred[variant], dev, boot)
+            change = paired_macro_f1(dev.y, pred[variant], pred[base], dev.speakers, **boot)
+            row.update(relative_change=row["macro_f1"] / full["macro_f1"] - 1 if full["macro_f1"] else np.nan,
+                       difference=change.value, difference_low=change.low,
+                       difference_high=change.high)  # fmt: skip
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _ablation_row(model: str, variant: str, pred: np.ndarray, dev: DevSet, boot) -> dict:
+    f1 = macro_f1_interval(dev.y, pred, dev.speakers, **boot)
+    acc = accuracy_interval(dev.y, pred, dev.speakers, **boot)
+    return {"model": model, "variant": variant, "macro_f1": f1.value, "macro_f1_low": f1.low,
+            "macro_f1_high": f1.high, "accuracy": acc.value, "accuracy_low": acc.low,
+            "accuracy_high": acc.high}  # fmt: skip

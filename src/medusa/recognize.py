@@ -1,0 +1,532 @@
+"""Emotion recognition on new recordings with a trained MEDUSA bundle (``medusa predict``).
+
+``Recognizer(bundle_dir).predict(paths)`` takes audio files and folders (searched recursively
+for the audio formats libsndfile reads), at any sample rate and channel count, and returns
+``Predictions``: one row per segment, a summary per file, and the files that were skipped.
+
+What runs is the workflow's own code, in the workflow's batches, so a clip gives the numbers the
+workflow gives it (``results/predictions/test_posteriors.csv`` for Test3):
+
+1. audio: ``medusa.audio.load_audio`` (16 kHz mono); an unreadable, empty or silent file is
+   skipped with its reason and the rest go on;
+2. segments: windows of ``window_s`` every ``hop_s`` seconds (defaults from the bundle: 8 s,
+   8 s); a last piece under ``min_segment_s`` is dropped unless it is the whole file;
+3. ASR: ``medusa.asr.transcribe_clips`` in blocks of ``batch_size x asr.BATCHES_PER_BLOCK``
+   segments (as ``run_asr`` does);
+4. features: each feature set's backbone (``medusa.features.load_backbone``) in blocks of
+   ``batch_size x features.BATCHES_PER_BLOCK`` segments (as ``extract_feature_set`` does),
+   written through ``medusa.store.FeatureWriter`` (float16) into a temporary HDF5 file;
+5. each DeepSER model: ``medusa.training.predict_clips`` over those files;
+6. the soup head: ``medusa.ensemble.head_outputs`` over the models' outputs, in the head's
+   model order, on one CPU thread (as ``predict_test``).
+
+Segments are identified internally by (file number, segment number), and files are taken in
+sorted path order, so the batches over a folder of clips are the workflow's batches over the
+same clips. Work is done in chunks of at most ``max_chunk_s`` seconds of audio (memory); every
+stage batches across the files and segments of a chunk. Everything runs on one device:
+``acquire_device`` (a free GPU when there is one, else the CPU), or the one asked for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import soundfile as sf
+import torch
+from tqdm import tqdm
+
+from medusa.audio import SAMPLE_RATE, load_audio
+from medusa.bundle import Bundle, BundleError, load_bundle, resolve_source, sha256_file
+from medusa.emotions import ATTRIBUTES, CLASS_LETTERS
+
+log = logging.getLogger(__name__)
+
+# Extensions searched for in folders: what this libsndfile reads (mp3 needs libsndfile >= 1.1).
+_FORMAT_EXTENSIONS = {
+    "WAV": ("wav",),
+    "WAVEX": ("wav",),
+    "FLAC": ("flac",),
+    "OGG": ("ogg", "oga", "opus"),
+    "MP3": ("mp3",),
+    "AIFF": ("aiff", "aif", "aifc"),
+    "CAF": ("caf",),
+    "W64": ("w64",),
+    "RF64": ("rf64",),
+    "AU": ("au", "snd"),
+}
+AUDIO_EXTENSIONS = frozenset(
+    ext for fmt, exts in _FORMAT_EXTENSIONS.items() if fmt in sf.available_formats() for ext in exts
+)
+SEGMENT_COLUMNS = ["file", "start_s", "end_s", "transcript", "emotion", *CLASS_LETTERS, *ATTRIBUTES]
+SUMMARY_COLUMNS = ["file", "duration_s", "segments", "emotion", *CLASS_LETTERS, *ATTRIBUTES]
+SKIPPED_COLUMNS = ["file", "reason"]
+# Audio per chunk of work (about 230 MB of float32 samples at 16 kHz).
+DEFAULT_MAX_CHUNK_S = 3600.0
+
+
+@dataclass
+class Predictions:
+    """What `Recognizer.predict` returns (see SEGMENT_COLUMNS, SUMMARY_COLUMNS)."""
+
+    segments: pd.DataFrame  # one row per segment
+    summary: pd.DataFrame  # one row per predicted file: duration-weighted posteriors
+    skipped: pd.DataFrame  # file, reason
+
+    def __iter__(self):  # segments, summary = recognizer.predict(paths)
+        return iter((self.segments, self.summary))
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs
+
+
+def find_audio(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[tuple[str, str]]]:
+    """(audio files, sorted and without duplicates; [(path, reason)] of arguments that are
+    neither a file nor a folder). Folders are searched recursively for AUDIO_EXTENSIONS; files
+    named explicitly are taken whatever their extension."""
+    found: dict[Path, Path] = {}
+    missing = []
+    for arg in paths:
+        path = Path(arg)
+        if path.is_dir():
+            for sub in sorted(path.rglob("*")):
+                if sub.is_file() and sub.suffix.lower().lstrip(".") in AUDIO_EXTENSIONS:
+                    found.setdefault(sub.resolve(), sub)
+        elif path.is_file():
+            found.setdefault(path.resolve(), path)
+        else:
+            missing.append((str(path), "not found"))
+    return sorted(found.values(), key=str), missing
+
+
+def segment_bounds(
+    n_samples: int,
+    window_s: float,
+    hop_s: float,
+    min_segment_s: float,
+    sample_rate: int = SAMPLE_RATE,
+) -> list[tuple[int, int]]:
+    """[start, end) sample bounds of a recording's segments.
+
+    Windows of `window_s` start every `hop_s` seconds until one reaches the end; the last one
+    is dropped when shorter than `min_segment_s` (unless it is the only one). A recording
+    no longer than a window is one segment.
+    """
+    window = max(1, round(window_s * sample_rate))
+    hop = max(1, round(hop_s * sample_rate))
+    if n_samples <= window:
+        return [(0, n_samples)]
+    bounds = []
+    start = 0
+    while True:
+        end = min(start + window, n_samples)
+        bounds.append((start, end))
+        if end >= n_samples:
+            break
+        start += hop
+    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < min_segment_s * sample_rate:
+        bounds.pop()
+    return bounds
+
+
+def audio_problem(audio: np.ndarray, silence_rms: float) -> str:
+    """Why a decoded recording cannot be used ('' if it can)."""
+    if audio.size == 0:
+        return "empty audio"
+    if not np.isfinite(audio).all():
+        return "audio contains NaN or infinite samples"
+    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
+    if rms < silence_rms:
+        return f"silent audio (RMS {rms:.2e} < {silence_rms:g})"
+    return ""
+
+
+def _header(path: Path) -> tuple[float, str]:
+    """(duration in seconds, problem) from the file header."""
+    try:
+        info = sf.info(str(path))
+    except Exception as err:  # soundfile raises several types for corrupt files
+        return 0.0, f"unreadable audio: {err}"
+    if info.frames <= 0:
+        return 0.0, "empty audio"
+    return info.frames / info.samplerate, ""
+
+
+@dataclass
+class _Segment:
+    key: str  # sorts as (file, segment)
+    file: int  # index into the chunk's files
+    start: int  # samples at 16 kHz
+    end: int
+
+
+# --------------------------------------------------------------------------------------------
+# The recognizer
+
+
+class Recognizer:
+    """A loaded bundle ready to predict; use as a context manager (or call `close`).
+
+    `device`: "auto" (a free GPU through ``acquire_device``, else the CPU), "cpu" or "cuda".
+    `backbone_root`, `path_map`: where local backbones recorded with relative (or moved) paths
+    are (``medusa.bundle.resolve_source``). `window_s`, `hop_s`, `min_segment_s`,
+    `silence_rms`: segmentation and the silence threshold (defaults: the bundle's).
+    `keep_backbones`: keep the ASR model and backbones loaded between calls to `predict`.
+    """
+
+    def __init__(
+        self,
+        bundle_dir: str | os.PathLike,
+        device: str = "auto",
+        backbone_root: str | os.PathLike | None = None,
+        path_map: Mapping[str, str] | None = None,
+        window_s: float | None = None,
+        hop_s: float | None = None,
+        min_segment_s: float | None = None,
+        silence_rms: float | None = None,
+        progress: bool = True,
+        keep_backbones: bool = True,
+        verify_backbones: bool = True,
+        max_chunk_s: float = DEFAULT_MAX_CHUNK_S,
+    ):
+        self.bundle: Bundle = load_bundle(bundle_dir)
+        seg = self.bundle.manifest["segmentation"]
+        self.window_s = float(window_s if window_s is not None else seg["window_s"])
+        self.hop_s = float(hop_s if hop_s is not None else seg["hop_s"])
+        self.min_segment_s = float(
+            min_segment_s if min_segment_s is not None else seg["min_segment_s"]
+        )
+        self.silence_rms = float(silence_rms if silence_rms is not None else seg["silence_rms"])
+        if self.window_s <= 0 or self.hop_s <= 0:
+            raise ValueError(f"window_s and hop_s must be > 0, got {self.window_s}, {self.hop_s}")
+        self.backbone_root = backbone_root
+        self.path_map = dict(path_map or {})
+        self.progress = progress
+        self.keep_backbones = keep_backbones
+        self.verify_backbones = verify_backbones
+        self.max_chunk_s = float(max_chunk_s)
+        self._cache: dict[str, object] = {}
+        self._stack = contextlib.ExitStack()
+        self.device = self._open_device(device)
+        try:
+            self._models = self.bundle.load_models(self.device)
+            self._head, _ = self.bundle.load_head()
+        except BaseException:
+            self.close()  # release the claimed GPU
+            raise
+
+    # ---------------------------------------------------------------- device, lifetime
+
+    def _open_device(self, device: str) -> torch.device:
+        if device == "cpu":
+            return torch.device("cpu")
+        if device not in ("auto", "cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
+        from medusa.devices import acquire_device
+
+        chosen = self._stack.enter_context(acquire_device())
+        if device == "cuda" and chosen.type != "cuda":
+            self._stack.close()
+            raise RuntimeError("--device cuda: no usable CUDA device (see the log above)")
+        return chosen
+
+    def close(self) -> None:
+        self._cache.clear()
+        self._stack.close()
+
+    def __enter__(self) -> Recognizer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------- ASR model, backbones
+
+    def _asr_model(self):
+        from medusa.asr import load_asr_model
+
+        if "asr" in self._cache:
+            return self._cache["asr"]
+        asr = self.bundle.manifest["asr"]
+        source = resolve_source(
+            asr["model"], asr["local"], self.backbone_root, self.path_map, what="ASR model"
+        )
+        if self.verify_backbones and asr["local"] and asr["sha256"]:
+            if sha256_file(source) != asr["sha256"]:
+                raise BundleError(
+                    f"ASR model {source}: its sha256 differs from the one the bundle was "
+                    f"trained with ({asr['sha256'][:12]}...); wrong file for {asr['model']!r}"
+                )
+        model = load_asr_model(source, self.device)
+        if self.keep_backbones:
+            self._cache["asr"] = model
+        return model
+
+    def _backbone(self, name: str):
+        from medusa.features import load_backbone
+
+        key = f"features:{name}"
+        if key in self._cache:
+            return self._cache[key]
+        record = self.bundle.feature_sets[name]
+        source = resolve_source(
+            record["backbone"],
+            record["local"],
+            self.backbone_root,
+            self.path_map,
+            what=f"backbone of feature set {name!r}",
+        )
+        cfg = {
+            "backbone": source,
+            "kind": record["kind"],
+            "layer": record["layer"],
+            "batch_size": record["batch_size"],
+        }
+        if record.get("revision") and not record["local"]:
+            cfg["revision"] = record["revision"]
+        backbone = load_backbone(cfg, self.device)
+        if backbone.dim != record["dim"]:
+            raise BundleError(
+                f"backbone {source} of feature set {name!r} gives dim {backbone.dim}, the "
+                f"models were trained on dim {record['dim']}"
+            )
+        found = backbone.attrs.get("weights_sha256", "")
+        if self.verify_backbones and record["weights_sha256"] and found != record["weights_sha256"]:
+            raise BundleError(
+                f"backbone {source} of feature set {name!r}: its weights differ from the ones "
+                f"the models were trained on (sha256 {found[:12]}... vs "
+                f"{record['weights_sha256'][:12]}...)"
+            )
+        if self.keep_backbones:
+            self._cache[key] = backbone
+        return backbone
+
+    # ---------------------------------------------------------------- prediction
+
+    def predict(self, paths: Iterable[str | os.PathLike] | str | os.PathLike) -> Predictions:
+        """Predict every audio file of `paths` (files or folders); see the module docstring."""
+        if isinstance(paths, str | os.PathLike):
+            paths = [paths]
+        files, skipped = find_audio(paths)
+        chunks: list[list[Path]] = [[]]
+        chunk_s = 0.0
+        for path in files:
+            duration, problem = _header(path)
+            if problem:
+                skipped.append((str(path), problem))
+                continue
+            if chunks[-1] and chunk_s + duration > self.max_chunk_s:
+                chunks.append([])
+                chunk_s = 0.0
+            chunks[-1].append(path)
+            chunk_s += duration
+        segment_tables = []
+        durations: dict[str, float] = {}
+        for chunk in chunks:
+            audios = []
+            for path in chunk:
+                try:
+                    audio = load_audio(path, SAMPLE_RATE)
+                except Exception as err:  # unreadable after all: report it, go on
+                    skipped.append((str(path), f"unreadable audio: {err}"))
+                    continue
+                problem = audio_problem(audio, self.silence_rms)
+                if problem:
+                    skipped.append((str(path), problem))
+                    continue
+                audios.append((path, audio))
+                durations[str(path)] = len(audio) / SAMPLE_RATE
+            if audios:
+                segment_tables.append(self._predict_chunk(audios))
+        for path, reason in skipped:
+            log.warning("skipped %s: %s", path, reason)
+        segments = (
+            pd.concat(segment_tables, ignore_index=True)
+            if segment_tables
+            else pd.DataFrame(columns=SEGMENT_COLUMNS)
+        )
+        skipped_table = pd.DataFrame(skipped, columns=SKIPPED_COLUMNS)
+        return Predictions(segments, summarise(segments, durations), skipped_table)
+
+    def _predict_chunk(self, audios: Sequence[tuple[Path, np.ndarray]]) -> pd.DataFrame:
+        segments = []
+        for f, (_, audio) in enumerate(audios):
+            bounds = segment_bounds(len(audio), self.window_s, self.hop_s, self.min_segment_s)
+            for s, (start, end) in enumerate(bounds):
+                segments.append(_Segment(f"{f:08d}.{s:06d}", f, start, end))
+        keys = [seg.key for seg in segments]  # sorted by construction
+        clips = {seg.key: audios[seg.file][1][seg.start : seg.end] for seg in segments}
+        feature_sets = self.bundle.used_feature_sets()
+        n = len(keys)
+        total = n * (1 + len(feature_sets) + len(self._models))
+        with (
+            tqdm(total=total, desc="predict", unit="step", disable=not self.progress) as bar,
+            tempfile.TemporaryDirectory(prefix="medusa-predict-") as tmp,
+        ):
+            bar.set_description(f"asr ({n} segments)")
+            transcripts = self._transcribe(keys, clips, bar)
+            feature_files = {}
+            for name in feature_sets:
+                bar.set_description(f"features {name}")
+                inputs = transcripts if self.bundle.feature_sets[name]["kind"] == "text" else clips
+                feature_files[name] = self._extract(name, keys, inputs, Path(tmp), bar)
+            outputs = []
+            for model_name in self.bundle.models:
+                bar.set_description(f"model {model_name}")
+                outputs.append(self._run_model(model_name, keys, feature_files))
+                bar.update(n)
+            bar.set_description("predict")
+        probs, attributes = self._ensemble(outputs)
+        table = pd.DataFrame(
+            {
+                "file": [str(audios[seg.file][0]) for seg in segments],
+                "start_s": [seg.start / SAMPLE_RATE for seg in segments],
+                "end_s": [seg.end / SAMPLE_RATE for seg in segments],
+                "transcript": [transcripts[k] for k in keys],
+                "emotion": np.asarray(CLASS_LETTERS)[probs.argmax(axis=1)],
+            }
+        )
+        for i, letter in enumerate(CLASS_LETTERS):
+            table[letter] = probs[:, i].astype(np.float64)
+        for i, name in enumerate(ATTRIBUTES):
+            table[name] = attributes[:, i].astype(np.float64)
+        return table
+
+    def _transcribe(self, keys: list[str], clips: dict[str, np.ndarray], bar) -> dict[str, str]:
+        """Transcripts in run_asr's blocks (consecutive keys, sorted by length inside)."""
+        from medusa.asr import BATCHES_PER_BLOCK, transcribe_clips
+
+        asr = self.bundle.manifest["asr"]
+        model = self._asr_model()
+        block = asr["batch_size"] * BATCHES_PER_BLOCK
+        texts = {}
+        for start in range(0, len(keys), block):
+            chunk = keys[start : start + block]
+            results = transcribe_clips(
+                model,
+                [(k, clips[k]) for k in chunk],
+                asr["batch_size"],
+                self.device,
+                progress=False,
+                language=asr["language"],
+            )
+            texts.update({r["id"]: r["text"] for r in results})
+            bar.update(len(chunk))
+        return texts
+
+    def _extract(self, name: str, keys: list[str], inputs: Mapping, tmp: Path, bar) -> Path:
+        """One feature set of every segment into tmp/<name>.h5, in extract_feature_set's blocks."""
+        from medusa.features import BATCHES_PER_BLOCK
+        from medusa.store import FeatureWriter
+
+        backbone = self._backbone(name)
+        block = backbone.cfg.batch_size * BATCHES_PER_BLOCK
+        path = tmp / f"{name}.h5"
+        with FeatureWriter(path, backbone.dim, {"feature_set": name}) as writer:
+            for start in range(0, len(keys), block):
+                chunk = keys[start : start + block]
+                encoded = backbone.encode([inputs[k] for k in chunk], on_batch=bar.update)
+                for key, frames in zip(chunk, encoded, strict=True):
+                    writer.add(key, frames)
+        return path
+
+    def _run_model(
+        self, model_name: str, keys: list[str], feature_files: Mapping[str, Path]
+    ) -> np.ndarray:
+        """[N, 11]: the model's 8 posteriors then act, val, dom (the head's input layout)."""
+        from medusa.training import predict_clips, settings_of
+
+        model, checkpoint = self._models[model_name]
+        settings, _ = settings_of(checkpoint)
+        paths = [feature_files[fs] for fs in checkpoint["features"]]
+        probs, attributes = predict_clips(model, keys, paths, settings, self.device)
+        return np.concatenate([probs, attributes], axis=1)
+
+    def _ensemble(self, outputs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        from medusa.ensemble import head_outputs
+
+        X = np.concatenate(outputs, axis=1).astype(np.float32)
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)  # as predict_test: results independent of the core count
+        try:
+            return head_outputs(self._head, X)
+        finally:
+            torch.set_num_threads(before)
+
+
+def summarise(segments: pd.DataFrame, durations: Mapping[str, float] | None = None) -> pd.DataFrame:
+    """Per file: duration (from `durations`, else the end of its last segment), number of
+    segments, duration-weighted posteriors and attributes, and the class of the weighted
+    posteriors."""
+    durations = durations or {}
+    rows = []
+    for file, group in segments.groupby("file", sort=False):
+        weights = (group["end_s"] - group["start_s"]).to_numpy(dtype=np.float64)
+        if weights.sum() <= 0:
+            weights = np.ones(len(group))
+        probs = np.average(group[list(CLASS_LETTERS)].to_numpy(np.float64), axis=0, weights=weights)
+        attrs = np.average(group[list(ATTRIBUTES)].to_numpy(np.float64), axis=0, weights=weights)
+        rows.append(
+            {
+                "file": file,
+                "duration_s": float(durations.get(file, group["end_s"].max())),
+                "segments": len(group),
+                "emotion": CLASS_LETTERS[int(probs.argmax())],
+                **dict(zip(CLASS_LETTERS, probs, strict=True)),
+                **dict(zip(ATTRIBUTES, attrs, strict=True)),
+            }
+        )
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def output_paths(output: str | os.PathLike) -> dict[str, Path]:
+    """The segment table and the two tables written next to it."""
+    output = Path(output)
+    stem = output.with_suffix("") if output.suffix else output
+    return {
+        "segments": output,
+        "summary": stem.with_name(stem.name + ".summary.csv"),
+        "skipped": stem.with_name(stem.name + ".skipped.csv"),
+    }
+
+
+def write_predictions(
+    predictions: Predictions, output: str | os.PathLike, fmt: str = "csv"
+) -> dict[str, Path]:
+    """Write the segments (CSV or JSON lines), the per-file summary and the skipped files
+    (always, so an old file never lingers); atomically. Returns the paths written."""
+    from medusa.atomic import atomic_write_text
+
+    paths = output_paths(output)
+    paths["segments"].parent.mkdir(parents=True, exist_ok=True)
+    segments = predictions.segments.copy()
+    for column in ("start_s", "end_s"):
+        segments[column] = segments[column].astype(float).round(3)
+    if fmt == "csv":
+        text = segments.to_csv(index=False, float_format="%.6f")
+    elif fmt == "jsonl":
+        text = segments.to_json(orient="records", lines=True, double_precision=6, force_ascii=False)
+        if text and not text.endswith("\n"):
+            text += "\n"
+    else:
+        raise ValueError(f"format must be csv or jsonl, got {fmt!r}")
+    atomic_write_text(paths["segments"], text)
+    summary = predictions.summary.copy()
+    summary["duration_s"] = summary["duration_s"].astype(float).round(3)
+    atomic_write_text(paths["summary"], summary.to_csv(index=False, float_format="%.6f"))
+    atomic_write_text(paths["skipped"], predictions.skipped.to_csv(index=False))
+    return paths
+
+
+def real_time_factor(seconds: float, audio_seconds: float) -> float:
+    """Processing time per second of audio (below 1: faster than real time)."""
+    return seconds / audio_seconds if audio_seconds > 0 else math.nan

@@ -1,0 +1,57 @@
+# The trained MEDUSA as a portable folder for `medusa predict` (src/medusa/bundle.py).
+#
+# Uses common.smk's MODELS, final_checkpoint (the checkpoint a model's posteriors come from:
+# stage 2, or stage 1 when its stage 2 is disabled), local_backbone_input, model_job_params.
+
+# The feature sets the enabled models read, in config order.
+BUNDLE_FEATURE_SETS = [
+    fs
+    for fs in config["feature_sets"]
+    if any(fs in config["models"][model]["features"] for model in MODELS)
+]
+
+
+rule bundle:
+    """The trained models, the soup, the backbone and ASR definitions, metrics and a model
+    card in one checksummed folder: what `medusa predict` reads. One feature file per feature
+    set is an input for its attributes (backbone revision, weights checksum, dim)."""
+    input:
+        checkpoints=[final_checkpoint(model) for model in MODELS],
+        head="results/soup/head.pt",
+        soup_metrics="results/soup/metrics.json",
+        table1="results/report/table1.tsv",
+        table3="results/report/table3.tsv",
+        data_report="results/data/report.md",
+        features=expand(
+            "results/features/{feature_set}/{partition}.h5",
+            feature_set=BUNDLE_FEATURE_SETS,
+            partition=partition_of_subset("train"),
+        ),
+        asr_model=local_backbone_input(config["asr"]["model"]),
+    output:
+        directory("results/bundle"),
+    log:
+        "logs/bundle.log",
+    localrule: True
+    conda:
+        "../../envs/medusa.yaml"
+    params:
+        # The configuration the bundle records (model order, resolved model settings, ASR,
+        # feature sets, ensemble, data); a change rebuilds the bundle.
+        config=canonical_json(
+            {
+                "models": MODELS,
+                "model_settings": {m: model_job_params(config, m) for m in MODELS},
+                "asr": config["asr"],
+                "feature_sets": {
+                    fs: config["feature_sets"][fs] for fs in BUNDLE_FEATURE_SETS
+                },
+                "meta": config["meta"],
+                "soup": config["soup"],
+                "evaluation": config["evaluation"],
+                "data": config["data"],
+                "demo": "demo" in config,
+            }
+        ),
+    script:
+        "../scripts/bundle.py"
