@@ -276,96 +276,109 @@ class BundleSources:
 def build_bundle(sources: BundleSources, out_dir: str | os.PathLike) -> Path:
     """Write the bundle folder `out_dir` (atomically); returns it."""
     from medusa.ensemble import load_head
-    from medusa.store import FeatureReader
 
-    config = sources.config
-    head, head_info = load_head(sources.head)
+    # What goes in: the head, the models it combines, the feature sets they read.
+    _, head_info = load_head(sources.head)
     head_models = list(head_info["models"])
     if sorted(head_models) != sorted(sources.checkpoints):
         raise BundleError(
             f"{sources.head}: the head combines {head_models}, the bundle was given checkpoints "
             f"of {sorted(sources.checkpoints)}"
         )
-    head_checkpoint = torch.load(sources.head, map_location="cpu", weights_only=True)
+    feature_sets = _feature_set_records(sources)
+    out_dir = Path(out_dir)
+    with atomic_directory(out_dir) as tmp:
+        # Weights as safetensors + JSON, the metrics, the manifest, the card, the checksums.
+        model_files = {
+            model: _write_model(sources, model, feature_sets, tmp) for model in head_models
+        }
+        head_checkpoint = torch.load(sources.head, map_location="cpu", weights_only=True)
+        save_checkpoint(head_checkpoint, tmp / HEAD_STEM)
+        _copy_metrics(sources, tmp / METRICS_DIR)
+        manifest = _manifest(sources, head_info, model_files, feature_sets)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        (tmp / "README.md").write_text(model_card(manifest, sources), encoding="utf-8")
+        write_checksums(tmp)
+    return out_dir
 
-    feature_sets = {}
+
+def _feature_set_records(sources: BundleSources) -> dict[str, dict]:
+    """Each feature set's definition, with the backbone checksum its stored features carry."""
+    from medusa.store import FeatureReader
+
+    records = {}
     for name, path in sources.feature_files.items():
         with FeatureReader(path) as reader:
             attrs = dict(reader.attrs)
-        feature_sets[name] = backbone_record(name, config["feature_sets"][name], attrs)
+        records[name] = backbone_record(name, sources.config["feature_sets"][name], attrs)
+    return records
 
-    out_dir = Path(out_dir)
-    with atomic_directory(out_dir) as tmp:
-        model_files = {}
-        for model in head_models:
-            checkpoint = torch.load(
-                sources.checkpoints[model], map_location="cpu", weights_only=True
+
+def _write_model(sources: BundleSources, model: str, feature_sets: dict, tmp: Path) -> dict:
+    """Check one model's checkpoint against the feature sets, write it; its manifest entry."""
+    path = sources.checkpoints[model]
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    name = checkpoint.get("model_cfg", {}).get("name", model)
+    if name != model:
+        raise BundleError(f"{path}: a checkpoint of {name!r}, not {model!r}")
+    missing = [fs for fs in checkpoint["features"] if fs not in feature_sets]
+    if missing:
+        raise BundleError(f"{path}: no feature set {missing}")
+    for fs, dim in zip(checkpoint["features"], checkpoint["input_dims"], strict=True):
+        if feature_sets[fs]["dim"] != int(dim):
+            raise BundleError(
+                f"{path}: trained on {fs} features of dim {dim}, "
+                f"{sources.feature_files[fs]} has dim {feature_sets[fs]['dim']}"
             )
-            name = checkpoint.get("model_cfg", {}).get("name", model)
-            if name != model:
-                raise BundleError(
-                    f"{sources.checkpoints[model]}: a checkpoint of {name!r}, not {model!r}"
-                )
-            missing = [fs for fs in checkpoint["features"] if fs not in feature_sets]
-            if missing:
-                raise BundleError(f"{sources.checkpoints[model]}: no feature set {missing}")
-            for fs, dim in zip(checkpoint["features"], checkpoint["input_dims"], strict=True):
-                if feature_sets[fs]["dim"] != int(dim):
-                    raise BundleError(
-                        f"{sources.checkpoints[model]}: trained on {fs} features of dim {dim}, "
-                        f"{sources.feature_files[fs]} has dim {feature_sets[fs]['dim']}"
-                    )
-            save_checkpoint(checkpoint, tmp / MODELS_DIR / model)
-            model_files[model] = {
-                "weights": f"{MODELS_DIR}/{model}.safetensors",
-                "metadata": f"{MODELS_DIR}/{model}.json",
-                "features": list(checkpoint["features"]),
-                "stage": checkpoint.get("stage"),
-                "epoch": checkpoint.get("epoch"),
-            }
-        save_checkpoint(head_checkpoint, tmp / HEAD_STEM)
+    save_checkpoint(checkpoint, tmp / MODELS_DIR / model)
+    return {
+        "weights": f"{MODELS_DIR}/{model}.safetensors",
+        "metadata": f"{MODELS_DIR}/{model}.json",
+        "features": list(checkpoint["features"]),
+        "stage": checkpoint.get("stage"),
+        "epoch": checkpoint.get("epoch"),
+    }
 
-        metrics = tmp / METRICS_DIR
-        metrics.mkdir()
-        for name, source in (
-            ("soup_metrics.json", sources.soup_metrics),
-            ("table1.tsv", sources.table1),
-            ("table3.tsv", sources.table3),
-        ):
-            (metrics / name).write_bytes(Path(source).read_bytes())
 
-        manifest = {
-            "format": BUNDLE_FORMAT,
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "medusa_version": medusa.__version__,
-            "classes": list(CLASS_LETTERS),
-            "class_names": list(CLASS_NAMES),
-            "attributes": list(ATTRIBUTES),
-            "sample_rate": 16000,
-            "models": head_models,
-            "model_files": model_files,
-            "head": {
-                "weights": f"{HEAD_STEM}.safetensors",
-                "metadata": f"{HEAD_STEM}.json",
-                "architecture": head_info.get("architecture"),
-                "seeds": head_info.get("seeds"),
-            },
-            "asr": asr_record(config["asr"]),
-            "feature_sets": feature_sets,
-            "segmentation": dict(DEFAULT_SEGMENTATION),
-            "metrics": {
-                "soup": f"{METRICS_DIR}/soup_metrics.json",
-                "table1": f"{METRICS_DIR}/table1.tsv",
-                "table3": f"{METRICS_DIR}/table3.tsv",
-            },
-            "demo": bool(sources.demo),
-            "config": config,
-        }
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        card = model_card(manifest, sources)
-        (tmp / "README.md").write_text(card, encoding="utf-8")
-        write_checksums(tmp)
-    return out_dir
+def _copy_metrics(sources: BundleSources, metrics: Path) -> None:
+    metrics.mkdir()
+    for name, source in (
+        ("soup_metrics.json", sources.soup_metrics),
+        ("table1.tsv", sources.table1),
+        ("table3.tsv", sources.table3),
+    ):
+        (metrics / name).write_bytes(Path(source).read_bytes())
+
+
+def _manifest(sources: BundleSources, head_info: dict, model_files: dict, feature_sets: dict):
+    """bundle.json: everything prediction needs to know, and where each file is."""
+    return {
+        "format": BUNDLE_FORMAT,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "medusa_version": medusa.__version__,
+        "classes": list(CLASS_LETTERS),
+        "class_names": list(CLASS_NAMES),
+        "attributes": list(ATTRIBUTES),
+        "sample_rate": 16000,
+        "models": list(head_info["models"]),
+        "model_files": model_files,
+        "head": {
+            "weights": f"{HEAD_STEM}.safetensors",
+            "metadata": f"{HEAD_STEM}.json",
+            "architecture": head_info.get("architecture"),
+            "seeds": head_info.get("seeds"),
+        },
+        "asr": asr_record(sources.config["asr"]),
+        "feature_sets": feature_sets,
+        "segmentation": dict(DEFAULT_SEGMENTATION),
+        "metrics": {
+            "soup": f"{METRICS_DIR}/soup_metrics.json",
+            "table1": f"{METRICS_DIR}/table1.tsv",
+            "table3": f"{METRICS_DIR}/table3.tsv",
+        },
+        "demo": bool(sources.demo),
+        "config": sources.config,
+    }
 
 
 # --------------------------------------------------------------------------------------------
