@@ -1,4 +1,5 @@
 import os
+import shutil
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -39,3 +40,12 @@ def completed_ci_run(tmp_path_factory):
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-5000:]
     return workdir
+
+
+@pytest.fixture
+def run_copy(completed_ci_run, tmp_path):
+    """A copy of the completed CI-sized run (corpus, results and Snakemake's records, mtimes
+    kept) that a test may change or extend without touching the shared run."""
+    copy = tmp_path / "run"
+    shutil.copytree(completed_ci_run, copy, symlinks=True)
+    return copy

@@ -6,11 +6,9 @@ configs: each must schedule exactly the jobs whose own inputs or sub-config chan
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pandas as pd
-import pytest
 import soundfile as sf
 
 from medusa.emotions import CLASS_LETTERS
@@ -203,15 +201,6 @@ def test_changing_the_asr_language_reruns_asr_and_text_features(completed_ci_run
     record("asr.language en -> de", jobs)
     asr = [("asr", f"partition={p}") for p in PARTITIONS]
     assert jobs == sorted(asr + features("roberta") + model_chain(MODELS[0]) + ENSEMBLE)
-
-
-@pytest.fixture
-def run_copy(completed_ci_run, tmp_path):
-    """A copy of the completed run (corpus, results and Snakemake's records, mtimes kept) that
-    a test may change."""
-    copy = tmp_path / "run"
-    shutil.copytree(completed_ci_run, copy, symlinks=True)
-    return copy
 
 
 def corpus(workdir):
