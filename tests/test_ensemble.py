@@ -22,6 +22,7 @@ from medusa.ensemble import (
     build_head,
     evaluation_data,
     fit_head,
+    head_outputs,
     load_ensemble_inputs,
     load_head,
     majority_vote,
@@ -478,3 +479,20 @@ def test_top_k_ensembles_take_the_models_the_selection_score_ranks_first(world, 
     assert chosen == [m for m in scores if m in chosen]  # kept in config order
     train_meta(world["paths"], world["manifest"], FAST_META, 0, tmp_path / "t", top_k=2)
     assert load_head(tmp_path / "t")[1]["models"] == chosen
+
+
+def test_the_attribute_head_does_not_saturate():
+    """Attributes stay inside (1, 7) with confident models (log-posteriors near log 1e-4): the
+    prior keeps the attribute layer off those large inputs (without it the sigmoid saturated
+    and every demo clip got 1 or 7)."""
+    X, y = sample_clips(make_models(seed=0), 300, seed=5)
+    blocks = X.reshape(len(X), -1, 11)
+    sharp = blocks[:, :, :8] ** 6
+    blocks[:, :, :8] = sharp / sharp.sum(axis=2, keepdims=True)
+    train = training_arrays(blocks.reshape(len(X), -1), y)
+    rng = np.random.default_rng(0)
+    train["attributes"] = rng.uniform(2, 6, train["attributes"].shape).astype(np.float32)
+    head, _ = fit_head(train, MetaConfig.from_dict(_recipe_meta()), seed=0)
+    _, attributes = head_outputs(head, train["X"])
+    inside = (attributes > 1.05) & (attributes < 6.95)
+    assert inside.mean() > 0.95 and attributes.std(axis=0).min() > 1e-3

@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 
 # Numbers each DeepSER model contributes per clip: 8 posteriors, then act, val, dom.
 MODEL_OUTPUTS = NUM_CLASSES + len(ATTRIBUTES)
-HEAD_FORMAT = 2  # 2: log-posterior inputs
+HEAD_FORMAT = 3  # 2: log-posterior inputs; 3: the linear attribute layer reads attributes only
 # The scored views of the labelled data, written to every metrics.json: view -> (subset,
 # class-balanced?). The class-balanced holdout is the selection score.
 BALANCED_HOLDOUT = "balanced_holdout"
@@ -329,9 +329,13 @@ class MetaClassifier(nn.Module):
         return torch.where(self.is_posterior, log_posteriors, (x - lo) / (hi - lo))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        h = self.body(self.inputs(x))
+        z = self.inputs(x)
+        h = self.body(z)
+        # A linear head regresses the attributes on the models' attribute estimates only: the
+        # log-posteriors (down to log 1e-4) would push its sigmoid into saturation.
+        a = torch.where(self.is_posterior, 0.0, z) if isinstance(self.body, nn.Identity) else h
         lo, hi = ATTRIBUTE_RANGE
-        return self.classes(h), lo + (hi - lo) * torch.sigmoid(self.attributes(h))
+        return self.classes(h), lo + (hi - lo) * torch.sigmoid(self.attributes(a))
 
     @torch.no_grad()
     def start_at_votes(self) -> None:
@@ -545,7 +549,7 @@ def fit_head(
     depend on how small the rarest class is:
 
         loss = class-balanced soft-target CE x class_weight + attribute MSE x attribute_weight
-               + prior_strength / N x ||W - W_start||^2      (W: the class layer's weights)
+               + prior_strength / N x ||W - W_start||^2      (W: both layers' weights)
 
     The prior pulls the class weights toward the start (the votes): with few clips the head
     stays near the vote and mostly learns per-class offsets (the biases are free); with many
@@ -555,7 +559,11 @@ def fit_head(
     rows = torch.from_numpy(rng.integers(0, len(train["X"]), size=len(train["X"])))
     X, soft, attributes = (torch.from_numpy(train[k])[rows] for k in ("X", "soft", "attributes"))
     model = build_head(X.shape[1], cfg)
-    start = model.classes.weight.detach().clone()
+    # The prior holds both output layers' weights near their start (the votes, the models'
+    # mean attributes): without it the attribute layer drifts onto the log-posterior inputs
+    # and saturates its sigmoid at 1 or 7.
+    pulled = (model.classes.weight, model.attributes.weight)
+    start = [w.detach().clone() for w in pulled]
     weights = balancing_class_weights(soft)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     model.train()
@@ -565,7 +573,7 @@ def fit_head(
         loss, _, _ = total_loss(
             logits, predicted, soft, attributes, weights, cfg.class_weight, cfg.attribute_weight
         )
-        prior = ((model.classes.weight - start) ** 2).sum()
+        prior = sum(((w - w0) ** 2).sum() for w, w0 in zip(pulled, start, strict=True))
         loss = loss + cfg.prior_strength / len(X) * prior
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
