@@ -241,31 +241,26 @@ def manifest_rows(manifest: pd.DataFrame, subset: str, ids: np.ndarray) -> pd.Da
     return part.loc[list(ids)]
 
 
+def scored_subsets(
+    posterior_paths: Sequence[str | os.PathLike], manifest: pd.DataFrame
+) -> dict[str, tuple[np.ndarray, np.ndarray, pd.DataFrame]]:
+    """The scored 8-class clips, read once: {"dev", "holdout"} -> (X, y, their manifest rows)."""
+    scored = {}
+    for subset in (DEV, HOLDOUT):
+        ids, X = load_ensemble_inputs(posterior_paths, subset)
+        rows = manifest_rows(manifest, subset, ids)
+        keep, y = consensus_labels(rows["emo_class"])
+        if len(y) == 0:
+            raise EnsembleError(f"no {subset!r} clip with an 8-class consensus to score")
+        scored[subset] = (X[keep], y, rows[keep])
+    return scored
+
+
 def evaluation_data(
     posterior_paths: Sequence[str | os.PathLike], manifest: pd.DataFrame
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Scored inputs and truths of the 8-class clips: {"dev", "holdout"} -> (X, y)."""
-    data = {}
-    for subset in (DEV, HOLDOUT):
-        ids, X = load_ensemble_inputs(posterior_paths, subset)
-        keep, y = consensus_labels(manifest_rows(manifest, subset, ids)["emo_class"])
-        if len(y) == 0:
-            raise EnsembleError(f"no {subset!r} clip with an 8-class consensus to score")
-        data[subset] = (X[keep], y)
-    return data
-
-
-def evaluation_rows(
-    posterior_paths: Sequence[str | os.PathLike], manifest: pd.DataFrame
-) -> dict[str, pd.DataFrame]:
-    """The manifest rows behind ``evaluation_data``, in the same order: {"dev", "holdout"}."""
-    rows = {}
-    for subset in (DEV, HOLDOUT):
-        ids, _ = load_ensemble_inputs(posterior_paths, subset)
-        part = manifest_rows(manifest, subset, ids)
-        keep, _ = consensus_labels(part["emo_class"])
-        rows[subset] = part[keep]
-    return rows
+    return {s: (X, y) for s, (X, y, _) in scored_subsets(posterior_paths, manifest).items()}
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ independent) and single clips otherwise (``medusa.stats``), seeded from the conf
 ``evaluation.bootstrap`` block. Here:
 
 - ``DevSet``: the scored dev clips (8 consensus classes) with truth, speakers, genders and
-  attribute ratings, aligned with ``medusa.ensemble.evaluation_data``'s dev rows;
+  attribute ratings, aligned with ``medusa.ensemble.scored_subsets``'s dev rows;
 - ``interval_columns``: dev macro-F1 and accuracy intervals of one system's predictions;
 - ``comparisons_table``: paired bootstrap of the soup against the soft vote and the best
   single model (difference, interval, share of resamples the soup wins);
@@ -19,7 +19,7 @@ independent) and single clips otherwise (``medusa.stats``), seeded from the conf
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,7 +27,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from medusa.emotions import ATTRIBUTES
-from medusa.ensemble import evaluation_data, evaluation_rows, split_inputs
+from medusa.ensemble import scored_subsets, split_inputs
 from medusa.partitions import DEV
 from medusa.stats import (
     accuracy_interval,
@@ -50,8 +50,8 @@ class DevSet:
     attributes: np.ndarray
 
     @classmethod
-    def load(cls, posterior_paths: Sequence, manifest: pd.DataFrame, y: np.ndarray) -> DevSet:
-        rows = evaluation_rows(posterior_paths, manifest)[DEV]
+    def of(cls, y: np.ndarray, rows: pd.DataFrame) -> DevSet:
+        """From the scored dev clips' truth and manifest rows (``scored_subsets``)."""
         return cls(
             y=y,
             speakers=rows["speaker"].astype(str).to_numpy(),
@@ -170,9 +170,9 @@ def ablation_table(
     (``medusa.config.ablation_variants``).
     """
     names = list(posterior_paths)
-    data = evaluation_data([posterior_paths[n] for n in names], manifest)
-    dev = DevSet.load([posterior_paths[n] for n in names], manifest, data[DEV][1])
-    probs, _ = split_inputs(data[DEV][0])
+    X, y, rows = scored_subsets([posterior_paths[n] for n in names], manifest)[DEV]
+    dev = DevSet.of(y, rows)
+    probs, _ = split_inputs(X)
     pred = {name: p.argmax(axis=1) for name, p in zip(names, probs, strict=True)}
     rows = []
     for base in dict.fromkeys(b for b, _ in variants.values()):

@@ -452,15 +452,11 @@ class Recognizer:
         return np.concatenate([probs, attributes], axis=1)
 
     def _ensemble(self, outputs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        from medusa.ensemble import head_outputs
+        from medusa.ensemble import head_outputs, single_threaded
 
         X = np.concatenate(outputs, axis=1).astype(np.float32)
-        before = torch.get_num_threads()
-        torch.set_num_threads(1)  # as predict_test: results independent of the core count
-        try:
-            return head_outputs(self._head, X)
-        finally:
-            torch.set_num_threads(before)
+        # One thread, as predict_test: results independent of the core count.
+        return single_threaded(head_outputs)(self._head, X)
 
 
 def summarise(segments: pd.DataFrame, durations: Mapping[str, float] | None = None) -> pd.DataFrame:

@@ -38,7 +38,6 @@ from medusa.ensemble import (
     BALANCED_HOLDOUT,
     SCORED_VIEWS,
     EnsembleError,
-    evaluation_data,
     head_outputs,
     in_sample_views,
     load_head,
@@ -46,6 +45,7 @@ from medusa.ensemble import (
     posterior_model_name,
     predict_probs,
     reorder_models,
+    scored_subsets,
     single_threaded,
     soft_vote,
     split_inputs,
@@ -110,8 +110,9 @@ def build_report(
     if not meta_seed_dirs:
         raise EnsembleError("build_report: no meta-classifier seed directories given")
     manifest = read_manifest(manifest_path)
-    data = evaluation_data(list(posterior_paths.values()), manifest)
-    dev = DevSet.load(list(posterior_paths.values()), manifest, data[DEV][1])
+    scored = scored_subsets(list(posterior_paths.values()), manifest)
+    data = {subset: (X, y) for subset, (X, y, _) in scored.items()}
+    dev = DevSet.of(*scored[DEV][1:])
     boot = bootstrap_settings(evaluation)
 
     # Every system's predictions and scores: the models, then each ensemble's votes and heads.
@@ -120,6 +121,7 @@ def build_report(
     whole = Ensemble(f"all {len(names)} models", meta_seed_dirs, soup_dir)
     systems = {e.label: _combine(e, names, data) for e in [whole, *top_ensembles]}
     main = systems[whole.label]
+    fairness = _fairness_systems(names, per_model, model_scores, main)
 
     # Tables, figures and the headline.
     tables = {
@@ -128,15 +130,12 @@ def build_report(
         "per_class_f1": _per_class(model_scores, main),
         "comparisons": _comparisons(names, per_model, model_scores, main, dev, boot),
         "attributes": _attributes(names, data, main, dev, boot),
-        "fairness": fairness_table(
-            dev, _fairness_systems(names, per_model, model_scores, main), boot
-        ),
+        "fairness": fairness_table(dev, fairness, boot),
     }
     for name, table in tables.items():
         _write_tsv(table, out_dir / f"{name}.tsv")
     _save_figure(_confusion_figure(main["soup_scores"][DEV]), out_dir / "confusion.png")
     _save_figure(_models_figure(tables["table1"], main), out_dir / "models.png")
-    fairness = _fairness_systems(names, per_model, model_scores, main)
     _save_figure(fairness_figure(dev, fairness), out_dir / "fairness.png")
     atomic_write_text(out_dir / "headline.md", format_headline(out_dir))
     log.info("report: %d models, %d ensembles -> %s", len(names), len(systems), out_dir)
@@ -169,7 +168,8 @@ def _combine(
     The models are those its soup was trained on (all, or the top k); a head's figures on
     the clips it trained on are not an evaluation and are left out (NaN).
     """
-    soup, info = _head_predictions(ensemble.soup_dir, names, data)
+    head, info = load_head(ensemble.soup_dir)
+    soup = _predictions_of(head, info, names, data)
     own = {s: (reorder_models(X, names, info["models"]), y) for s, (X, y) in data.items()}
     votes: dict[str, Predictions] = {"Majority voting": {}, "Soft voting": {}}
     for subset, (X, _) in own.items():
@@ -180,6 +180,7 @@ def _combine(
     seen = in_sample_views(info["train_on"])
     return {
         "info": info,
+        "head": head,
         "soup": soup,
         "singles": singles,
         "votes": votes,
@@ -196,11 +197,15 @@ def _head_predictions(
 ) -> tuple[Predictions, dict]:
     """(a meta-classifier head's predictions on every scored set, its checkpoint info)."""
     model, info = load_head(directory)
-    preds = {
+    return _predictions_of(model, info, names, data), info
+
+
+def _predictions_of(model, info: Mapping, names: Sequence[str], data: Mapping) -> Predictions:
+    """A loaded head's predictions on every scored set (its models picked out of `data`)."""
+    return {
         s: predict_probs(model, reorder_models(data[s][0], names, info["models"])).argmax(1)
         for s in data
     }
-    return preds, info
 
 
 def _score(
@@ -341,8 +346,8 @@ def _attributes(names, data, main, dev, boot) -> pd.DataFrame:
     """CCC of the attributes on dev: each model, their mean, the soup's attribute head."""
     X = data[DEV][0]
     _, attributes = split_inputs(X)  # [K, N, 3]
-    head, info = load_head(main["info"]["path"])
-    _, soup_attributes = head_outputs(head, reorder_models(X, names, info["models"]))
+    models = main["info"]["models"]
+    _, soup_attributes = head_outputs(main["head"], reorder_models(X, names, models))
     return attributes_table(dict(zip(names, attributes, strict=True)), soup_attributes, dev, boot)
 
 
