@@ -19,6 +19,7 @@ localrules:
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/demo.smk"
+include: "workflow/rules/fetch.smk"
 include: "workflow/rules/prepare.smk"
 include: "workflow/rules/asr.smk"
 include: "workflow/rules/features.smk"

@@ -12,13 +12,13 @@ import medusa.asr
 from medusa.asr import (
     combine_windows,
     load_asr_model,
-    merge_transcripts,
-    read_transcripts,
     run_asr,
     transcribe_clips,
 )
 from medusa.demo.backbones import build_backbone
 from medusa.demo.corpus import Synthesizer
+from medusa.fetch import checkpoint_sha256
+from medusa.transcripts import merge_transcripts, read_provenance, read_transcripts
 
 from clip_tables import partition_index
 
@@ -144,7 +144,11 @@ def test_run_asr_sharded_equals_unsharded(tiny_en, manifest, tmp_path, monkeypat
     assert counts == [2, 2]
     merge_transcripts(shards, tmp_path / "merged.jsonl")
     assert (tmp_path / "merged.jsonl").read_text() == (tmp_path / "all.jsonl").read_text()
-    records = [json.loads(line) for line in open(tmp_path / "all.jsonl")]
+    provenance, *records = [json.loads(line) for line in open(tmp_path / "all.jsonl")]
+    # The first line says which checkpoint made the file.
+    assert provenance == {
+        "asr": {"model": path, "revision": checkpoint_sha256(path), "language": "en"}
+    }
     assert [r["id"] for r in records] == ["c1", "c2", "c3", "c4"]  # sorted, train left out
     assert all(set(r) == {"id", "text", "avg_logprob", "no_speech_prob"} for r in records)
     assert "music" in records[3]["text"].lower()  # the 8 kHz file was resampled, not garbled
@@ -159,14 +163,11 @@ def test_empty_output_is_a_valid_transcript(tiny_en, manifest, tmp_path, monkeyp
     monkeypatch.setattr(medusa.asr.whisper, "decode", silent_decode)
     run_asr(path, partition_index(manifest, "train"), tmp_path / "t.jsonl", progress=False)
     assert read_transcripts(tmp_path / "t.jsonl")["c6"]["text"] == ""
-    # A subset with no clips: an empty transcript file, no model needed.
-    assert (
-        run_asr(
-            "no-such-model", partition_index(manifest, "test"), tmp_path / "e.jsonl", progress=False
-        )
-        == 0
-    )
-    assert (tmp_path / "e.jsonl").read_text() == ""
+    # A subset with no clips: a transcript file with only the provenance line; no model loaded.
+    monkeypatch.setattr(medusa.asr, "load_asr_model", None)
+    assert run_asr(path, partition_index(manifest, "test"), tmp_path / "e.jsonl") == 0
+    assert read_transcripts(tmp_path / "e.jsonl") == {}
+    assert read_provenance(tmp_path / "e.jsonl")["revision"] == checkpoint_sha256(path)
 
 
 def test_bad_inputs_give_clear_errors(tmp_path):
@@ -176,6 +177,11 @@ def test_bad_inputs_give_clear_errors(tmp_path):
     (tmp_path / "b.jsonl").write_text('{"id": "x", "text": "ho"}\n')
     with pytest.raises(ValueError, match="'x' also appears"):
         merge_transcripts([tmp_path / "a.jsonl", tmp_path / "b.jsonl"], tmp_path / "m.jsonl")
+    # Shards of one partition made by different checkpoints are not merged.
+    (tmp_path / "p.jsonl").write_text('{"asr": {"revision": "1"}}\n{"id": "p", "text": ""}\n')
+    (tmp_path / "q.jsonl").write_text('{"asr": {"revision": "2"}}\n{"id": "q", "text": ""}\n')
+    with pytest.raises(ValueError, match="made by ASR"):
+        merge_transcripts([tmp_path / "p.jsonl", tmp_path / "q.jsonl"], tmp_path / "m.jsonl")
     (tmp_path / "c.jsonl").write_text('{"id": "y", "text": "ok"}\n{"id": "z"}\n')
     with pytest.raises(ValueError, match="c.jsonl:2"):
         read_transcripts(tmp_path / "c.jsonl")

@@ -39,6 +39,7 @@ from medusa.recognize import (
     Recognizer,
     segment_bounds,
 )
+from medusa.transcripts import transcript_texts
 
 from workflow_runner import CI_CONFIGS, run_snakemake
 
@@ -216,10 +217,8 @@ def test_test3_clips_reproduce_the_workflow_predictions(recognizer, test3_clips,
     merged = letters.merge(segments, on="FileName")
     assert (merged["EmoClass"] == merged["emotion"]).all()
     # The transcripts are the workflow's ASR output.
-    asr = {}
-    for line in (completed_ci_run / "results/asr/unlabelled.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        asr[record["id"] + ".wav"] = record["text"]
+    transcripts = transcript_texts(completed_ci_run / "results/asr/unlabelled.jsonl")
+    asr = {utt_id + ".wav": text for utt_id, text in transcripts.items()}
     assert dict(zip(segments["FileName"], segments["transcript"], strict=True)) == asr
     # A clip's summary is its single segment.
     summary = predictions.summary.set_index("file")

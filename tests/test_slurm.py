@@ -15,6 +15,7 @@ when apt-get cannot install SLURM, except under CI=true, where that is a failure
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -25,11 +26,14 @@ import h5py
 import numpy as np
 import pytest
 
+from hub_server import FakeHub
 from workflow_runner import CI_CONFIGS, REPO, SNAKEMAKE, generate_demo_corpus
 
 SCRIPT = REPO / "tests/slurm/slurm-ci.sh"
 PROFILE = REPO / "profiles/slurm"
 GPU_RULES = ("asr", "features", "stage1", "stage2", "posteriors")
+HUB_BACKBONE = "medusa-test/whisper-tiny-en-5s-encoder"
+HUB_COPY = "resources/models/hub/medusa-test--whisper-tiny-en-5s-encoder@main"
 # The CI-sized DAG (33 SLURM jobs) takes 10-16 minutes on 2 CPU cores; a hung run is stopped with
 # SIGINT (which makes Snakemake cancel its SLURM jobs; SIGTERM does not stop it).
 RUN_TIMEOUT_S = 3600
@@ -67,20 +71,38 @@ def slurm_cluster():
 
 
 @pytest.fixture(scope="module")
-def slurm_run(slurm_cluster, tmp_path_factory):
-    """A working directory in which the CI-sized demo ran to `soup` on SLURM."""
+def hub(completed_ci_run):
+    """A hub on 127.0.0.1 serving the CI run's Whisper encoder as a hub model (tests/hub_server.py):
+    the SLURM run fetches it with the local rule fetch_models and its GPU jobs load the copy."""
+    server = FakeHub().start()
+    server.add_folder(
+        HUB_BACKBONE, completed_ci_run / "resources/backbones/whisper-tiny-en-5s-encoder"
+    )
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def slurm_run(slurm_cluster, hub, tmp_path_factory):
+    """A working directory in which the CI-sized demo ran to `soup` on SLURM, its `whisper`
+    feature set's backbone a hub id fetched on the submitting node."""
     workdir = tmp_path_factory.mktemp("slurm-run")
     generate_demo_corpus(workdir)  # locally, as a user would before submitting
+    hub_config = workdir / "hub.yaml"
+    hub_config.write_text(f"feature_sets: {{whisper: {{backbone: {HUB_BACKBONE}}}}}\n")
     cmd = [
         "timeout", "-s", "INT", "-k", "30", str(RUN_TIMEOUT_S),
         SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
         "--profile", str(PROFILE),
         "--slurm-init-seconds-before-status-checks", "5",
         "--slurm-keep-successful-logs",
-        "--configfile", *map(str, CI_CONFIGS),
+        "--configfile", *map(str, CI_CONFIGS), str(hub_config),
         "--", "soup",
     ]  # fmt: skip
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    # The network is on for the whole run (as on a login node): only the fetch may use it.
+    offline_vars = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    env = {k: v for k, v in os.environ.items() if k not in offline_vars}
+    env["HF_ENDPOINT"] = hub.url
     start = time.monotonic()
     run = subprocess.run(
         cmd, capture_output=True, text=True, timeout=RUN_TIMEOUT_S + 60, env=env, cwd=REPO
@@ -131,8 +153,8 @@ def test_slurm_run_produces_the_final_outputs(slurm_run):
     ):
         assert (results / output).stat().st_size > 0, output
     logs = job_logs(slurm_run)
-    # Aggregation rules are local rules: never submitted.
-    assert "soup" not in logs and "all" not in logs
+    # Aggregation rules and the fetch are local rules: never submitted.
+    assert not {"soup", "all", "fetch_models", "fetch_hub_model"} & set(logs)
     assert set(GPU_RULES) | {
         "audio_index",
         "prepare",
@@ -231,5 +253,23 @@ def test_slurm_results_equal_a_local_run(slurm_run, completed_ci_run):
         for name in same_files(slurm, local, pattern):
             a, b = hdf5_contents(slurm / name), hdf5_contents(local / name)
             assert a.keys() == b.keys(), name
+            if name.parts[:2] == ("features", "whisper"):
+                # Served from the hub in the SLURM run: same weights, other provenance.
+                a = {k: v for k, v in a.items() if k not in ("@backbone", "@revision")}
             for key in a:
                 assert np.array_equal(a[key], b[key]), (name, key)
+
+
+def test_gpu_jobs_load_the_copy_fetched_by_the_local_rule(slurm_run, hub):
+    # fetch_hub_model ran on this (submitting) node: its log is a local job log, not SLURM's.
+    fetch_log = slurm_run / "logs/fetch/hub/medusa-test--whisper-tiny-en-5s-encoder@main.log"
+    assert "fetched medusa-test/whisper-tiny-en-5s-encoder@main" in fetch_log.read_text()
+    commit = json.loads((slurm_run / HUB_COPY / "medusa-fetch.json").read_text())["commit"]
+    # The features jobs (on SLURM) loaded that copy and asked the hub for nothing: every
+    # request the server saw is one of the fetch's, none twice.
+    assert len(set(hub.requests)) == len(hub.requests), hub.requests
+    for path in (slurm_run / "results/features/whisper").glob("*.h5"):
+        with h5py.File(path) as f:
+            assert (f.attrs["backbone"], f.attrs["revision"]) == (HUB_BACKBONE, commit), path
+        log = (slurm_run / "logs/features/whisper" / f"{path.stem}.log").read_text()
+        assert HUB_COPY in log, path

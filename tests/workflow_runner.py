@@ -19,11 +19,14 @@ def run_snakemake(
     configfiles: list[Path] | None = None,
     config: dict | None = None,
     timeout: int = 900,
+    offline: bool = True,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
     """`snakemake <args>` on the repo's Snakefile with `workdir` as working directory.
 
     `config` is written to `workdir/test-config.yaml` and passed as the last --configfile
-    (on the command line, --config turns nested numbers into strings).
+    (on the command line, --config turns nested numbers into strings). The hub is offline
+    unless `offline` is False (fetch_models needs it); `env` adds variables (HF_ENDPOINT).
     """
     cmd = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir)]
     cmd += [*args]
@@ -34,8 +37,12 @@ def run_snakemake(
         files.append(str(extra))
     if files:
         cmd += ["--configfile", *files]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    offline_vars = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    run_env = {k: v for k, v in os.environ.items() if k not in offline_vars}
+    if offline:
+        run_env.update(dict.fromkeys(offline_vars, "1"))
+    run_env.update(env or {})
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=run_env)
 
 
 CI_CONFIGS = [REPO / "config/demo.yaml", REPO / "tests/config/ci.yaml"]

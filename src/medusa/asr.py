@@ -20,14 +20,13 @@ API:
 - ``transcribe_clips(model, items, batch_size, device, progress=True)``: ``[(id, audio)]`` ->
   ``[{"id", "text", "avg_logprob", "no_speech_prob"}]`` in input order.
 - ``run_asr(model_name_or_path, index_path, out_path, batch_size=16, shard=0, n_shards=1,
-  device="cpu", language="en")``: one audio partition (or one shard of it, see
-  ``medusa.store.shard_ids``) from its clip table to a JSONL file sorted by id.
-- ``merge_transcripts(shard_paths, out_path)``, ``read_transcripts(path)``.
+  device="cpu", language="en", checkpoint=None)``: one audio partition (or one shard of it, see
+  ``medusa.store.shard_ids``) from its clip table to a transcript file (``medusa.transcripts``)
+  whose first line records the model and the sha256 of the checkpoint that ran.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -39,10 +38,11 @@ import torch
 import whisper
 from tqdm import tqdm
 
-from medusa.atomic import atomic_write_text
 from medusa.audio import SAMPLE_RATE, load_audio
+from medusa.fetch import FETCH_COMMAND, FetchError, checkpoint_sha256, whisper_checkpoint
 from medusa.partitions import clip_paths
 from medusa.store import shard_ids
+from medusa.transcripts import write_transcripts
 
 log = logging.getLogger(__name__)
 WINDOW_SAMPLES = whisper.audio.N_SAMPLES  # 30 s at 16 kHz: whisper's fixed input length
@@ -156,10 +156,14 @@ def run_asr(
     device: torch.device | str = "cpu",
     progress: bool = True,
     language: str = "en",
+    revision: str | None = None,
+    checkpoint: str | os.PathLike | None = None,
 ) -> int:
-    """Transcribe one audio partition (shard) into a JSONL file sorted by id.
+    """Transcribe one audio partition (shard) into a transcript file sorted by id.
 
     `index_path`: the partition's clip table (``medusa.partitions.write_audio_index``).
+    `checkpoint`: the local copy of a remote model (``medusa.fetch``), checked against the
+    sha256 that `model_name_or_path` and `revision` pin; the file's first line records both.
 
     Clips are read and transcribed in blocks of BATCHES_PER_BLOCK batches of consecutive ids
     (sorted by length inside a block), so memory stays bounded and, shards being whole blocks,
@@ -171,19 +175,22 @@ def run_asr(
     part = Path(index_path).stem
     block = batch_size * BATCHES_PER_BLOCK
     ids = shard_ids(paths, shard, n_shards, block)
+    source, sha256 = checkpoint_to_load(model_name_or_path, revision, checkpoint)
     log.info(
-        "asr: %d clips of partition %r (shard %d/%d) on %s with %s, language %s",
+        "asr: %d clips of partition %r (shard %d/%d) on %s with %s (%s, sha256 %s), language %s",
         len(ids),
         part,
         shard,
         n_shards,
         device,
         model_name_or_path,
+        source,
+        sha256,
         language,
     )
     results: list[dict] = []
     if ids:
-        model = load_asr_model(model_name_or_path, device)
+        model = load_asr_model(source, device)
         bar = tqdm(total=len(ids), desc=f"asr {part}", unit="clip", disable=not progress)
         for start in range(0, len(ids), block):
             chunk = ids[start : start + block]
@@ -193,51 +200,27 @@ def run_asr(
             )
             bar.update(len(chunk))
         bar.close()
-    write_transcripts(results, out_path)
+    provenance = {"model": model_name_or_path, "revision": sha256, "language": language}
+    write_transcripts(results, out_path, provenance)
     empty = sum(1 for r in results if not r["text"])
     log.info("asr: wrote %d transcripts (%d empty) to %s", len(results), empty, out_path)
     return len(results)
 
 
-def write_transcripts(records: Sequence[dict], out_path: str | os.PathLike) -> None:
-    """Write records as JSONL sorted by id, atomically (temp file in the folder + os.replace)."""
-    lines = [
-        json.dumps(
-            {k: r[k] for k in ("id", "text", "avg_logprob", "no_speech_prob")}, ensure_ascii=False
-        )
-        for r in sorted(records, key=lambda r: r["id"])
-    ]
-    atomic_write_text(out_path, "".join(line + "\n" for line in lines))
-
-
-def read_transcripts(path: str | os.PathLike) -> dict[str, dict]:
-    """JSONL transcripts keyed by id; a clear error names the file and line of a bad record."""
-    records: dict[str, dict] = {}
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                utt_id, text = record["id"], record["text"]
-            except (json.JSONDecodeError, KeyError, TypeError) as err:
-                raise ValueError(f"{path}:{line_no}: not a transcript record ({err})") from err
-            if not isinstance(text, str):
-                raise ValueError(f"{path}:{line_no}: text of {utt_id!r} is not a string")
-            if utt_id in records:
-                raise ValueError(f"{path}:{line_no}: id {utt_id!r} appears twice")
-            records[utt_id] = record
-    return records
-
-
-def merge_transcripts(
-    shard_paths: Sequence[str | os.PathLike], out_path: str | os.PathLike
-) -> None:
-    """Merge shard JSONL files into one, sorted by id; an id in two shards is an error."""
-    merged: dict[str, dict] = {}
-    for path in shard_paths:
-        for utt_id, record in read_transcripts(path).items():
-            if utt_id in merged:
-                raise ValueError(f"{path}: id {utt_id!r} also appears in another shard")
-            merged[utt_id] = record
-    write_transcripts(list(merged.values()), out_path)
+def checkpoint_to_load(
+    model: str, revision: str | None, checkpoint: str | os.PathLike | None
+) -> tuple[str, str]:
+    """(what to load, its sha256): the fetched copy after checking it, a local checkpoint, or
+    (outside the workflow) a release name that openai-whisper downloads itself."""
+    if checkpoint is not None:
+        expected = whisper_checkpoint({"model": model, "revision": revision}).sha256
+        actual = checkpoint_sha256(checkpoint)
+        if actual != expected:
+            raise FetchError(
+                f"{checkpoint}: sha256 {actual}, but {model} at revision {expected} was asked "
+                f"for; refusing it: delete the file and run `{FETCH_COMMAND}` again"
+            )
+        return str(checkpoint), actual
+    if os.path.isfile(model):
+        return model, checkpoint_sha256(model)
+    return model, whisper_checkpoint({"model": model, "revision": revision}).sha256

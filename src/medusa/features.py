@@ -40,7 +40,6 @@ n_shards=1, device="cpu")``.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import os
@@ -56,8 +55,10 @@ from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoTokeni
 
 from medusa.audio import SAMPLE_RATE, load_audio
 from medusa.devices import amp_dtype, autocast
+from medusa.fetch import verified_hub_copy
 from medusa.partitions import clip_paths
 from medusa.store import FeatureWriter, shard_ids
+from medusa.transcripts import transcript_texts
 
 log = logging.getLogger(__name__)
 KINDS = ("audio", "whisper", "text")
@@ -131,11 +132,10 @@ def weights_sha256(folder: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
-def _load_weights(cfg: FeatureSetConfig, config) -> torch.nn.Module:
+def _load_weights(cfg: FeatureSetConfig, config, source: str, revision: str | None):
     """The backbone's float32 weights (only the encoder of a Whisper checkpoint); a checkpoint
     that lacks or mismatches weights is refused rather than initialised at random."""
-    source = cfg.backbone
-    kwargs = {"revision": cfg.revision, "dtype": torch.float32, "output_loading_info": True}
+    kwargs = {"revision": revision, "dtype": torch.float32, "output_loading_info": True}
     if config.model_type == "wavlm":
         kwargs["attn_implementation"] = "eager"  # the only one WavLM implements
     if cfg.kind == "whisper" and config.model_type != "whisper":
@@ -165,13 +165,26 @@ def _check_layer(cfg: FeatureSetConfig, config) -> None:
 
 
 class Backbone:
-    """A loaded backbone: turns clips (16 kHz arrays) or transcripts into frame sequences."""
+    """A loaded backbone: turns clips (16 kHz arrays) or transcripts into frame sequences.
 
-    def __init__(self, cfg: FeatureSetConfig, device: torch.device | str = "cpu"):
+    `local_copy`: the folder ``medusa.fetch`` fetched a hub backbone into; it is checked
+    against its manifest and loaded instead of the hub id (the workflow's jobs never download).
+    """
+
+    def __init__(
+        self,
+        cfg: FeatureSetConfig,
+        device: torch.device | str = "cpu",
+        local_copy: str | os.PathLike | None = None,
+    ):
         self.cfg = cfg
         self.device = torch.device(device)
-        config = AutoConfig.from_pretrained(cfg.backbone, revision=cfg.revision)
-        model = _load_weights(cfg, config)
+        self.source, self.revision, self.commit = cfg.backbone, cfg.revision, None
+        if local_copy is not None:
+            self.commit = _fetched_commit(cfg, local_copy)
+            self.source, self.revision = str(local_copy), None
+        config = AutoConfig.from_pretrained(self.source, revision=self.revision)
+        model = _load_weights(cfg, config, self.source, self.revision)
         _check_layer(cfg, config)
         self.model = model.to(self.device).eval()
         self.model_type = config.model_type
@@ -183,7 +196,7 @@ class Backbone:
 
     def _set_up_inputs(self, config) -> None:
         """What turns a clip or transcript into model inputs, and the limits of batching."""
-        source, revision = self.cfg.backbone, self.cfg.revision
+        source, revision = self.source, self.revision
         if self.cfg.kind == "text":
             self.tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
             self.max_length = self._text_max_length(config)
@@ -200,12 +213,12 @@ class Backbone:
 
     def _describe(self, config) -> dict:
         """The HDF5 attributes that say where the features come from."""
-        source, revision = self.cfg.backbone, self.cfg.revision
-        local = Path(source).is_dir()
+        local = Path(self.source).is_dir()
+        hub_commit = "" if local else getattr(config, "_commit_hash", None) or ""
         return {
-            "backbone": source,
-            "revision": revision or ("" if local else getattr(config, "_commit_hash", None) or ""),
-            "weights_sha256": weights_sha256(source) if local else "",
+            "backbone": self.cfg.backbone,
+            "revision": self.commit or self.revision or hub_commit,
+            "weights_sha256": weights_sha256(self.source) if local else "",
             "kind": self.cfg.kind,
             "layer": str(self.cfg.layer),
             "layer_convention": "hidden_states[-1] is last_hidden_state (after the final norm)",
@@ -358,23 +371,26 @@ class Backbone:
         return out
 
 
-def load_backbone(feature_set_cfg: dict, device: torch.device | str = "cpu") -> Backbone:
-    """Load the backbone a feature-set config names, in eval mode on `device`."""
-    return Backbone(FeatureSetConfig.from_dict(feature_set_cfg), device)
+def _fetched_commit(cfg: FeatureSetConfig, local_copy: str | os.PathLike) -> str:
+    """The commit a fetched folder holds, after checking its files and that it is this model."""
+    manifest = verified_hub_copy(local_copy)
+    if manifest["repo_id"] != cfg.backbone:
+        raise ValueError(f"{local_copy}: holds {manifest['repo_id']}, not {cfg.backbone}")
+    if cfg.revision not in (None, manifest["revision"], manifest["commit"]):
+        raise ValueError(
+            f"{local_copy}: holds {cfg.backbone}@{manifest['revision']}, not @{cfg.revision}"
+        )
+    return manifest["commit"]
 
 
-def _read_texts(path: str | os.PathLike) -> dict[str, str]:
-    """Transcript text by id from the ASR stage's JSONL."""
-    texts = {}
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if line.strip():
-                try:
-                    record = json.loads(line)
-                    texts[record["id"]] = str(record["text"])
-                except (json.JSONDecodeError, KeyError, TypeError) as err:
-                    raise ValueError(f"{path}:{line_no}: not a transcript record ({err})") from err
-    return texts
+def load_backbone(
+    feature_set_cfg: dict,
+    device: torch.device | str = "cpu",
+    local_copy: str | os.PathLike | None = None,
+) -> Backbone:
+    """Load the backbone a feature-set config names (or its fetched `local_copy`), in eval mode
+    on `device`."""
+    return Backbone(FeatureSetConfig.from_dict(feature_set_cfg), device, local_copy)
 
 
 def extract_feature_set(
@@ -387,10 +403,12 @@ def extract_feature_set(
     n_shards: int = 1,
     device: torch.device | str = "cpu",
     progress: bool = True,
+    local_copy: str | os.PathLike | None = None,
 ) -> int:
     """Extract one feature set for one audio partition (shard) into an HDF5 store.
 
     `index_path`: the partition's clip table (``medusa.partitions.write_audio_index``).
+    `local_copy`: the fetched folder of a hub backbone (see ``Backbone``).
 
     Utterances are written in id order (see BATCHES_PER_BLOCK). Returns the number written.
     """
@@ -408,11 +426,11 @@ def extract_feature_set(
         part,
         shard,
         n_shards,
-        cfg.backbone,
+        local_copy or cfg.backbone,
         device,
     )
 
-    backbone = Backbone(cfg, device)
+    backbone = Backbone(cfg, device, local_copy)
     attrs = {**backbone.attrs, "feature_set": feature_set_name}
     started = time.perf_counter()
     bar = tqdm(total=len(ids), desc=f"{feature_set_name} {part}", unit="clip", disable=not progress)
@@ -439,7 +457,7 @@ def _transcripts_of(
     """The ASR transcript of every clip of `ids` (a text feature set's inputs)."""
     if asr_path is None:
         raise ValueError(f"feature set {feature_set_name!r} (text) needs the ASR transcripts")
-    texts = _read_texts(asr_path)
+    texts = transcript_texts(asr_path)
     missing = [u for u in ids if u not in texts]
     if missing:
         raise ValueError(

@@ -1,4 +1,4 @@
-"""Classification metrics over the 8 consensus classes (scikit-learn underneath)."""
+"""Classification metrics over the 8 consensus classes, and word error rates."""
 
 from __future__ import annotations
 
@@ -30,28 +30,51 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, balanced: boo
     counts as much as any other: the figures expected on a class-balanced set drawn from these
     clips (the paper's "balanced held-out set"), computed from every clip instead of one
     undersampled draw. The confusion matrix stays in clip counts.
-    """
-    # Imported here: scikit-learn takes ~2 s to import, and jobs that only write posteriors or
-    # transcripts (which import this module) never score anything.
-    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
+    Computed from the (weighted) confusion matrix with numpy, not scikit-learn: every training
+    epoch, meta seed and report scores with it, and importing sklearn.metrics costs each of those
+    jobs about a second (benchmarks/job_overhead.py). tests/test_metrics.py checks every figure
+    against scikit-learn's f1_score, accuracy_score and confusion_matrix.
+    """
     y_true = np.asarray(y_true, dtype=int)
     y_pred = np.asarray(y_pred, dtype=int)
     if len(y_true) == 0:
         raise ValueError("cannot score an empty set")
-    weights = class_balancing_weights(y_true) if balanced else None
-    f1 = {"y_true": y_true, "y_pred": y_pred, "sample_weight": weights, "zero_division": 0}
-    per_class = f1_score(labels=LABELS, average=None, **f1)
+    if len(y_pred) != len(y_true):
+        raise ValueError(f"{len(y_true)} true labels but {len(y_pred)} predictions")
+    weights = class_balancing_weights(y_true) if balanced else np.ones(len(y_true))
+    confusion = confusion_matrix(y_true, y_pred)
+    weighted = confusion_matrix(y_true, y_pred, weights)
+    hits, true_mass, predicted_mass = np.diag(weighted), weighted.sum(1), weighted.sum(0)
+    # F1 = 2 TP / (2 TP + FP + FN) = 2 TP / (true + predicted); 0 where a class has neither.
+    denominator = true_mass + predicted_mass
+    per_class = np.divide(2 * hits, denominator, out=np.zeros(NUM_CLASSES), where=denominator > 0)
+    present = (confusion.sum(1) > 0) | (confusion.sum(0) > 0)
+    # Single-label micro-F1 over all classes present is the (weighted) share of hits.
+    accuracy = float(hits.sum() / weights.sum())
     return {
         "n": int(len(y_true)),
-        "macro_f1": float(f1_score(average="macro", **f1)),
-        "micro_f1": float(f1_score(average="micro", **f1)),
-        "accuracy": float(accuracy_score(y_true, y_pred, sample_weight=weights)),
+        "macro_f1": float(per_class[present].mean()),
+        "micro_f1": accuracy,
+        "accuracy": accuracy,
         "per_class_f1": {
             letter: float(f) for letter, f in zip(CLASS_LETTERS, per_class, strict=True)
         },
-        "confusion": confusion_matrix(y_true, y_pred, labels=LABELS).tolist(),
+        "confusion": confusion.astype(int).tolist(),
     }
+
+
+def confusion_matrix(
+    y_true: np.ndarray, y_pred: np.ndarray, weights: np.ndarray | None = None
+) -> np.ndarray:
+    """``[true class, predicted class]`` totals of `weights` (clip counts without weights)."""
+    if (y_true < 0).any() or (y_true >= NUM_CLASSES).any() or (y_pred < 0).any() or (
+        y_pred >= NUM_CLASSES
+    ).any():
+        raise ValueError(f"class indices must be in 0..{NUM_CLASSES - 1}")
+    cells = y_true * NUM_CLASSES + y_pred
+    totals = np.bincount(cells, weights=weights, minlength=NUM_CLASSES**2)
+    return totals.reshape(NUM_CLASSES, NUM_CLASSES)
 
 
 def normalise_words(text: str) -> list[str]:

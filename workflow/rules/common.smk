@@ -19,6 +19,7 @@ from medusa.config import (
     stage2_enabled,
     validate_config,
 )
+from medusa.fetch import hub_model, whisper_checkpoint
 from medusa.partitions import (
     UNLABELLED,
     audio_partitions,
@@ -143,6 +144,9 @@ wildcard_constraints:
     seed=r"\d+",
     k=r"\d+",
     shard=r"\d+",
+    repo=r"[^/@]+",
+    revision=r"[^/]+",
+    sha256=r"[0-9a-f]{64}",
 
 
 def sharded_path(stem, suffix):
@@ -160,16 +164,56 @@ def sharded_output(stem, suffix):
     return temp(path) if SHARDED else path
 
 
+# ---------------------------------------------------------------- remote models (fetch.smk)
+
+# Where fetch_models puts hub backbones and the ASR checkpoint, one copy per revision.
+MODEL_STORE = os.path.normpath(config["model_store"])
+# Hub backbones by feature set; None for local folders (used as they are).
+HUB_BACKBONES = {
+    name: hub_model(feature_set, f"feature_sets.{name}")
+    for name, feature_set in config["feature_sets"].items()
+}
+# Fetched folder -> hub model (two feature sets may share one).
+HUB_FOLDERS = {
+    str(m.folder(MODEL_STORE)): m for m in HUB_BACKBONES.values() if m is not None
+}
+# The openai-whisper checkpoint to fetch, or None for a local checkpoint file.
+WHISPER_CHECKPOINT = whisper_checkpoint(config["asr"])
+
+
+def fetched_models():
+    """Every remote model of the config, as the local copies fetch_models makes."""
+    asr_file = [str(WHISPER_CHECKPOINT.path(MODEL_STORE))] if WHISPER_CHECKPOINT else []
+    return [*HUB_FOLDERS, *asr_file]
+
+
+def fetch_hub_params(wildcards):
+    """The repository and revision a fetched folder holds (only its own: one folder per pair)."""
+    model = HUB_FOLDERS[f"{MODEL_STORE}/hub/{wildcards.repo}@{wildcards.revision}"]
+    return canonical_json({"repo_id": model.repo_id, "revision": model.revision})
+
+
+def fetch_whisper_params(wildcards):
+    return canonical_json(
+        {"url": WHISPER_CHECKPOINT.url, "sha256": WHISPER_CHECKPOINT.sha256}
+    )
+
+
 def asr_params():
     """Only the ASR sub-config: changing a model or a feature set never reruns ASR."""
     return canonical_json(config["asr"])
 
 
 def asr_inputs(wildcards):
-    return {
+    """The partition's clip table and the checkpoint: built by the workflow (demo), fetched
+    (a release name or URL), or a user's own file (not an input)."""
+    inputs = {
         "index": f"results/audio/{wildcards.partition}.tsv",
         "model": local_backbone_input(config["asr"]["model"]),
     }
+    if WHISPER_CHECKPOINT:
+        inputs["fetched"] = str(WHISPER_CHECKPOINT.path(MODEL_STORE))
+    return inputs
 
 
 def asr_shards(wildcards):
@@ -186,14 +230,17 @@ def feature_set_params(wildcards):
 
 
 def feature_inputs(wildcards):
-    """The partition's clip table, the backbone when the workflow builds it, and the
-    partition's transcripts for text (never the manifest: features do not depend on labels).
+    """The partition's clip table, the backbone when the workflow builds it (or its fetched
+    copy, for a hub id), and the partition's transcripts for text (never the manifest: features do not depend on labels).
     """
     feature_set = config["feature_sets"][wildcards.feature_set]
     inputs = {
         "index": f"results/audio/{wildcards.partition}.tsv",
         "backbone": local_backbone_input(feature_set["backbone"]),
     }
+    hub = HUB_BACKBONES[wildcards.feature_set]
+    if hub is not None:
+        inputs["fetched"] = str(hub.folder(MODEL_STORE))
     if feature_set["kind"] == "text":
         inputs["transcripts"] = f"results/asr/{wildcards.partition}.jsonl"
     return inputs

@@ -21,6 +21,8 @@ with acquire_device() as device:
         snakemake.output[0],
         batch_size=asr["batch_size"],
         language=asr["language"],
+        revision=asr.get("revision"),
+        checkpoint=snakemake.input.get("fetched"),
         shard=int(snakemake.wildcards.get("shard", 0)),
         n_shards=snakemake.params.n_shards,
         device=device,

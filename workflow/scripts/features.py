@@ -2,8 +2,11 @@
 
 import json
 import logging
+import os
 import sys
 
+# Jobs load local folders only (a hub backbone was fetched by fetch_models): never the network.
+os.environ["HF_HUB_OFFLINE"] = "1"
 sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115 - the log stays open for the job
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
@@ -23,4 +26,5 @@ with acquire_device() as device:
         shard=int(snakemake.wildcards.get("shard", 0)),
         n_shards=snakemake.params.n_shards,
         device=device,
+        local_copy=snakemake.input.get("fetched"),
     )
