@@ -40,6 +40,7 @@ class FakeHub:
         self.drop: set[str] = set()
         self.requests: list[tuple[str, str]] = []
         self._server: ThreadingHTTPServer | None = None
+        self._url = ""
 
     # ------------------------------------------------------------ content
 
@@ -72,8 +73,8 @@ class FakeHub:
 
     @property
     def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+        """The server's address (kept after `stop`: it then refuses connections)."""
+        return self._url
 
     def start(self) -> FakeHub:
         hub = self
@@ -83,6 +84,8 @@ class FakeHub:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
+        host, port = self._server.server_address[:2]
+        self._url = f"http://{host}:{port}"
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 

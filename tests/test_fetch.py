@@ -22,7 +22,14 @@ import numpy as np
 import pytest
 
 from medusa.asr import checkpoint_to_load
-from medusa.fetch import MANIFEST, FetchError, verified_hub_copy
+from medusa.fetch import (
+    MANIFEST,
+    FetchError,
+    HubModel,
+    hub_model,
+    verified_hub_copy,
+    whisper_checkpoint,
+)
 from medusa.transcripts import read_provenance, read_transcripts
 
 from hub_server import FakeHub
@@ -172,3 +179,21 @@ def test_a_folder_without_a_complete_fetch_is_refused(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({}))
     with pytest.raises(FetchError, match="run `snakemake fetch_models`"):
         verified_hub_copy(tmp_path)
+
+
+def test_remote_models_are_told_from_local_paths_and_bad_settings_named():
+    assert hub_model({"backbone": "resources/backbones/wavlm-tiny"}, "feature_sets.w") is None
+    assert hub_model({"backbone": "org/name"}, "feature_sets.w") == HubModel("org/name", "main")
+    assert hub_model({"backbone": "org/name", "revision": "v2"}, "k").folder("store") == Path(
+        "store/hub/org--name@v2"
+    )
+    with pytest.raises(ValueError, match="feature_sets.w.backbone 'a/b/c'"):
+        hub_model({"backbone": "a/b/c"}, "feature_sets.w")
+    release = whisper_checkpoint({"model": "large-v3"})
+    assert release.url.startswith("https://") and release.url.endswith("/large-v3.pt")
+    assert release.sha256 in release.url
+    assert whisper_checkpoint({"model": "resources/backbones/x/model.pt"}) is None
+    with pytest.raises(ValueError, match="asr.revision"):
+        whisper_checkpoint({"model": "https://mirror.example/whisper/large-v3.pt"})
+    with pytest.raises(ValueError, match="asr.model 'huge-v9'"):
+        whisper_checkpoint({"model": "huge-v9"})

@@ -200,8 +200,12 @@ def fetch_whisper_params(wildcards):
 
 
 def asr_params():
-    """Only the ASR sub-config: changing a model or a feature set never reruns ASR."""
-    return canonical_json(config["asr"])
+    """Only the ASR sub-config: changing a model or a feature set never reruns ASR. The
+    revision (sha256) of a fetched checkpoint is always in it, given or resolved."""
+    asr = dict(config["asr"])
+    if WHISPER_CHECKPOINT:
+        asr["revision"] = WHISPER_CHECKPOINT.sha256
+    return canonical_json(asr)
 
 
 def asr_inputs(wildcards):
@@ -225,8 +229,13 @@ def asr_shards(wildcards):
 
 
 def feature_set_params(wildcards):
-    """Only this feature set's sub-config (canonical), so editing it re-extracts only it."""
-    return canonical_json(config["feature_sets"][wildcards.feature_set])
+    """Only this feature set's sub-config (canonical), so editing it re-extracts only it; a
+    hub backbone's revision is always in it (default main)."""
+    feature_set = dict(config["feature_sets"][wildcards.feature_set])
+    hub = HUB_BACKBONES[wildcards.feature_set]
+    if hub is not None:
+        feature_set["revision"] = hub.revision
+    return canonical_json(feature_set)
 
 
 def feature_inputs(wildcards):
