@@ -17,7 +17,9 @@ def sklearn_metrics(y_true, y_pred, balanced):
         "macro_f1": f1_score(average="macro", **f1),
         "micro_f1": f1_score(average="micro", **f1),
         "accuracy": accuracy_score(y_true, y_pred, sample_weight=weights),
-        "per_class_f1": dict(zip(CLASS_LETTERS, f1_score(labels=LABELS, average=None, **f1))),
+        "per_class_f1": dict(
+            zip(CLASS_LETTERS, f1_score(labels=LABELS, average=None, **f1), strict=True)
+        ),
         "confusion": confusion_matrix(y_true, y_pred, labels=LABELS).tolist(),
     }
 
@@ -32,8 +34,9 @@ def test_every_figure_equals_scikit_learns(seed, balanced):
     y_pred = np.where(rng.random(n) < 0.5, y_true, rng.choice(NUM_CLASSES, n))
     if seed % 3 == 0:
         y_pred[y_pred == 2] = 3
-    ours, theirs = classification_metrics(y_true, y_pred, balanced), sklearn_metrics(
-        y_true, y_pred, balanced
+    ours, theirs = (
+        classification_metrics(y_true, y_pred, balanced),
+        sklearn_metrics(y_true, y_pred, balanced),
     )
     assert ours["n"] == n
     assert ours["confusion"] == theirs["confusion"]

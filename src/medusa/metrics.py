@@ -68,9 +68,8 @@ def confusion_matrix(
     y_true: np.ndarray, y_pred: np.ndarray, weights: np.ndarray | None = None
 ) -> np.ndarray:
     """``[true class, predicted class]`` totals of `weights` (clip counts without weights)."""
-    if (y_true < 0).any() or (y_true >= NUM_CLASSES).any() or (y_pred < 0).any() or (
-        y_pred >= NUM_CLASSES
-    ).any():
+    labels = np.concatenate([y_true, y_pred])
+    if labels.min() < 0 or labels.max() >= NUM_CLASSES:
         raise ValueError(f"class indices must be in 0..{NUM_CLASSES - 1}")
     cells = y_true * NUM_CLASSES + y_pred
     totals = np.bincount(cells, weights=weights, minlength=NUM_CLASSES**2)

@@ -21,6 +21,8 @@ rule fetch_hub_model:
         directory(f"{MODEL_STORE}/hub/{{repo}}@{{revision}}"),
     log:
         "logs/fetch/hub/{repo}@{revision}.log",
+    conda:
+        "../../envs/medusa.yaml"
     params:
         model=fetch_hub_params,
     script:
@@ -33,6 +35,8 @@ rule fetch_whisper:
         f"{MODEL_STORE}/whisper/{{name}}-{{sha256}}.pt",
     log:
         "logs/fetch/whisper/{name}-{sha256}.log",
+    conda:
+        "../../envs/medusa.yaml"
     params:
         checkpoint=fetch_whisper_params,
     script:
