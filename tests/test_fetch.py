@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -33,7 +36,7 @@ from medusa.fetch import (
 from medusa.transcripts import read_provenance, read_transcripts
 
 from hub_server import FakeHub
-from workflow_runner import CI_CONFIGS, dry_run_jobs, run_snakemake
+from workflow_runner import CI_CONFIGS, REPO, dry_run_jobs, run_snakemake
 
 REPO_ID = "medusa-test/whisper-tiny-en-5s-encoder"
 FOLDER = "resources/models/hub/medusa-test--whisper-tiny-en-5s-encoder@main"
@@ -57,6 +60,26 @@ def served(run_copy):
     }
     yield hub, config, main, hashlib.sha256(asr_bytes).hexdigest()
     hub.stop()
+
+
+DIRECT_FETCH = f"""
+import sys
+from medusa.fetch import FetchError, HubModel, fetch_hub_model, whisper_checkpoint
+from medusa.fetch import fetch_whisper_checkpoint
+try:
+    fetch_hub_model(HubModel("{REPO_ID}"), sys.argv[1] + "/hub/medusa-test--encoder@main")
+except FetchError as err:
+    print("FetchError", err, file=sys.stderr)
+checkpoint = whisper_checkpoint({{"model": sys.argv[2]}})
+fetch_whisper_checkpoint(checkpoint, checkpoint.path(sys.argv[1]))
+"""
+
+
+def fetch_env(hub: FakeHub) -> dict[str, str]:
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    }
+    return {**env, "HF_ENDPOINT": hub.url}
 
 
 def fetch(workdir: Path, hub: FakeHub, config: dict):
@@ -104,6 +127,22 @@ def test_fetch_then_run_offline_then_change_revision(served, run_copy, completed
     assert failed.returncode != 0
     assert complete_looking(run_copy) == []
     assert not (run_copy / FOLDER).exists()
+
+    # The same through the library alone (no Snakemake to delete a failed job's outputs), in a
+    # fresh process as the fetch job runs it.
+    direct = subprocess.run(
+        [sys.executable, "-c", DIRECT_FETCH, str(run_copy / "direct"), config["asr"]["model"]],
+        capture_output=True,
+        text=True,
+        env={**fetch_env(hub), "PYTHONPATH": str(REPO / "src")},
+    )
+    assert direct.returncode != 0
+    assert f"FetchError cannot fetch {REPO_ID}@main" in direct.stderr, direct.stderr[-2000:]
+    last_line = direct.stderr.strip().splitlines()[-1]
+    assert "FetchError: cannot download whisper checkpoint tiny-en-15s" in last_line, last_line
+    assert "closed after" in last_line
+    assert [p for p in (run_copy / "direct").rglob("*") if not p.is_dir()] == []
+    assert not (run_copy / "direct/hub/medusa-test--encoder@main").exists()
 
     # 2. The real fetch: both models, pinned and recorded.
     hub.drop = set()

@@ -290,15 +290,19 @@ def fetch_whisper_checkpoint(checkpoint: WhisperCheckpoint, out_path: str | os.P
     """Download the checkpoint to `out_path` atomically, refusing it unless its sha256 matches."""
 
     def download(tmp: Path) -> None:
-        digest = hashlib.sha256()
+        digest, received = hashlib.sha256(), 0
         try:
             with (
                 urllib.request.urlopen(checkpoint.url, timeout=60) as response,
                 open(tmp, "wb") as f,
             ):
+                announced = response.headers.get("Content-Length")
                 while block := response.read(2**20):
                     f.write(block)
                     digest.update(block)
+                    received += len(block)
+            if announced is not None and received != int(announced):
+                raise OSError(f"the connection closed after {received} of {announced} bytes")
         except (urllib.error.URLError, OSError) as err:
             raise FetchError(
                 f"cannot download whisper checkpoint {checkpoint.name} from {checkpoint.url} "
