@@ -855,7 +855,7 @@ def feature_projection(report: dict, plan: Plan) -> list[dict]:
         {
             "stage": "ASR (Whisper-large-v3)",
             "work": f"{MSP['clips']:,} clips",
-            "rate": asr and f"{asr['clips_per_s']:.1f} clips/s ({asr['rtf']:.0f}x RT)",
+            "rate": asr and f"{asr['clips_per_s']:.2f} clips/s ({asr['rtf']:,.1f}x RT)",
             "gpu_hours": asr and MSP["clips"] / asr["clips_per_s"] / 3600,
         }
     ]
@@ -874,7 +874,7 @@ def feature_stage(name: str, row: dict | None) -> dict:
     }
     if row is not None:
         stage["rate"] = (
-            f"{row['rtf']:.0f}x RT, {row['clips_per_s']:.1f} clips/s "
+            f"{row['rtf']:,.1f}x RT, {row['clips_per_s']:.2f} clips/s "
             f"({row['precision']}, batch {row['batch']})"
         )
         stage["gpu_hours"] = (
@@ -987,7 +987,7 @@ def targets(report: dict, plan: Plan) -> list[dict]:
     wavlm = workflow_row(report, "wavlm", plan)
     asr = pick(report.get("asr", []), plan.asr_batch)
     wavlm_rtf = None if wavlm is None else wavlm["rtf"]
-    wavlm_unit = "{:.0f}x RT" + best_batch_note(report, wavlm)
+    wavlm_unit = "{:,.1f}x RT" + best_batch_note(report, wavlm)
     asr_rtf = None if asr is None else asr["rtf"]
     epoch = worst_epoch_minutes(report, plan)
     wait = report.get("data_wait", {}).get("data_wait_share")
@@ -1007,7 +1007,7 @@ def targets(report: dict, plan: Plan) -> list[dict]:
             "Whisper-large-v3 ASR, batched",
             ">= 100x RT",
             asr_rtf,
-            "{:.0f}x RT",
+            "{:,.1f}x RT",
             at_least(asr_rtf, TARGETS["asr_rtf"]),
             plan,
         ),
@@ -1153,7 +1153,9 @@ def show_summary(report: dict, plan: Plan) -> None:
         ]
         for r in report["projection"]
     ]
-    print(md_table(["stage", "work", "throughput", "GPU-hours"], rows))
+    # Hours of the device measured on (a CPU run projects CPU-hours).
+    hours = "GPU-hours" if plan.device.type == "cuda" else f"{plan.device.type.upper()}-hours"
+    print(md_table(["stage", "work", "throughput", hours], rows))
     print("\nAssumptions:")
     for line in report["assumptions"]:
         print(f"- {line}")
