@@ -101,8 +101,8 @@ class _Handler(BaseHTTPRequestHandler):
     fake_hub: FakeHub
     protocol_version = "HTTP/1.1"
 
-    def log_message(self, *args) -> None:  # quiet
-        pass
+    def log_message(self, *args) -> None:
+        """No line per request on stderr: requests are recorded in ``FakeHub.requests``."""
 
     def do_HEAD(self) -> None:
         self._serve(body=False)

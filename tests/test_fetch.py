@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -36,7 +35,7 @@ from medusa.fetch import (
 from medusa.transcripts import read_provenance, read_transcripts
 
 from hub_server import FakeHub
-from workflow_runner import CI_CONFIGS, REPO, dry_run_jobs, run_snakemake
+from workflow_runner import CI_CONFIGS, REPO, dry_run_jobs, online_env, run_snakemake
 
 REPO_ID = "medusa-test/whisper-tiny-en-5s-encoder"
 FOLDER = "resources/models/hub/medusa-test--whisper-tiny-en-5s-encoder@main"
@@ -73,13 +72,6 @@ except FetchError as err:
 checkpoint = whisper_checkpoint({{"model": sys.argv[2]}})
 fetch_whisper_checkpoint(checkpoint, checkpoint.path(sys.argv[1]))
 """
-
-
-def fetch_env(hub: FakeHub) -> dict[str, str]:
-    env = {
-        k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-    }
-    return {**env, "HF_ENDPOINT": hub.url}
 
 
 def fetch(workdir: Path, hub: FakeHub, config: dict):
@@ -134,7 +126,7 @@ def test_fetch_then_run_offline_then_change_revision(served, run_copy, completed
         [sys.executable, "-c", DIRECT_FETCH, str(run_copy / "direct"), config["asr"]["model"]],
         capture_output=True,
         text=True,
-        env={**fetch_env(hub), "PYTHONPATH": str(REPO / "src")},
+        env=online_env(HF_ENDPOINT=hub.url, PYTHONPATH=str(REPO / "src")),
     )
     assert direct.returncode != 0
     assert f"FetchError cannot fetch {REPO_ID}@main" in direct.stderr, direct.stderr[-2000:]

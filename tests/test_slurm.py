@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 
 from hub_server import FakeHub
-from workflow_runner import CI_CONFIGS, REPO, SNAKEMAKE, generate_demo_corpus
+from workflow_runner import CI_CONFIGS, REPO, SNAKEMAKE, generate_demo_corpus, online_env
 
 SCRIPT = REPO / "tests/slurm/slurm-ci.sh"
 PROFILE = REPO / "profiles/slurm"
@@ -100,9 +100,7 @@ def slurm_run(slurm_cluster, hub, tmp_path_factory):
         "--", "soup",
     ]  # fmt: skip
     # The network is on for the whole run (as on a login node): only the fetch may use it.
-    offline_vars = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-    env = {k: v for k, v in os.environ.items() if k not in offline_vars}
-    env["HF_ENDPOINT"] = hub.url
+    env = online_env(HF_ENDPOINT=hub.url)
     start = time.monotonic()
     run = subprocess.run(
         cmd, capture_output=True, text=True, timeout=RUN_TIMEOUT_S + 60, env=env, cwd=REPO

@@ -37,12 +37,19 @@ def run_snakemake(
         files.append(str(extra))
     if files:
         cmd += ["--configfile", *files]
-    offline_vars = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-    run_env = {k: v for k, v in os.environ.items() if k not in offline_vars}
-    if offline:
-        run_env.update(dict.fromkeys(offline_vars, "1"))
-    run_env.update(env or {})
+    offline_env = dict.fromkeys(OFFLINE_VARIABLES, "1") if offline else {}
+    run_env = online_env(**{**offline_env, **(env or {})})
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=run_env)
+
+
+# Either one set makes huggingface_hub refuse the network.
+OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+
+
+def online_env(**extra: str) -> dict[str, str]:
+    """This process's environment with the hub allowed (as on a node with network), plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if k not in OFFLINE_VARIABLES}
+    return {**env, **extra}
 
 
 CI_CONFIGS = [REPO / "config/demo.yaml", REPO / "tests/config/ci.yaml"]

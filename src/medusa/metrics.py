@@ -44,7 +44,7 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, balanced: boo
         raise ValueError(f"{len(y_true)} true labels but {len(y_pred)} predictions")
     weights = class_balancing_weights(y_true) if balanced else np.ones(len(y_true))
     confusion = confusion_matrix(y_true, y_pred)
-    weighted = confusion_matrix(y_true, y_pred, weights)
+    weighted = confusion_matrix(y_true, y_pred, weights) if balanced else confusion
     hits, true_mass, predicted_mass = np.diag(weighted), weighted.sum(1), weighted.sum(0)
     # F1 = 2 TP / (2 TP + FP + FN) = 2 TP / (true + predicted); 0 where a class has neither.
     denominator = true_mass + predicted_mass

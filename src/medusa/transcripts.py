@@ -36,7 +36,10 @@ def read_transcripts(path: str | os.PathLike) -> dict[str, dict]:
 
 def read_provenance(path: str | os.PathLike) -> dict | None:
     """The file's ``asr`` provenance line, or None for a file written without one."""
-    return _read(path)[0]
+    with open(path, encoding="utf-8") as f:
+        first = f.readline()
+    record = _provenance_line(first)
+    return None if record is None else record["asr"]
 
 
 def transcript_texts(path: str | os.PathLike) -> dict[str, str]:
@@ -51,10 +54,10 @@ def _read(path: str | os.PathLike) -> tuple[dict | None, dict[str, dict]]:
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
-                if line_no == 1 and isinstance(record, dict) and set(record) == {"asr"}:
-                    provenance = record["asr"]
+                if line_no == 1 and (header := _provenance_line(line)) is not None:
+                    provenance = header["asr"]
                     continue
+                record = json.loads(line)
                 utt_id, text = record["id"], record["text"]
             except (json.JSONDecodeError, KeyError, TypeError) as err:
                 raise ValueError(f"{path}:{line_no}: not a transcript record ({err})") from err
@@ -64,6 +67,15 @@ def _read(path: str | os.PathLike) -> tuple[dict | None, dict[str, dict]]:
                 raise ValueError(f"{path}:{line_no}: id {utt_id!r} appears twice")
             records[utt_id] = record
     return provenance, records
+
+
+def _provenance_line(line: str) -> dict | None:
+    """The parsed line when it is a provenance line (``{"asr": {...}}``), else None."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) and set(record) == {"asr"} else None
 
 
 def merge_transcripts(
