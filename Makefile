@@ -18,7 +18,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install lock test lint format demo
+.PHONY: install lock test lint format demo gpu-prepare gpu-rehearsal
 
 install: $(STAMP)
 
@@ -73,3 +73,13 @@ demo: $(STAMP)
 	PATH=$(abspath $(BIN)):$$PATH $(BIN)/snakemake soup --configfile config/demo.yaml \
 		--cores $(DEMO_CORES) --resources gpu=$(DEMO_GPU_SLOTS)
 	@cat results/report/headline.md
+
+# The GPU check (benchmarks/gpu_check.sh) for a lent GPU machine with no network: gpu-prepare
+# fills the ignored .gpu-carry/ (the wheels its image lacks, the CI-sized corpus) and prints the
+# device call; gpu-rehearsal runs the check here on the CPU, from a copy of what travels, in a
+# Python 3.12 venv with the image's versions (.gpu-rehearsal/). Neither is part of `make test`.
+gpu-prepare: $(STAMP)
+	$(BIN)/python benchmarks/gpu_prepare.py
+
+gpu-rehearsal: gpu-prepare
+	bash benchmarks/gpu_rehearsal.sh

@@ -33,3 +33,7 @@ rule all:
     default_target: True
     input:
         rules.soup.input,
+
+
+# Last, once every rule is defined: the corpus is only read (medusa.corpus_guard).
+refuse_writes_into_corpus()

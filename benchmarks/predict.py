@@ -25,6 +25,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import soundfile as sf  # noqa: E402
 import torch  # noqa: E402
 
+from medusa.corpus_guard import DEMO_CORPUS_HOME  # noqa: E402
 from medusa.partitions import clip_paths  # noqa: E402
 from medusa.recognize import Recognizer, find_audio, real_time_factor  # noqa: E402
 
@@ -59,7 +60,8 @@ def main() -> None:
         sources, _ = find_audio(args.audio)
     else:
         index = args.workdir / "results/audio/unlabelled.tsv"
-        sources = [args.workdir / p for _, p in clip_paths(index)]
+        # The demo run's Test3 clips (index paths are relative to its data.root).
+        sources = [Path(p) for _, p in clip_paths(index, args.workdir / DEMO_CORPUS_HOME)]
     if not sources:
         raise SystemExit("no audio files")
 

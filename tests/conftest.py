@@ -1,3 +1,4 @@
+import json
 import os
 import shutil
 
@@ -6,7 +7,13 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import pytest  # noqa: E402
 
-from workflow_runner import CI_CONFIGS, generate_demo_corpus, run_snakemake  # noqa: E402
+from workflow_runner import (  # noqa: E402
+    CI_CONFIGS,
+    CORPUS_BEFORE_SOUP,
+    generate_demo_corpus,
+    run_snakemake,
+    tree_state,
+)
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +35,8 @@ def completed_ci_run(tmp_path_factory):
     """
     workdir = tmp_path_factory.mktemp("ci-run")
     generate_demo_corpus(workdir)
+    corpus = tree_state(workdir / "resources/demo/msp-podcast")
+    (workdir / CORPUS_BEFORE_SOUP).write_text(json.dumps(corpus, indent=1))
     run = run_snakemake(
         workdir,
         "soup",

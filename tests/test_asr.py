@@ -1,6 +1,7 @@
 """ASR stage: real Whisper tiny.en on synthesised speech, windows, shards, empty transcripts."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -14,6 +15,7 @@ from medusa.asr import (
     load_asr_model,
     run_asr,
     transcribe_clips,
+    window_starts,
 )
 from medusa.demo.backbones import build_backbone
 from medusa.demo.corpus import Synthesizer
@@ -83,6 +85,56 @@ def test_45s_clip_is_decoded_in_two_windows_joined_in_order(tiny_en, speech):
     assert lo - 1e-6 <= long["avg_logprob"] <= hi + 1e-6
 
 
+def _words(text):
+    return re.findall(r"[a-z']+", text.lower())
+
+
+def test_a_long_clip_is_cut_in_the_pause_before_the_window_end(tiny_en, speech):
+    _, model = tiny_en
+    garden, office = speech["garden"], speech["office"]
+    # One sentence ends at 28 s, the next starts at 29.6 s: a cut at the window's 30 s would
+    # split its first words ("Get out" is lost: "... garden. of my office right now.").
+    clip = np.zeros(40 * SR, np.float32)
+    clip[28 * SR - len(garden) : 28 * SR] = garden
+    second = int(29.6 * SR)
+    clip[second : second + len(office)] = office
+    starts = window_starts(clip, 30 * SR)
+    assert len(starts) == 2 and 28 * SR < starts[1] < second
+    out = transcribe_clips(
+        model, [("long", clip), ("garden", garden), ("office", office)], 3, "cpu",
+        progress=False, no_speech_threshold=0.6,
+    )  # fmt: skip
+    long, alone_garden, alone_office = (_words(r["text"]) for r in out)
+    assert long == alone_garden + alone_office  # every word once, none invented or split
+    assert "get" in long and "garden" in long
+
+
+def test_windows_of_silence_add_no_words(tiny_en, speech):
+    _, model = tiny_en
+    garden = speech["garden"]
+    # Speech, then silence past the 30 s window: the last window is a 0.2 s silent tail.
+    tail = np.zeros(int(30.2 * SR), np.float32)
+    tail[29 * SR - len(garden) : 29 * SR] = garden
+    clips = [("tail", tail), ("silent", np.zeros(SR, np.float32)), ("garden", garden)]
+    kept = transcribe_clips(model, clips, 3, "cpu", progress=False, no_speech_threshold=0.6)
+    assert _words(kept[0]["text"]) == _words(kept[2]["text"]) and "garden" in kept[0]["text"]
+    assert kept[1]["text"] == ""
+    # Whisper does write something for those windows, but rates it as no speech.
+    every = transcribe_clips(model, clips, 3, "cpu", progress=False, no_speech_threshold=None)
+    assert len(_words(every[0]["text"])) > len(_words(kept[0]["text"])) and every[1]["text"]
+    assert every[1]["no_speech_prob"] > 0.6 and every[0]["no_speech_prob"] < 0.6
+
+
+def test_windows_cover_the_clip_and_none_is_longer_than_the_model_input():
+    rng = np.random.default_rng(0)
+    assert window_starts(np.zeros(0, np.float32), 30 * SR) == [0]
+    for seconds in (1, 30, 30.01, 59.99, 60, 61, 95.5):
+        audio = rng.normal(0, 0.1, int(seconds * SR)).astype(np.float32)
+        starts = window_starts(audio, 30 * SR)
+        lengths = np.diff([*starts, len(audio)])
+        assert starts[0] == 0 and lengths.min() > 0 and lengths.max() <= 30 * SR
+
+
 def _result(text, n_tokens, avg_logprob, no_speech_prob):
     return whisper.DecodingResult(
         audio_features=torch.zeros(1),
@@ -108,6 +160,14 @@ def test_combine_windows():
     assert out["avg_logprob"] == pytest.approx((-0.5 * 10 - 2.0 * 1 - 1.0 * 5) / 16)
     assert out["no_speech_prob"] == pytest.approx((0.1 * 2 + 0.9 * 2 + 0.7) / 5)
     assert combine_windows([_result("", 0, -1.0, 0.95)], [0])["text"] == ""
+    # Above the threshold a window adds no text, and its tokens leave the average.
+    out = combine_windows(
+        [_result("Hello.", 3, -0.5, 0.2), _result("Thank you.", 3, -0.1, 0.9)],
+        [30 * SR, SR // 5],
+        no_speech_threshold=0.6,
+    )
+    assert out["text"] == "Hello." and out["avg_logprob"] == pytest.approx(-0.5)
+    assert out["no_speech_prob"] == pytest.approx((0.2 * 150 + 0.9 * 1) / 151)
 
 
 @pytest.fixture(scope="module")

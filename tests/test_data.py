@@ -14,6 +14,7 @@ from medusa.data import (
     Problems,
     Vote,
     build_manifest,
+    format_report,
     labelled_audio_indexes,
     normalise_primary,
     parse_emo_detail,
@@ -29,6 +30,7 @@ from medusa.manifest import (
     write_manifest,
 )
 from medusa.partitions import UNLABELLED, clip_paths, write_audio_index
+from medusa.stats import group_codes
 
 from workflow_runner import run_snakemake
 
@@ -77,6 +79,25 @@ def test_soft_targets_math():
     np.testing.assert_allclose(targets["a.wav"], [2 / 3, 0, 0, 0, 0, 0, 1 / 3, 0])
     assert targets["b.wav"] is None  # all votes Other: no soft target
     np.testing.assert_allclose(targets["c.wav"], [0, 0, 0, 0, 0, 0, 0, 1])
+
+
+def test_a_vote_outside_the_vocabulary_is_reported_and_not_counted(tmp_path):
+    """A bare letter (`N`) is not one of the 8 emotion names: the report lists it as an
+    unknown label string, so the soft target must not count it either (docs/method.md 1.2)."""
+    detailed = tmp_path / "labels_detailed.csv"
+    _write_csv(
+        detailed,
+        ["FileName", "EmoDetail"],
+        [
+            ["x.wav", "WORKER1; Happy; ; A:4; V:4; D:4;"],
+            ["x.wav", "WORKER2; N; ; A:4; V:4; D:4;"],
+            ["x.wav", "WORKER3; Other-amused; ; A:4; V:4; D:4;"],
+        ],
+    )
+    problems = Problems()
+    targets = soft_targets(read_detailed_votes(detailed, problems))
+    assert problems.items["unknown label string"] == ["labels_detailed.csv line 3: 'N'"]
+    np.testing.assert_allclose(targets["x.wav"], [0, 0, 1, 0, 0, 0, 0, 0])  # H = 1
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
@@ -148,6 +169,31 @@ def test_unknown_speakers_stay_in_train():
     assert held.any()
 
 
+def test_unknown_speaker_spellings_mean_the_same_to_the_split_and_the_bootstrap(tmp_path):
+    """One rule (medusa.manifest.is_unknown): clips whose SpkrID is spelled `unknown`,
+    `UNKNOWN`, `None` or blank are unknown speakers for the split (they stay in train, never
+    moved to the holdout as one speaker) and for the bootstrap (each clip its own group); the
+    manifest writes them `Unknown`, and an unknown gender empty."""
+    spellings = ["unknown", "UNKNOWN", " None ", "", "nan", "Unknown"]
+    speakers = pd.Series([spellings[i % 6] for i in range(60)] + ["a"] * 30 + ["b"] * 30)
+    classes = pd.Series(["N"] * 120)
+    for seed in range(10):
+        held = speaker_disjoint_holdout(speakers, classes, 0.5, seed=seed)
+        assert not held[:60].any(), seed
+        assert held.any()
+    assert len(set(group_codes(speakers[:60].to_numpy()))) == 60
+    root = _corpus(tmp_path)
+    labels = root / "Labels" / "labels_consensus.csv"
+    consensus = pd.read_csv(labels, dtype=str, keep_default_na=False)
+    first = consensus["SpkrID"] == "1"
+    consensus.loc[first, ["SpkrID", "Gender"]] = ["unknown", "UNKNOWN"]
+    consensus.to_csv(labels, index=False)
+    manifest, _, _ = build_manifest(root, labelled_audio_indexes(root), 0.25, split_seed=1)
+    rows = manifest[manifest["id"].isin(consensus.loc[first, "FileName"].str[:-4])]
+    assert len(rows) > 1 and (rows["speaker"] == "Unknown").all()
+    assert (rows["gender"] == "").all() and (rows["subset"] == "train").all()
+
+
 def _corpus(tmp_path: Path) -> Path:
     """A small corpus with one of each problem `prepare` must report."""
     root = tmp_path / "corpus"
@@ -204,7 +250,7 @@ def clip_paths_of(root: Path, partition: str, tmp_path: Path) -> list[tuple[str,
     """The usable clips of one partition, through the written audio index."""
     index = tmp_path / f"{partition}.tsv"
     write_audio_index(root, partition, index, tmp_path / f"{partition}.md")
-    return clip_paths(index)
+    return clip_paths(index, root)
 
 
 def _tree_digest(root: Path) -> str:
@@ -251,6 +297,23 @@ def test_build_manifest_reports_every_problem(tmp_path):
     assert train.isdisjoint(holdout)
     labelled = manifest[manifest["A"].notna()]
     np.testing.assert_allclose(labelled[list("ASHUFDCN")].sum(axis=1), 1.0)
+
+
+def test_a_file_without_annotator_rows_is_not_reported_as_all_other(tmp_path):
+    """A labelled file absent from labels_detailed.csv (a partial or mismatched file) is
+    reported as such, not as a file whose votes were all Other or unknown."""
+    root = _corpus(tmp_path)
+    detailed = root / "Labels" / "labels_detailed.csv"
+    lines = detailed.read_text().splitlines(keepends=True)
+    detailed.write_text("".join(line for line in lines if "MSP-PODCAST_0005_0001" not in line))
+    manifest, problems, _ = build_manifest(
+        root, labelled_audio_indexes(root), holdout_fraction=0.25, split_seed=1
+    )
+    assert problems.items["no annotator rows"] == ["MSP-PODCAST_0005_0001.wav"]
+    assert problems.items["no 8-class vote"] == ["MSP-PODCAST_0102_0001.wav"]  # all Other
+    assert "no annotator rows" in format_report(manifest, problems, {"root": str(root),
+        "audio_files": 0, "consensus_rows": 0, "annotator_votes": 0})  # fmt: skip
+    assert np.isnan(manifest.set_index("id").loc["MSP-PODCAST_0005_0001", "A"])
 
 
 def test_manifest_round_trip_keeps_strings_and_missing_values(tmp_path):

@@ -14,6 +14,7 @@ import torch
 import yaml
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 
+from medusa.atomic import atomic_torch_save
 from medusa.emotions import ATTRIBUTES, CLASS_LETTERS, NUM_CLASSES
 from medusa.ensemble import (
     EnsembleError,
@@ -38,6 +39,7 @@ from medusa.ensemble import (
     top_models,
     train_meta,
 )
+from medusa.integrity import USERBLOCK_BYTES, seal_hdf5
 from medusa.manifest import read_manifest
 from medusa.synthetic import make_models, sample_clips, training_arrays
 
@@ -113,7 +115,7 @@ def make_world(root: Path, n_models: int = 4, seed: int = 0, strength: float = 1
         path = root / "posteriors" / f"{name}.h5"
         path.parent.mkdir(parents=True, exist_ok=True)
         bias = rng.normal(0, 0.5, NUM_CLASSES)
-        with h5py.File(path, "w") as f:
+        with h5py.File(path, "w", userblock_size=USERBLOCK_BYTES) as f:
             f.attrs["model"] = name
             for subset in SIZES:
                 ids = sorted(manifest.loc[manifest["subset"] == subset, "id"])
@@ -125,6 +127,7 @@ def make_world(root: Path, n_models: int = 4, seed: int = 0, strength: float = 1
                 g.create_dataset("probs", data=probs.astype(np.float32))
                 attrs = np.clip(rng.normal(4, 1, (len(ids), 3)), 1, 7)
                 g.create_dataset("attributes", data=attrs.astype(np.float32))
+        seal_hdf5(path)  # as the posteriors rule writes them: readers check the digest
         paths.append(path)
     return {"paths": paths, "manifest": manifest_path, "root": root}
 
@@ -171,6 +174,7 @@ def test_mismatched_ids_raise_naming_file_and_subset(world, tmp_path):
         for k, v in keep.items():
             del g[k]
             g.create_dataset(k, data=v)
+    seal_hdf5(broken)
     with pytest.raises(EnsembleError, match=r"m99_broken\.h5 \[dev\].*1 missing"):
         load_ensemble_inputs([world["paths"][0], broken], "dev")
     with pytest.raises(EnsembleError, match="no group 'train'"):
@@ -182,6 +186,7 @@ def _without_group(src: Path, tmp_path: Path, group: str) -> Path:
     shutil.copy(src, dst)
     with h5py.File(dst, "r+") as f:
         del f[group]
+    seal_hdf5(dst)
     return dst
 
 
@@ -362,7 +367,7 @@ def test_greedy_soup_never_lowers_heldout_f1(world, seeds, tmp_path):
     ckpt = torch.load(seeds[1] / "head.pt", weights_only=True)
     ckpt["state_dict"] = {k: -10 * v for k, v in ckpt["state_dict"].items()}
     ckpt["seeds"] = [99]
-    torch.save(ckpt, bad / "head.pt")
+    atomic_torch_save(bad / "head.pt", ckpt, checksum=True)
     dirs = [bad, *seeds]
     metrics = make_soup(
         dirs, world["paths"], world["manifest"], {"method": "greedy"}, tmp_path / "g"
@@ -380,7 +385,7 @@ def test_soup_rejects_heads_over_different_models(world, seeds, tmp_path):
     odd.mkdir()
     ckpt = torch.load(seeds[0] / "head.pt", weights_only=True)
     ckpt["models"] = ckpt["models"][::-1]
-    torch.save(ckpt, odd / "head.pt")
+    atomic_torch_save(odd / "head.pt", ckpt, checksum=True)
     with pytest.raises(EnsembleError, match="models .* differs"):
         make_soup([seeds[0], odd], world["paths"], world["manifest"], {}, tmp_path / "s")
 

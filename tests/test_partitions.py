@@ -1,19 +1,24 @@
 """Audio partitions: membership from the audio folder and Split_Set only, fingerprints that
-change exactly when a partition's audio changes, and the clip tables ASR and features read."""
+change exactly when a partition's audio content changes (not its times or the corpus's place),
+the digest cache behind them, and the clip tables ASR and features read."""
 
 import os
+import shutil
+import time
 
 import numpy as np
 import pytest
 import soundfile as sf
 
+import medusa.content_hash
+from medusa.content_hash import CACHE_HEADER, read_cache
 from medusa.manifest import MANIFEST_COLUMNS
 from medusa.partitions import (
     UNLABELLED,
     PartitionError,
     audio_partitions,
     clip_paths,
-    fingerprint,
+    corpus_fingerprints,
     partition_name,
     partition_of_subset,
     unlabelled_manifest,
@@ -61,25 +66,87 @@ def test_partitions_follow_split_set_and_put_every_other_file_in_unlabelled(corp
     ]  # fmt: skip
 
 
-def test_only_the_changed_partition_gets_a_new_fingerprint(corpus):
+def _changed(before, after):
+    return {p for p in before.keys() | after.keys() if before.get(p) != after.get(p)}
+
+
+def _age(path, seconds=60):
+    """Set a file's times `seconds` into the past (older than the cache's racy margin)."""
+    stat = path.stat()
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns - seconds * 10**9))
+
+
+def test_only_the_partition_whose_content_changed_gets_a_new_fingerprint(corpus, tmp_path):
+    cache = tmp_path / "cache" / "digests.tsv"
+
     def fingerprints():
-        return {p: fingerprint(files) for p, files in audio_partitions(corpus).items()}
+        return corpus_fingerprints(corpus, cache).partitions
 
     before = fingerprints()
     assert fingerprints() == before  # stable
     _wav(corpus / "Audios" / "MSP-PODCAST_test3_0003.wav")  # new unlabelled clip
     added = fingerprints()
-    assert {p for p in before if added[p] != before[p]} == {UNLABELLED}
-    # Label values change nothing; a rewritten labelled file changes its partition only.
+    assert _changed(before, added) == {UNLABELLED}
+    # Label values change no partition, only the label file's digest (prepare's param).
+    labels_before = corpus_fingerprints(corpus, cache).labels
     consensus = corpus / "Labels" / "labels_consensus.csv"
     consensus.write_text(consensus.read_text().replace(",N,", ",A,"))
     assert fingerprints() == added
-    stat = (corpus / "Audios" / "c.wav").stat()
-    os.utime(corpus / "Audios" / "c.wav", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
-    touched = fingerprints()
-    assert {p for p in added if touched[p] != added[p]} == {"development"}
+    labels_after = corpus_fingerprints(corpus, cache).labels
+    assert _changed(labels_before, labels_after) == {"Labels/labels_consensus.csv"}
+    # New times alone change nothing.
+    for clip in (corpus / "Audios").glob("*.wav"):
+        _age(clip)
+    assert fingerprints() == added
+    # The same number of bytes, other samples, and even the old modification time restored:
+    # that partition only.
+    clip = corpus / "Audios" / "c.wav"
+    stat = clip.stat()
+    wave, rate = sf.read(clip)
+    sf.write(clip, wave[::-1], rate, subtype="PCM_16")
+    os.utime(clip, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert clip.stat().st_size == stat.st_size
+    replaced = fingerprints()
+    assert _changed(added, replaced) == {"development"}
     (corpus / "Audios" / "a.wav").unlink()  # a removed clip
-    assert {p for p in touched if fingerprints()[p] != touched[p]} == {"train"}
+    assert _changed(replaced, fingerprints()) == {"train"}
+
+
+def test_a_moved_or_copied_corpus_has_the_same_fingerprints(corpus, tmp_path):
+    cache = tmp_path / "digests.tsv"
+    original = corpus_fingerprints(corpus, cache)
+    copy = tmp_path / "elsewhere" / "msp"  # like cp -r: new inodes, new times
+    shutil.copytree(corpus, copy, copy_function=shutil.copyfile)
+    assert corpus_fingerprints(copy, cache) == original
+    moved = tmp_path / "moved"
+    corpus.rename(moved)
+    assert corpus_fingerprints(moved, cache) == original
+
+
+def test_digests_are_read_from_the_cache_until_a_file_changes(corpus, tmp_path, monkeypatch):
+    cache = tmp_path / "digests.tsv"
+    # Files changed within the racy margin are not cached; the corpus was made just now.
+    monkeypatch.setattr(medusa.content_hash, "RACY_MARGIN_NS", 0)
+    first = corpus_fingerprints(corpus, cache)
+    assert cache.read_text().startswith(CACHE_HEADER + "\n")
+    assert len(read_cache(cache)) == 7  # the 6 .wav files and the consensus file
+    written = cache.stat().st_mtime_ns
+    read = []
+    real_digest = medusa.content_hash.file_digest
+    monkeypatch.setattr(
+        medusa.content_hash, "file_digest", lambda path: read.append(path) or real_digest(path)
+    )
+    assert corpus_fingerprints(corpus, cache) == first and read == []  # warm: no file read
+    assert cache.stat().st_mtime_ns == written  # and not rewritten
+    time.sleep(0.3)
+    _wav(corpus / "Audios" / "b.wav", seconds=0.6)  # changed just now: read, not cached
+    changed = (corpus / "Audios" / "b.wav").stat().st_ctime_ns
+    monkeypatch.setattr(medusa.content_hash, "RACY_MARGIN_NS", time.time_ns() - changed + 10**8)
+    corpus_fingerprints(corpus, cache)
+    corpus_fingerprints(corpus, cache)
+    assert read == [str(corpus / "Audios" / "b.wav")] * 2
+    cache.write_text("damaged\x00")  # a damaged cache is only a cold one
+    assert corpus_fingerprints(corpus, cache).labels == first.labels
 
 
 def test_audio_index_keeps_unusable_files_with_their_problem(corpus, tmp_path):
@@ -87,7 +154,9 @@ def test_audio_index_keeps_unusable_files_with_their_problem(corpus, tmp_path):
     assert list(index["id"]) == ["MSP-PODCAST_test3_0001", "MSP-PODCAST_test3_0002"]
     assert index["problem"].iloc[1].startswith("unreadable audio")
     assert (index["sample_rate"].iloc[0], index["channels"].iloc[0]) == (44100, 2)
-    assert clip_paths(tmp_path / "u.tsv") == [
+    # Paths relative to the corpus folder: the table does not change when the corpus moves.
+    assert list(index["path"]) == [f"Audios/{name}.wav" for name in index["id"]]
+    assert clip_paths(tmp_path / "u.tsv", corpus) == [
         ("MSP-PODCAST_test3_0001", str(corpus / "Audios" / "MSP-PODCAST_test3_0001.wav"))
     ]
     report = (tmp_path / "u.md").read_text()

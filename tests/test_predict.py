@@ -65,7 +65,8 @@ def recognizer(demo_bundle, completed_ci_run, torch_single_thread):
 @pytest.fixture(scope="module")
 def test3_clips(completed_ci_run) -> list[Path]:
     index = completed_ci_run / "results/audio/unlabelled.tsv"
-    return [completed_ci_run / path for _, path in clip_paths(index)]
+    corpus = completed_ci_run / "resources/demo/msp-podcast"
+    return [Path(path) for _, path in clip_paths(index, corpus)]
 
 
 def labelled_clips(workdir: Path) -> list[Path]:

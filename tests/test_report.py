@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
+from io import BytesIO
 from pathlib import Path
 
 import h5py
@@ -15,7 +18,9 @@ from test_ensemble import FAST_META, make_world
 
 from medusa.emotions import CLASS_LETTERS
 from medusa.ensemble import EnsembleError, make_soup, train_meta
-from medusa.report import Ensemble, build_report, format_headline
+from medusa.evaluation import DevSet, fairness_table
+from medusa.report import Ensemble, _models_figure, build_report, format_headline
+from medusa.stats import bootstrap_interval, per_group_macro_f1
 
 N_MODELS = 4
 EVALUATION = {"bootstrap": {"resamples": 200, "seed": 0, "confidence": 0.95}}
@@ -113,10 +118,11 @@ def test_table3_rows_and_values(report):
     assert list(table["technique"]) == [
         "Majority voting",
         "Soft voting",
+        "Product of experts",
         "Meta-classifier (single)",
         "Meta-classifier (soup)",
     ]
-    assert list(table["runs"]) == [1, 1, 2, 1]
+    assert list(table["runs"]) == [1, 1, 1, 2, 1]
     for s in ("dev", "balanced_holdout"):
         for m in ("macro_f1", "micro_f1", "accuracy"):
             assert {f"{s}_{m}", f"{s}_{m}_std"} <= set(table.columns)
@@ -126,13 +132,18 @@ def test_table3_rows_and_values(report):
         f1_score(truth, soft, average="macro"), abs=1e-4
     )
     assert table.loc[1, "dev_accuracy"] == pytest.approx(accuracy_score(truth, soft), abs=1e-4)
+    # The meta-classifier's start: the normalised geometric mean of the posteriors.
+    product = np.log(np.clip(probs, 1e-4, None)).sum(axis=0).argmax(1)
+    assert table.loc[2, "dev_macro_f1"] == pytest.approx(
+        f1_score(truth, product, average="macro"), abs=1e-4
+    )
     seeds = [
         json.loads((d / "metrics.json").read_text())["dev"]["macro_f1"] for d in report["seed_dirs"]
     ]
-    single = table.loc[2]
+    single = table.loc[3]
     assert single["dev_macro_f1"] == pytest.approx(np.mean(seeds), abs=1e-4)
     assert single["dev_macro_f1_std"] == pytest.approx(np.std(seeds), abs=1e-4)
-    assert table["dev_macro_f1_std"].isna().tolist() == [True, True, False, True]
+    assert table["dev_macro_f1_std"].isna().tolist() == [True, True, True, False, True]
     # Micro-F1 equals accuracy for single-label predictions over all classes.
     np.testing.assert_allclose(table["dev_micro_f1"], table["dev_accuracy"])
     # Informative synthetic posteriors: every technique far above chance.
@@ -141,8 +152,12 @@ def test_table3_rows_and_values(report):
 
 def test_per_class_table_covers_every_system_and_class(report):
     table = pd.read_csv(report["out"] / "per_class_f1.tsv", sep="\t")
-    assert list(table.columns) == ["system", "subset", *CLASS_LETTERS, "macro_f1"]
-    assert len(table) == 2 * (N_MODELS + 4)
+    figures = [*CLASS_LETTERS, "macro_f1"]
+    bounds = [f"{c}_{end}" for c in figures for end in ("low", "high")]
+    assert list(table.columns) == ["system", "subset", *figures, *bounds, "unreliable_intervals"]
+    # The models, each vote and the two meta-classifier rows (Table 3's techniques), twice.
+    techniques = pd.read_csv(report["out"] / "table3.tsv", sep="\t")["technique"].unique()
+    assert len(table) == 2 * (N_MODELS + len(techniques))
     assert set(table["subset"]) == {"dev", "balanced_holdout"}
     values = table[list(CLASS_LETTERS)].to_numpy()
     assert ((values >= 0) & (values <= 1)).all()
@@ -163,7 +178,8 @@ def test_headline_summarises_table3(report):
     for technique in ("Majority voting", "Soft voting", "Meta-classifier (single)", "(soup)"):
         assert technique in text
     assert "0.125" in text and "±" in text
-    soup = pd.read_csv(report["out"] / "table3.tsv", sep="\t").iloc[3]
+    table3 = pd.read_csv(report["out"] / "table3.tsv", sep="\t")
+    soup = table3[table3["technique"] == "Meta-classifier (soup)"].iloc[0]
     # Two decimals and the interval: never a bare three-decimal figure.
     interval = f"{soup['dev_macro_f1']:.2f} [{soup['dev_macro_f1_low']:.2f}, "
     assert interval in text and "better in" in text
@@ -212,3 +228,126 @@ def test_comparisons_attributes_and_fairness_tables(report):
     )
     image = imread(out / "fairness.png")
     assert image.ndim == 3 and image[..., :3].std() > 0.05
+
+
+def test_models_figure_draws_an_interval_that_misses_its_point_estimate():
+    """A speaker-resampled percentile interval need not contain the full-data figure (an
+    8-speaker set: 0.801 with [0.493, 0.781]); the figure draws it as it is instead of failing."""
+    table1 = pd.DataFrame(
+        {
+            "id": ["1", "2", ""],
+            "model": ["m01", "m02", "MEDUSA (soup)"],
+            "dev_macro_f1": [0.801, 0.40, 0.50],
+            "dev_macro_f1_low": [0.493, 0.45, 0.42],
+            "dev_macro_f1_high": [0.781, 0.60, 0.58],
+        }
+    )
+    main = {"vote_scores": {"Soft voting": {"dev": {"macro_f1": 0.45}}}}
+    fig = _models_figure(table1, main)
+    fig.savefig(BytesIO(), format="png")
+    (bars,) = [c for c in fig.axes[0].collections if c.get_label().startswith("95% interval")]
+    drawn = [sorted(segment[:, 1]) for segment in bars.get_segments()]
+    np.testing.assert_allclose(drawn, [[0.493, 0.781], [0.45, 0.60]])
+
+
+def test_fairness_groups_genders_with_the_same_unknown_rule_as_per_group_macro_f1():
+    """Genders "", "Unknown", "unknown" and "nan" are one pooled group, in fairness.tsv as in
+    per_group_macro_f1 (medusa.manifest.is_unknown decides for the whole library)."""
+    genders = np.array(["Female", "Male", "", "Unknown", "unknown", "nan"] * 10)
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, len(genders))
+    pred = np.where(rng.random(len(y)) < 0.7, y, rng.integers(0, 3, len(y)))
+    dev = DevSet(y, np.array([str(i % 12) for i in range(len(y))]), genders, np.zeros((len(y), 3)))
+    table = fairness_table(dev, {"system": pred}, {"n_resamples": 50, "seed": 0})
+    groups = table.set_index("group").drop("per-speaker accuracy")
+    expected = per_group_macro_f1(y, pred, genders)
+    assert list(groups.index) == [f"gender {g}" for g in expected]
+    assert list(groups["clips"]) == [clips for clips, _ in expected.values()] == [10, 10, 40]
+    np.testing.assert_allclose(groups["macro_f1"], [f1 for _, f1 in expected.values()])
+
+
+@pytest.fixture(scope="module")
+def sparse_report(report, tmp_path_factory) -> dict:
+    """The report again on a dev set where, among the scored clips, no model predicts F or D,
+    no clip is F and exactly one clip is D: dev clips a model predicts as F or D, and true F
+    and D clips, get consensus X (not scored), then one other clip is relabelled D. The
+    heads are those of `report`."""
+    manifest = pd.read_csv(report["manifest"], sep="\t", dtype=str, keep_default_na=False)
+    predicted: dict[str, set] = {}
+    for path in report["paths"]:
+        with h5py.File(path, "r") as f:
+            ids, probs = f["dev/ids"].asstr()[()], f["dev/probs"][()]
+        for clip, c in zip(ids, probs.argmax(1), strict=True):
+            predicted.setdefault(clip, set()).add(CLASS_LETTERS[c])
+    dev = manifest["subset"] == "dev"
+    f_or_d = manifest["id"].map(lambda clip: bool(predicted.get(clip, set()) & {"F", "D"}))
+    manifest.loc[dev & (f_or_d | manifest["emo_class"].isin(["F", "D"])), "emo_class"] = "X"
+    only_d = manifest.index[dev & manifest["emo_class"].isin(CLASS_LETTERS)][0]
+    manifest.loc[only_d, "emo_class"] = "D"
+    root = tmp_path_factory.mktemp("sparse")
+    manifest.to_csv(root / "manifest.tsv", sep="\t", index=False)
+    paths = {p.stem: p for p in report["paths"]}
+    build_report(paths, report["seed_dirs"], report["soup"], root / "manifest.tsv", EVALUATION,
+                 root / "out")  # fmt: skip
+    return {"out": root / "out"}
+
+
+def test_per_class_f1_of_a_class_absent_from_truth_and_predictions_is_undefined(sparse_report):
+    table = pd.read_csv(sparse_report["out"] / "per_class_f1.tsv", sep="\t")
+    dev = table[table["subset"] == "dev"].set_index("system")
+    models = dev.loc[[f"m{k + 1:02d}_synthetic" for k in range(N_MODELS)]]
+    assert models["F"].isna().all()  # no F in truth or predictions: no F1 at all
+    assert (models["D"] == 0).all()  # one true D, never predicted: F1 = 0
+    # The macro-F1 (and the seeds' mean row) average the classes present only, as Table 1 does.
+    np.testing.assert_allclose(dev["macro_f1"], dev[list(CLASS_LETTERS)].mean(axis=1), atol=2e-4)
+    table1 = pd.read_csv(sparse_report["out"] / "table1.tsv", sep="\t").set_index("model")
+    np.testing.assert_allclose(models["macro_f1"], table1.loc[models.index, "dev_macro_f1"])
+
+
+def test_every_figure_of_the_tables_has_an_interval_and_unreliable_ones_are_flagged(
+    report, sparse_report, tmp_path
+):
+    """Average DeepSER, the single-seed meta rows and per_class_f1.tsv's dev rows carry
+    intervals; an interval with over 10% undefined resamples is flagged in its row and marked
+    in the headline with the explanation."""
+    table1 = pd.read_csv(report["out"] / "table1.tsv", sep="\t").set_index("model")
+    table3 = pd.read_csv(
+        report["out"] / "table3.tsv", sep="\t", dtype={"unreliable_intervals": str}
+    )
+    # The models' average: on each resample of speakers, the mean of every model's macro-F1.
+    truth, probs = _dev_truth_and_probs(report)
+    manifest = pd.read_csv(report["manifest"], sep="\t", dtype=str, keep_default_na=False)
+    dev_rows = manifest[(manifest["subset"] == "dev") & manifest["emo_class"].isin(CLASS_LETTERS)]
+    speakers = dev_rows.sort_values("id")["speaker"].to_numpy()
+
+    def mean_f1(y, *preds):
+        return np.mean([f1_score(y, p, average="macro") for p in preds])
+
+    preds = [p.argmax(1) for p in probs]
+    expected = bootstrap_interval(mean_f1, (truth, *preds), speakers, n_resamples=200, seed=0)
+    average = table1.loc["Average DeepSER"]
+    assert average[["dev_macro_f1_low", "dev_macro_f1_high"]].tolist() == pytest.approx(
+        [expected.low, expected.high], abs=1e-4
+    )
+    singles = table3[table3["technique"] == "Meta-classifier (single)"]
+    assert len(singles) == 2 and (singles["dev_accuracy_low"] < singles["dev_accuracy_high"]).all()
+    per_class = pd.read_csv(report["out"] / "per_class_f1.tsv", sep="\t")
+    dev = per_class[per_class["subset"] == "dev"]
+    for column in (*CLASS_LETTERS, "macro_f1"):
+        assert (dev[f"{column}_low"] < dev[f"{column}_high"]).all(), column
+    for name in ("table1", "table3", "per_class_f1", "comparisons", "attributes", "fairness"):
+        table = pd.read_csv(report["out"] / f"{name}.tsv", sep="\t", keep_default_na=False)
+        assert (table["unreliable_intervals"] == "").all(), name
+    # One true D clip, never predicted: D's F1 is undefined whenever its speaker is not drawn.
+    sparse = pd.read_csv(sparse_report["out"] / "per_class_f1.tsv", sep="\t", keep_default_na=False)
+    flags = sparse.set_index(["system", "subset"]).loc[
+        ("m01_synthetic", "dev"), "unreliable_intervals"
+    ]
+    assert re.fullmatch(r"D \(\d+ of 200 resamples undefined\)", flags)
+    # The headline marks such an interval and says what the mark means.
+    copy = tmp_path / "out"
+    shutil.copytree(report["out"], copy)
+    table3.loc[3, "unreliable_intervals"] = "dev_macro_f1 (31 of 200 resamples undefined)"
+    table3.to_csv(copy / "table3.tsv", sep="\t", index=False)
+    headline = format_headline(copy)
+    assert headline.count("†") == 2 and "over 10% of the bootstrap resamples" in headline

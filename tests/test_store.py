@@ -18,6 +18,7 @@ from medusa.atomic import (
     atomic_write_json,
     atomic_write_text,
 )
+from medusa.integrity import seal_hdf5
 from medusa.store import FeatureReader, FeatureWriter, merge_feature_files, shard_ids
 
 DIM = 6
@@ -157,8 +158,11 @@ def test_killed_writer_leaves_nothing_at_the_path(tmp_path):
     proc = subprocess.run([sys.executable, "-c", script])
     assert proc.returncode == -9
     assert not path.exists()
-    # Whatever is left is a hidden temporary name that no rule would take for the output.
+    # Whatever is left is a hidden temporary name that no rule would take for the output,
     assert all(p.name.startswith(".f.h5.") and p.suffix == ".tmp" for p in tmp_path.iterdir())
+    # and the next writer of the path (the rerun) deletes it.
+    _write(path, _utterances())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.h5"]
 
 
 def test_empty_file_is_valid(tmp_path):
@@ -174,6 +178,7 @@ def test_verify_detects_inconsistent_offsets(tmp_path):
     _write(path, _utterances())
     with h5py.File(path, "r+") as f:
         f["offsets"][1] += 1
+    seal_hdf5(path)  # a file written inconsistent, not damaged later: its digest matches
     with FeatureReader(path) as r, pytest.raises(ValueError, match="not contiguous"):
         r.verify()
 

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -14,14 +15,18 @@ import pandas as pd
 import pytest
 import torch
 
+from medusa import training
+from medusa.atomic import atomic_torch_save
 from medusa.emotions import CLASS_LETTERS
+from medusa.integrity import load_torch
 from medusa.manifest import read_manifest
-from medusa.model import class_weights_from_targets
+from medusa.model import class_weights_from_targets, total_loss
 from medusa.settings import ModelSettings
 from medusa.store import FeatureWriter
 from medusa.training import (
     BatchPlan,
     ClipDataset,
+    NonFiniteTrainingError,
     collate,
     epoch_batches,
     load_checkpoint,
@@ -260,7 +265,8 @@ def test_seeded_runs_repeat_exactly_and_stale_resume_state_is_ignored(
     out, metrics = stage1
     # A resume state left by another configuration must not be continued from.
     (tmp_path / "resume").mkdir()
-    torch.save({"fingerprint": "another config", "epoch": 2}, tmp_path / "resume" / "state.pt")
+    stale = {"fingerprint": "another config", "epoch": 2}
+    atomic_torch_save(tmp_path / "resume" / "state.pt", stale, checksum=True)
     again = train_stage(1, settings(), manifest, features, tmp_path / "out", tmp_path / "resume")
     messages = training_log.messages
     assert any("stale" in m for m in messages)
@@ -331,6 +337,55 @@ def test_killed_run_resumes_to_the_same_result(corpus, stage1, tmp_path, trainin
     )
     assert (out / "history.tsv").read_text() == (tmp_path / "out" / "history.tsv").read_text()
     assert not (tmp_path / "resume").exists()
+
+
+@pytest.mark.usefixtures("nan_at_epoch_3")
+def test_damaged_resume_state_is_not_continued_from(corpus, stage1, tmp_path, training_log):
+    """A resume state with a changed byte is a cache miss: the stage starts over, same result."""
+    manifest, features = corpus
+    resume = tmp_path / "resume"
+    with pytest.raises(NonFiniteTrainingError):  # leaves the state of epoch 2 behind
+        train_stage(1, settings(), manifest, features, tmp_path / "o1", resume)
+    data = bytearray((resume / "state.pt").read_bytes())
+    data[len(data) // 2] ^= 0x40
+    (resume / "state.pt").write_bytes(bytes(data))
+    metrics = train_stage(1, settings(), manifest, features, tmp_path / "out", resume)
+    assert any("ignoring damaged resume state" in m for m in training_log.messages)
+    assert metrics == stage1[1]
+
+
+@pytest.fixture
+def nan_at_epoch_3(monkeypatch):
+    """The loss turns NaN at the first batch of epoch 3 (stage 1: 9 batches per epoch), once."""
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        loss, ce, mse = total_loss(*args, **kwargs)
+        calls["n"] += 1
+        return (loss * math.nan, ce, mse) if calls["n"] == 2 * 9 + 1 else (loss, ce, mse)
+
+    monkeypatch.setattr(training, "total_loss", poisoned)
+
+
+@pytest.mark.usefixtures("nan_at_epoch_3")
+def test_non_finite_loss_stops_training_and_keeps_the_last_good_state(corpus, tmp_path):
+    manifest, features = corpus
+    resume = tmp_path / "resume"
+    with pytest.raises(
+        NonFiniteTrainingError,
+        match=r"model tiny, stage 1 \(lr 0\.003\), epoch 3, batch 1 of 9: non-finite loss nan",
+    ):
+        train_stage(1, settings(), manifest, features, tmp_path / "out", resume)
+    assert not (tmp_path / "out" / "checkpoint.pt").exists()
+    saved = load_torch(resume / "state.pt")
+    assert saved["epoch"] == 2
+    assert all(v.isfinite().all() for v in saved["model"].values() if v.is_floating_point())
+
+
+def test_non_finite_weights_are_never_written(tmp_path):
+    state = {"w": torch.tensor([1.0, math.inf]), "steps": torch.tensor([3])}
+    with pytest.raises(NonFiniteTrainingError, match=r"checkpoint\.pt: not written.*'w'"):
+        training.require_finite_weights(state, tmp_path / "checkpoint.pt")
 
 
 def test_stage2_balanced_epochs(corpus):

@@ -6,6 +6,7 @@ configs: each must schedule exactly the jobs whose own inputs or sub-config chan
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -18,6 +19,8 @@ from medusa.partitions import clip_paths
 from workflow_runner import CI_CONFIGS, dry_run_jobs, run_snakemake
 
 ENSEMBLE = [
+    ("meta_select", ""),
+    ("meta_select_top", "k=1"),
     ("meta", "seed=0"),
     ("meta", "seed=1"),
     ("meta_top", "k=1, seed=0"),
@@ -66,7 +69,8 @@ def test_demo_dag_produces_every_output(completed_ci_run):
     results = completed_ci_run / "results"
     manifest = read_manifest(results / "data/manifest.tsv")
     assert set(manifest["subset"]) == {"train", "holdout", "meta", "dev"}
-    test_ids = [clip for clip, _ in clip_paths(results / "audio/unlabelled.tsv")]
+    test_clips = clip_paths(results / "audio/unlabelled.tsv", corpus(completed_ci_run))
+    test_ids = [clip for clip, _ in test_clips]
     assert len(test_ids) == 6 and all("_test3_" in clip for clip in test_ids)
 
     predictions = pd.read_csv(results / "predictions/test.csv")
@@ -83,7 +87,17 @@ def test_demo_dag_produces_every_output(completed_ci_run):
     table1 = pd.read_csv(results / "report/table1.tsv", sep="\t")
     assert {"m05_wavlm_roberta", "m13_whisper_wavlm"} <= set(table1["model"])
     table3 = pd.read_csv(results / "report/table3.tsv", sep="\t")
-    assert len(table3) == 8  # 4 techniques x (all models, top 1)
+    assert len(table3) == 10  # 5 techniques x (all models, top 1)
+    # The CI meta subset has one speaker: the rule says it cannot cross-validate, keeps the
+    # vote, and the choice reaches the soup's metrics and the report.
+    selection = json.loads((results / "meta/select.json").read_text())
+    assert (
+        selection["choice"] == "vote" and "fewer than meta.selection.folds" in selection["reason"]
+    )
+    assert "no cross-validation possible" in (completed_ci_run / "logs/meta/select.log").read_text()
+    assert soup["selection"] == selection
+    chosen = pd.read_csv(results / "report/meta_selection.tsv", sep="\t").query("chosen")
+    assert list(chosen["setting"]) == ["vote", "vote"]
     for figure in ("confusion.png", "models.png"):
         assert (results / "report" / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for stage in ("stage1", "stage2"):
@@ -117,6 +131,12 @@ def test_changing_one_model_reruns_only_its_chain_and_the_ensemble(completed_ci_
 def test_changing_the_meta_classifier_reruns_only_the_ensemble(completed_ci_run):
     jobs = dry_run_jobs(completed_ci_run, "soup", config={"meta": {"steps": 51}})
     record("meta.steps 50 -> 51", jobs)
+    assert jobs == sorted(ENSEMBLE)
+
+
+def test_changing_the_meta_selection_reruns_only_the_ensemble(completed_ci_run):
+    jobs = dry_run_jobs(completed_ci_run, "soup", config={"meta": {"selection": {"folds": 3}}})
+    record("meta.selection.folds 5 -> 3", jobs)
     assert jobs == sorted(ENSEMBLE)
 
 
@@ -225,6 +245,50 @@ def test_a_removed_unlabelled_clip_reruns_only_the_unlabelled_chain(run_copy):
     jobs = dry_run_jobs(run_copy, "soup")
     record(f"removed unlabelled clip {victim.name}", jobs)
     assert jobs == unlabelled_chain()
+
+
+def test_a_same_size_replaced_clip_reruns_its_chain_also_after_its_index_was_rebuilt(run_copy):
+    victim = sorted((corpus(run_copy) / "Audios").glob("*_test3_*.wav"))[0]
+    size = victim.stat().st_size
+    wave, rate = sf.read(victim, dtype="int16")
+    sf.write(victim, wave[::-1], rate, subtype="PCM_16")  # other samples, the same bytes count
+    assert victim.stat().st_size == size
+    jobs = dry_run_jobs(run_copy, "soup")
+    record(f"same-size replaced unlabelled clip {victim.name}", jobs)
+    assert jobs == unlabelled_chain()
+    # An earlier invocation rebuilt the index (a partial target, an interrupted run): it reads
+    # exactly as before, yet the transcripts, features and predictions are still stale.
+    index = run_copy / "results/audio/unlabelled.tsv"
+    before = index.read_bytes()
+    run = run_snakemake(run_copy, str(index.relative_to(run_copy)), "--cores", "1",
+                        configfiles=CI_CONFIGS)  # fmt: skip
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    assert index.read_bytes() == before
+    stale = [job for job in unlabelled_chain() if job[0] != "audio_index"]
+    assert dry_run_jobs(run_copy, "soup") == stale
+
+
+def test_new_times_on_every_corpus_file_rerun_nothing(run_copy):
+    for path in corpus(run_copy).rglob("*"):
+        os.utime(path)  # `touch`: new times, the same content
+    assert dry_run_jobs(run_copy, "soup") == []
+
+
+def test_a_corpus_copied_elsewhere_without_times_reruns_nothing(run_copy, tmp_path):
+    old = corpus(run_copy)
+    new = tmp_path / "elsewhere" / "MSP-Podcast"
+    shutil.copytree(old, new, copy_function=shutil.copyfile)  # `cp -r`: new inodes and times
+    shutil.rmtree(old)  # nothing may still read the old place
+    moved = {"data": {"root": str(new)}}
+    assert dry_run_jobs(run_copy, "soup", config=moved) == []
+    # The jobs find the audio in its new place (index paths are relative to data.root).
+    asr = run_copy / "results/asr/unlabelled.jsonl"
+    before = asr.read_text()
+    run = run_snakemake(run_copy, "results/asr/unlabelled.jsonl", "--forcerun", "asr",
+                        "--cores", "1", configfiles=CI_CONFIGS, config=moved)  # fmt: skip
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+    assert asr.read_text() == before
+    assert dry_run_jobs(run_copy, "soup", config=moved) == []
 
 
 def test_a_new_unlabelled_clip_is_predicted_and_retrains_nothing(run_copy):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -60,6 +61,22 @@ def generate_demo_corpus(workdir: Path) -> None:
     plans ASR and features from the corpus's audio, so the corpus exists before it is parsed."""
     run = run_snakemake(workdir, "demo_corpus", "--cores", "1", configfiles=CI_CONFIGS)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-3000:]
+
+
+# The corpus as generated, before `soup` ran (JSON of `tree_state`, written by the
+# `completed_ci_run` fixture into its working directory).
+CORPUS_BEFORE_SOUP = "corpus-before-soup.json"
+
+
+def tree_state(folder: Path) -> dict[str, str]:
+    """Every file under `folder` (relative path) -> its sha256, size and modification time:
+    equal before and after a run when the run only read the folder."""
+    state = {}
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() or p.is_symlink()):
+        stat = path.lstat()
+        digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "link"
+        state[str(path.relative_to(folder))] = f"{digest} {stat.st_size} {stat.st_mtime_ns}"
+    return state
 
 
 def dry_run_jobs(workdir: Path, *targets: str, config: dict | None = None) -> list[tuple[str, str]]:

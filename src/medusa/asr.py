@@ -1,26 +1,37 @@
 """ASR stage: openai-whisper transcripts of every clip of an audio partition.
 
 Greedy decoding (temperature 0), English, no timestamps, no prompt (so no conditioning on
-previous text). Clips are cut into 30 s windows (one window for most clips); the windows of a
-block of clips are sorted by length and decoded in batches with ``whisper.decode`` on
-``(B, n_mels, 3000)`` log-mel batches, and each clip's window texts are joined in order.
+previous text). Clips are cut into windows of at most the model's input length (30 s; one
+window for most clips); the windows of a block of clips are sorted by length and decoded in
+batches with ``whisper.decode`` on ``(B, n_mels, 3000)`` log-mel batches, and each clip's window
+texts are joined in order.
+
+A clip longer than the window is cut where it is quietest, not blindly at the window length:
+each cut is the point of lowest short-time energy (``CUT_SMOOTHING_S`` average) in the last
+``CUT_SEARCH_FRACTION`` of the window, so a cut falls in a pause between words when there is
+one. A window whose ``no_speech_prob`` is above ``no_speech_threshold`` (config
+``asr.no_speech_threshold``; whisper's own default for skipping a segment is 0.6) contributes
+no text: on silence or a short tail, whisper tends to invent "Thank you." or "you" while
+scoring it as no speech (0.8-0.99).
 
 For a clip of several windows the scores are combined as:
 
-- ``avg_logprob``: the mean over windows weighted by each window's token count (+1 for the end
-  token, as whisper itself averages), i.e. exactly the average log-probability per token of the
-  joined transcript;
-- ``no_speech_prob``: the mean over windows weighted by window duration, i.e. the expected share
-  of the clip's audio that holds no speech.
+- ``avg_logprob``: the mean over the windows that kept their text (over all windows when none
+  did), weighted by each window's token count (+1 for the end token, as whisper itself
+  averages), i.e. exactly the average log-probability per token of the joined transcript;
+- ``no_speech_prob``: the mean over all windows weighted by window duration, i.e. the expected
+  share of the clip's audio that holds no speech.
 
 API:
 
 - ``load_asr_model(name_or_path, device)``: a whisper model from an official name
   (``large-v3``, needs the download cache) or a local checkpoint file.
-- ``transcribe_clips(model, items, batch_size, device, progress=True)``: ``[(id, audio)]`` ->
-  ``[{"id", "text", "avg_logprob", "no_speech_prob"}]`` in input order.
+- ``transcribe_clips(model, items, batch_size, device, progress=True, language="en",
+  no_speech_threshold=None)``: ``[(id, audio)]`` -> ``[{"id", "text", "avg_logprob",
+  "no_speech_prob"}]`` in input order (None keeps every window's text).
 - ``run_asr(model_name_or_path, index_path, out_path, batch_size=16, shard=0, n_shards=1,
-  device="cpu", language="en", checkpoint=None)``: one audio partition (or one shard of it, see
+  device="cpu", language="en", checkpoint=None, audio_root="", no_speech_threshold=None)``:
+  one audio partition (or one shard of it, see
   ``medusa.store.shard_ids``) from its clip table to a transcript file (``medusa.transcripts``)
   whose first line records the model and the sha256 of the checkpoint that ran.
 """
@@ -28,7 +39,6 @@ API:
 from __future__ import annotations
 
 import logging
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -48,6 +58,11 @@ log = logging.getLogger(__name__)
 WINDOW_SAMPLES = whisper.audio.N_SAMPLES  # 30 s at 16 kHz: whisper's fixed input length
 # Clips are transcribed in blocks of this many batches of consecutive ids (see run_asr).
 BATCHES_PER_BLOCK = 16
+# Where a long clip is cut: the quietest point of the last sixth of each window (5 s of 30 s),
+# energy averaged over 0.1 s (a pause between words, not the closure of a plosive).
+CUT_SEARCH_FRACTION = 1 / 6
+CUT_SMOOTHING_S = 0.1
+ENERGY_HOP = 160  # 10 ms at 16 kHz
 
 
 def load_asr_model(name_or_path: str, device: torch.device | str = "cpu") -> whisper.Whisper:
@@ -74,10 +89,32 @@ def window_samples(model: whisper.Whisper) -> int:
     return model.dims.n_audio_ctx * 2 * whisper.audio.HOP_LENGTH
 
 
+def window_starts(audio: np.ndarray, size: int = WINDOW_SAMPLES) -> list[int]:
+    """Where each window of a clip starts: 0, then, while more than `size` samples are left,
+    the quietest point of the last CUT_SEARCH_FRACTION of the current window (the one nearest
+    the window's end among equally quiet points), so that every window is at most `size`."""
+    starts = [0]
+    if len(audio) <= size:
+        return starts
+    frames = len(audio) // ENERGY_HOP
+    power = np.square(audio[: frames * ENERGY_HOP].astype(np.float64)).reshape(frames, -1)
+    smoothing = max(1, round(CUT_SMOOTHING_S * SAMPLE_RATE / ENERGY_HOP))
+    energy = np.convolve(power.mean(axis=1), np.ones(smoothing) / smoothing, mode="same")
+    search = max(1, int(size * CUT_SEARCH_FRACTION) // ENERGY_HOP)
+    while len(audio) - starts[-1] > size:
+        last = (starts[-1] + size) // ENERGY_HOP  # the cut at frame `last` keeps <= size
+        first = max(last - search, starts[-1] // ENERGY_HOP + 1)
+        region = energy[first : last + 1]
+        quietest = first + len(region) - 1 - int(np.argmin(region[::-1]))
+        starts.append(quietest * ENERGY_HOP)
+    return starts
+
+
 def _windows(audio: np.ndarray, size: int = WINDOW_SAMPLES) -> list[np.ndarray]:
-    """Cut a clip into consecutive windows (an empty clip is one empty window)."""
-    n = max(1, math.ceil(len(audio) / size))
-    return [audio[i * size : (i + 1) * size] for i in range(n)]
+    """Cut a clip into consecutive windows of at most `size` samples at quiet points (an
+    empty clip is one empty window)."""
+    starts = window_starts(audio, size)
+    return [audio[a:b] for a, b in zip(starts, [*starts[1:], len(audio)], strict=True)]
 
 
 def _log_mel(
@@ -97,8 +134,10 @@ def transcribe_clips(
     device: torch.device | str,
     progress: bool = True,
     language: str = "en",
+    no_speech_threshold: float | None = None,
 ) -> list[dict]:
-    """Transcribe 16 kHz clips ``[(utt_id, audio)]``; results in input order."""
+    """Transcribe 16 kHz clips ``[(utt_id, audio)]``; results in input order. A window whose
+    no_speech_prob is above `no_speech_threshold` adds no text (None: every window does)."""
     device = torch.device(device)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -130,16 +169,25 @@ def transcribe_clips(
     for c, (utt_id, audio) in enumerate(items):
         parts = _windows(audio, size)
         outs = [decoded[c, w] for w in range(len(parts))]
-        results.append({"id": utt_id, **combine_windows(outs, [len(p) for p in parts])})
+        lengths = [len(p) for p in parts]
+        results.append({"id": utt_id, **combine_windows(outs, lengths, no_speech_threshold)})
     return results
 
 
-def combine_windows(outs: Sequence[whisper.DecodingResult], samples: Sequence[int]) -> dict:
+def combine_windows(
+    outs: Sequence[whisper.DecodingResult],
+    samples: Sequence[int],
+    no_speech_threshold: float | None = None,
+) -> dict:
     """One clip's text and scores from its windows' results (see the module docstring)."""
-    tokens = [len(o.tokens) + 1 for o in outs]  # whisper divides by len(tokens) + 1
+    speech = [
+        o for o in outs if no_speech_threshold is None or o.no_speech_prob <= no_speech_threshold
+    ]
+    scored = speech or outs
+    tokens = [len(o.tokens) + 1 for o in scored]  # whisper divides by len(tokens) + 1
     return {
-        "text": " ".join(t for o in outs if (t := o.text.strip())),
-        "avg_logprob": float(np.average([o.avg_logprob for o in outs], weights=tokens)),
+        "text": " ".join(t for o in speech if (t := o.text.strip())),
+        "avg_logprob": float(np.average([o.avg_logprob for o in scored], weights=tokens)),
         "no_speech_prob": float(
             np.average([o.no_speech_prob for o in outs], weights=[max(n, 1) for n in samples])
         ),
@@ -158,10 +206,13 @@ def run_asr(
     language: str = "en",
     revision: str | None = None,
     checkpoint: str | os.PathLike | None = None,
+    audio_root: str | os.PathLike = "",
+    no_speech_threshold: float | None = None,
 ) -> int:
     """Transcribe one audio partition (shard) into a transcript file sorted by id.
 
-    `index_path`: the partition's clip table (``medusa.partitions.write_audio_index``).
+    `index_path`: the partition's clip table (``medusa.partitions.write_audio_index``), whose
+    paths are relative to `audio_root` (the corpus folder, data.root).
     `checkpoint`: the local copy of a remote model (``medusa.fetch``), checked against the
     sha256 that `model_name_or_path` and `revision` pin; the file's first line records both.
 
@@ -171,7 +222,7 @@ def run_asr(
     number of clips written.
     """
     device = torch.device(device)
-    paths = dict(clip_paths(index_path))
+    paths = dict(clip_paths(index_path, audio_root))
     part = Path(index_path).stem
     block = batch_size * BATCHES_PER_BLOCK
     ids = shard_ids(paths, shard, n_shards, block)
@@ -196,7 +247,13 @@ def run_asr(
             chunk = ids[start : start + block]
             items = [(u, load_audio(paths[u], SAMPLE_RATE)) for u in chunk]
             results += transcribe_clips(
-                model, items, batch_size, device, progress=False, language=language
+                model,
+                items,
+                batch_size,
+                device,
+                progress=False,
+                language=language,
+                no_speech_threshold=no_speech_threshold,
             )
             bar.update(len(chunk))
         bar.close()

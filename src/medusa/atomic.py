@@ -8,6 +8,7 @@ stays on one file system and is atomic, and it is removed if writing fails.
   file open across calls, e.g. ``medusa.store.FeatureWriter``).
 - ``atomic_write(path, write)``: ``write(tmp)`` fills the temporary file, which then replaces
   `path`; ``atomic_write_text``, ``atomic_write_json`` and ``atomic_torch_save`` build on it.
+  A failed write (a full disk) raises OSError naming `path`, and leaves nothing behind.
 - ``atomic_directory(out_dir)``: a context manager yielding a temporary sibling folder that
   replaces `out_dir` as a whole when the block succeeds.
 """
@@ -15,6 +16,8 @@ stays on one file system and is atomic, and it is removed if writing fails.
 from __future__ import annotations
 
 import contextlib
+import glob
+import io
 import json
 import os
 import secrets
@@ -23,11 +26,23 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from medusa.integrity import torch_bytes_sealed
 
-def temporary_sibling(path: str | os.PathLike) -> Path:
-    """A fresh, unique, empty file next to `path` (parent folders are created)."""
+
+def temporary_sibling(path: str | os.PathLike, sole_writer: bool = False) -> Path:
+    """A fresh, unique, empty file next to `path` (parent folders are created).
+
+    `sole_writer`: the caller is the only process that ever writes `path` at a time (the one
+    job whose output it is), so temporary files of `path` found now were left by a killed
+    writer (SIGKILL, a SLURM time limit) and are deleted: a partial feature file can be as
+    large as the finished one. Not for files that several processes may write at once.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if sole_writer:
+        for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+            if stale.is_file():
+                stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     # mkstemp makes owner-only files; results on a shared cluster get the usual umask mode.
     os.fchmod(fd, 0o666 & ~_umask())
@@ -47,6 +62,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> No
     try:
         write(tmp)
         os.replace(tmp, path)
+    except OSError as err:
+        # The writer's own message (h5py's, torch's) rarely says which file.
+        raise OSError(err.errno, f"cannot write {path}: {err.strerror or err}") from err
     finally:
         tmp.unlink(missing_ok=True)  # only still there when writing or renaming failed
 
@@ -61,15 +79,25 @@ def atomic_write_json(path: str | os.PathLike, value: object, sort_keys: bool = 
     atomic_write_text(path, json.dumps(value, indent=2, sort_keys=sort_keys) + "\n")
 
 
-def atomic_torch_save(path: str | os.PathLike, obj: object) -> None:
-    """``torch.save(obj)`` to `path` atomically; equal objects give byte-identical files."""
+def atomic_torch_save(path: str | os.PathLike, obj: object, checksum: bool = False) -> None:
+    """``torch.save(obj)`` to `path` atomically; equal objects give byte-identical files.
+
+    `checksum`: record the file's SHA-256 in it (``medusa.integrity``; read it back with
+    ``medusa.integrity.load_torch``).
+    """
     import torch  # here, so that modules writing only text do not pay for importing torch
 
+    # Through a file object: given a path, torch.save names the archive's root folder after
+    # its stem, which (random temporary names) would make identical checkpoints differ.
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    data = torch_bytes_sealed(buffer.getvalue()) if checksum else buffer.getvalue()
+
     def write(tmp: Path) -> None:
-        # Through a file object: given a path, torch.save names the archive's root folder after
-        # its stem, which (random temporary names) would make identical checkpoints differ.
         with open(tmp, "wb") as handle:
-            torch.save(obj, handle)
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
 
     atomic_write(path, write)
 

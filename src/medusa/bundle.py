@@ -29,6 +29,7 @@ against the checksum recorded at training time.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -43,6 +44,7 @@ from safetensors.torch import load_file, save_file
 import medusa
 from medusa.atomic import atomic_directory
 from medusa.emotions import ATTRIBUTES, CLASS_LETTERS, CLASS_NAMES
+from medusa.integrity import load_torch, torch_bytes_sealed
 
 BUNDLE_FORMAT = 1
 MANIFEST = "bundle.json"
@@ -157,8 +159,10 @@ def read_checkpoint(stem: Path) -> dict:
 def _torch_file(checkpoint: Mapping, folder: Path, name: str) -> Path:
     """The checkpoint as the torch file the library's loaders read (weights_only-loadable)."""
     path = folder / name
-    with open(path, "wb") as handle:
-        torch.save(dict(checkpoint), handle)
+    buffer = io.BytesIO()
+    torch.save(dict(checkpoint), buffer)
+    # The bundle's checksums were checked on opening; the loaders also check this digest.
+    path.write_bytes(torch_bytes_sealed(buffer.getvalue()))
     return path
 
 
@@ -254,6 +258,7 @@ def asr_record(asr: Mapping) -> dict:
         "sha256": sha256_file(model) if local else "",
         "batch_size": int(asr["batch_size"]),
         "language": asr["language"],
+        "no_speech_threshold": float(asr["no_speech_threshold"]),
     }
 
 
@@ -292,7 +297,7 @@ def build_bundle(sources: BundleSources, out_dir: str | os.PathLike) -> Path:
         model_files = {
             model: _write_model(sources, model, feature_sets, tmp) for model in head_models
         }
-        head_checkpoint = torch.load(sources.head, map_location="cpu", weights_only=True)
+        head_checkpoint = load_torch(sources.head)
         save_checkpoint(head_checkpoint, tmp / HEAD_STEM)
         _copy_metrics(sources, tmp / METRICS_DIR)
         manifest = _manifest(sources, head_info, model_files, feature_sets)
@@ -317,7 +322,7 @@ def _feature_set_records(sources: BundleSources) -> dict[str, dict]:
 def _write_model(sources: BundleSources, model: str, feature_sets: dict, tmp: Path) -> dict:
     """Check one model's checkpoint against the feature sets, write it; its manifest entry."""
     path = sources.checkpoints[model]
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = load_torch(path)
     name = checkpoint.get("model_cfg", {}).get("name", model)
     if name != model:
         raise BundleError(f"{path}: a checkpoint of {name!r}, not {model!r}")
@@ -405,6 +410,30 @@ def _report_section(path: str | os.PathLike, heading: str) -> str:
         if inside:
             out.append(line)
     return "\n".join(out).strip() + "\n"
+
+
+def meta_selection_section(record: Mapping | None) -> str:
+    """The model card's account of the meta-classifier's cross-validated regularisation
+    (``medusa.meta_cv``): the grid with each point's score and spread, and the choice."""
+    if not record:
+        return "The soup's metrics hold no record of a cross-validated meta-classifier choice.\n"
+    lines = [
+        f"Meta-classifier regularisation (speaker-grouped {record.get('folds')}-fold "
+        f"cross-validation on {record.get('n_clips')} clips of {record.get('n_speakers')} "
+        f"speakers; choice: **{record.get('choice')}**; {record.get('reason')}):",
+        "",
+    ]
+    if record.get("grid"):
+        lines += ["| setting | CV macro-F1 | sd | se | chosen |", "|---|---|---|---|---|"]
+        for point in record["grid"]:
+            figures = [_figure(point.get(k)) for k in ("cv_macro_f1", "sd", "se")]
+            chosen = "yes" if point.get("prior_strength") == record.get("choice") else ""
+            lines.append(f"| {point.get('setting')} | " + " | ".join(figures) + f" | {chosen} |")
+    return "\n".join(lines) + "\n"
+
+
+def _figure(value) -> str:
+    return "" if value is None else f"{value:.4f}"
 
 
 def model_card(manifest: Mapping, sources: BundleSources) -> str:
@@ -508,9 +537,10 @@ Soup on `dev`: macro-F1 {dev.get("macro_f1", float("nan")):.4f}, accuracy
 Table 1 (each model and the ensemble):
 
 {_tsv_to_markdown(sources.table1)}
-Table 3 (ensemble techniques):
+Table 3 (ensemble techniques; the holdout columns are selection-biased, compare on dev):
 
 {_tsv_to_markdown(sources.table3)}
+{meta_selection_section(soup.get("selection"))}
 ## Intended use
 
 Research on categorical speech emotion recognition of English podcast-style speech, and

@@ -36,7 +36,13 @@ from medusa.emotions import (
     CLASS_NAMES,
     NAME_TO_LETTER,
 )
-from medusa.manifest import MANIFEST_COLUMNS, write_manifest
+from medusa.manifest import (
+    MANIFEST_COLUMNS,
+    UNKNOWN_GENDER,
+    UNKNOWN_SPEAKER,
+    is_unknown,
+    write_manifest,
+)
 from medusa.partitions import (
     DEV,
     HOLDOUT,
@@ -108,6 +114,7 @@ PROBLEM_ACTIONS = {
     "attribute out of range": "EmoAct/EmoVal/EmoDom missing or outside [1, 7]: that attribute left empty",
     "malformed annotation": "EmoDetail string that cannot be parsed: vote ignored",
     "no 8-class vote": "labelled file whose votes are all Other or unknown: no soft target, not trained on",
+    "no annotator rows": "labelled file with no readable row in labels_detailed.csv (absent from it, or only malformed rows): no soft target, not trained on",
     "annotations without consensus row": "labels_detailed.csv rows for a file absent from labels_consensus.csv: ignored",
     "unknown split": "Split_Set other than Train/Development: kept under its own subset name (and audio partition), not used by the recipe",
     "short audio": "clip shorter than data.min_duration_s: kept",
@@ -218,12 +225,14 @@ def read_detailed_votes(path: Path, problems: Problems) -> list[Vote]:
 def soft_targets(votes: list[Vote]) -> dict[str, np.ndarray | None]:
     """Per file: counts of primary votes in the 8 classes divided by their sum (docs/method.md, section 1.2).
 
-    Other-* and unknown votes count for none; a file with no 8-class vote maps to None.
+    Other-* and unknown votes (``Vote.known`` False, e.g. a bare letter "N", which the data
+    report lists as an unknown label string) count for none; a file with votes but no 8-class
+    vote maps to None; a file without votes is absent.
     """
     counts: dict[str, np.ndarray] = {}
     for vote in votes:
         vec = counts.setdefault(vote.file, np.zeros(len(CLASS_LETTERS)))
-        if vote.primary in CLASS_LETTERS:
+        if vote.known and vote.primary in CLASS_LETTERS:
             vec[CLASS_LETTERS.index(vote.primary)] += 1
     return {f: (c / c.sum() if c.sum() > 0 else None) for f, c in counts.items()}
 
@@ -235,13 +244,14 @@ def speaker_disjoint_holdout(
 
     Speakers are visited in a seeded random order and a speaker joins the holdout when doing so
     brings the holdout's class counts closer (L1) to `fraction` of every class's total. Rows of
-    unknown speakers (empty / "Unknown") stay in train, so no unknown speaker can straddle both.
-    With at least two known speakers the holdout is never empty.
+    unknown speakers (``is_unknown``: empty, "Unknown", "unknown", ...) stay in train, so no
+    unknown speaker can straddle both. With at least two known speakers the holdout is never
+    empty.
     """
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"data.holdout_fraction must be in (0, 1), got {fraction}")
+    known = ~speakers.map(is_unknown).to_numpy(dtype=bool)
     speakers = speakers.astype(str)
-    known = ~speakers.isin(["", "Unknown", "nan"])
     letters = sorted(set(classes.fillna("").astype(str)))
     onehot = pd.get_dummies(classes.fillna("").astype(str)).reindex(columns=letters, fill_value=0)
     per_speaker = onehot[known].groupby(speakers[known]).sum().astype(float)
@@ -301,14 +311,16 @@ def _label_row(rec: dict, targets: dict, problems: Problems) -> dict:
     if subset is None:
         problems.add("unknown split", f"{name}: Split_Set={split!r}")
         subset = partition_name(split)
-    target = targets.get(name)
-    if target is None:
+    if name not in targets:
+        problems.add("no annotator rows", name)
+    elif targets[name] is None:
         problems.add("no 8-class vote", name)
+    target = targets.get(name)
     return {
         "file_name": name,
         "subset": subset,
-        "speaker": rec["SpkrID"] or "Unknown",
-        "gender": rec["Gender"],
+        "speaker": UNKNOWN_SPEAKER if is_unknown(rec["SpkrID"]) else rec["SpkrID"],
+        "gender": UNKNOWN_GENDER if is_unknown(rec["Gender"]) else rec["Gender"],
         "emo_class": letter,
         **{c: (target[i] if target is not None else np.nan) for i, c in enumerate(CLASS_LETTERS)},
         "act": _attribute(rec["EmoAct"], "EmoAct", name, problems),
@@ -450,8 +462,9 @@ def format_report(
             + " | ".join(str(int(letters.get(c, 0))) for c in (*CLASS_LETTERS, "O", "X"))
             + " |"
         )
-    train_speakers = set(manifest.loc[manifest["subset"] == TRAIN, "speaker"]) - {"Unknown"}
-    holdout_speakers = set(manifest.loc[manifest["subset"] == HOLDOUT, "speaker"]) - {"Unknown"}
+    known = ~manifest["speaker"].map(is_unknown)
+    train_speakers = set(manifest.loc[known & (manifest["subset"] == TRAIN), "speaker"])
+    holdout_speakers = set(manifest.loc[known & (manifest["subset"] == HOLDOUT), "speaker"])
     lines += [
         "",
         f"Speakers shared by train and holdout: {len(train_speakers & holdout_speakers)} "

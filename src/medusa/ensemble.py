@@ -7,7 +7,8 @@ Every DeepSER model leaves, per subset, 8 class posteriors and 3 attributes per 
 - the vote baselines combine the posteriors directly (majority vote, soft vote);
 - stage 3 trains a small head on the concatenated outputs (K models x 11 numbers), starting
   at the product-of-experts vote, with a class-balanced loss, once per seed on that seed's
-  bootstrap resample of the meta-classifier's clips (``train_meta``, ``fit_head``);
+  bootstrap resample of the meta-classifier's clips (``train_meta``, ``fit_head``), with the
+  prior strength (or "stay at the vote") that ``medusa.meta_cv`` chose by cross-validation;
 - stage 4 averages the seeds' weights into one head, the soup (``make_soup``), which writes
   the challenge predictions for the unlabelled ``test`` clips (``predict_test``).
 
@@ -15,8 +16,9 @@ Scoring follows the challenge: the truth is the consensus letter, only the 8 emo
 count (X/O and unlabelled clips are left out), macro-F1 first. The "balanced holdout" scores
 every 8-class clip of the selection holdout, each weighted by 1 / its class's count
 (``classification_metrics(balanced=True)``). By default the head trains on the `meta` subset,
-which shares no speaker with the selection holdout, so both views are out of sample; with
-`train_on: holdout` (the paper's way) the holdout views are in-sample and say so.
+which shares no speaker with the selection holdout; the holdout views are still selection-biased
+(every model's checkpoint was chosen on it), so dev is the evaluation. With `train_on: holdout`
+(the paper's way) the holdout views are in-sample and say so.
 
 The head is tiny, so it always runs on the CPU; one seed trains in seconds.
 """
@@ -26,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -44,7 +47,8 @@ from medusa.emotions import (
     CLASS_LETTERS,
     NUM_CLASSES,
 )
-from medusa.manifest import consensus_labels, read_manifest
+from medusa.integrity import load_torch, verify_hdf5
+from medusa.manifest import consensus_labels, is_unknown, read_manifest
 from medusa.metrics import classification_metrics
 from medusa.model import total_loss
 from medusa.partitions import DEV, HOLDOUT, META, TEST, TRAIN
@@ -86,6 +90,7 @@ def posterior_model_name(path: str | os.PathLike) -> str:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"posteriors file not found: {path}")
+    verify_hdf5(path)  # once per process: read_posteriors comes through here first
     with h5py.File(path, "r") as f:
         name = f.attrs.get("model", path.stem)
     return name.decode("utf-8") if isinstance(name, bytes) else str(name)
@@ -286,6 +291,15 @@ def soft_vote(probs_list: Sequence[np.ndarray]) -> np.ndarray:
     return np.stack([np.asarray(p, dtype=np.float64) for p in probs_list]).mean(axis=0)
 
 
+def product_of_experts(probs_list: Sequence[np.ndarray]) -> np.ndarray:
+    """Normalised geometric mean of the models' posteriors (floored at POSTERIOR_FLOOR), [N, 8]:
+    the meta-classifier's start (``MetaClassifier.start_at_votes``), its "stay at the vote"."""
+    logs = np.log(np.clip(np.stack(probs_list).astype(np.float64), POSTERIOR_FLOOR, None))
+    mean = logs.mean(axis=0)
+    probs = np.exp(mean - mean.max(axis=1, keepdims=True))
+    return probs / probs.sum(axis=1, keepdims=True)
+
+
 # --------------------------------------------------------------------------------------------
 # The meta-classifier
 
@@ -367,7 +381,8 @@ class MetaConfig:
     @classmethod
     def from_dict(cls, cfg: Mapping) -> MetaConfig:
         # The seeds and top-k ensembles are the workflow's business (one job each).
-        cfg = {k: v for k, v in cfg.items() if k not in ("seeds", "top_k")}
+        # The choice of regularisation is medusa.meta_cv's (rule meta_select).
+        cfg = {k: v for k, v in cfg.items() if k not in ("seeds", "top_k", "selection")}
         weights = dict(cfg.pop("loss_weights", {}))
         cfg["class_weight"] = weights.pop("classes", None)
         cfg["attribute_weight"] = weights.pop("attributes", None)
@@ -392,6 +407,8 @@ class MetaConfig:
                 raise EnsembleError(f"meta.{key} must be one of {allowed}: {getattr(self, key)!r}")
         if self.init == "votes" and self.head != "linear":
             raise EnsembleError("meta.init: votes needs meta.head: linear (an MLP starts random)")
+        if math.isinf(self.prior_strength) and self.init != "votes":
+            raise EnsembleError("meta: staying at the vote (an infinite prior) needs init: votes")
         if self.mlp_hidden < 1 or self.steps < 1 or self.lr <= 0 or self.prior_strength < 0:
             raise EnsembleError(f"meta config: need mlp_hidden, steps >= 1, lr > 0: {self}")
 
@@ -434,7 +451,7 @@ def _evaluate(model: MetaClassifier, data: Mapping[str, tuple[np.ndarray, np.nda
     }
 
 
-def _training_data(
+def head_training_data(
     posterior_paths: Sequence[Path], manifest: pd.DataFrame, subset: str
 ) -> dict[str, np.ndarray]:
     """Inputs and targets of the clips of `subset` that have a soft target."""
@@ -448,10 +465,21 @@ def _training_data(
             f"no {subset!r} clip has a soft target to train the meta-classifier{hint}"
         )
     soft = soft[has_target] / soft[has_target].sum(axis=1, keepdims=True)
+    rows = rows[has_target]
+    scored, y = consensus_labels(rows["emo_class"])
+    consensus = np.full(len(rows), -1, dtype=np.int64)
+    consensus[scored] = y
     return {
         "X": X[has_target],
         "soft": soft.astype(np.float32),
-        "attributes": rows[list(ATTRIBUTES)].to_numpy(dtype=np.float32)[has_target],
+        "attributes": rows[list(ATTRIBUTES)].to_numpy(dtype=np.float32),
+        # For medusa.meta_cv: the 8-class consensus (-1: X/O, not scored) and the speaker
+        # groups its folds keep together (a clip of an unknown speaker is a group of its own).
+        "y": consensus,
+        "groups": np.array(
+            [f"clip:{i}" if is_unknown(s) else f"speaker:{s}" for i, s in rows["speaker"].items()],
+            dtype=object,
+        ),
     }
 
 
@@ -483,6 +511,7 @@ def train_meta(
     seed: int,
     out_dir: str | os.PathLike,
     top_k: int | None = None,
+    selection: Mapping | None = None,
 ) -> dict:
     """Stage 3: train one meta-classifier seed; write out_dir/head.pt and out_dir/metrics.json.
 
@@ -490,6 +519,8 @@ def train_meta(
     selected no DeepSER checkpoint), on the bootstrap resample of them that `seed` draws: the
     seeds differ in their data, and the soup averages them (bagging). See ``fit_head``.
     `top_k`: combine only the k models with the best selection score (``top_models``).
+    `selection`: the cross-validated choice of regularisation for these models
+    (``medusa.meta_cv.select_meta``, rule meta_select); None: `meta_cfg` as given.
     """
     cfg = MetaConfig.from_dict(meta_cfg)
     manifest = read_manifest(manifest_path)
@@ -497,10 +528,14 @@ def train_meta(
     if top_k is not None:
         paths = top_models(paths, manifest, top_k)
     models = [posterior_model_name(p) for p in paths]
+    if selection is not None:
+        cfg = chosen_config(cfg, selection, models)
     # The clips the head learns from, and the scored sets (the same files for every seed).
-    train = _training_data(paths, manifest, cfg.train_on)
+    train = head_training_data(paths, manifest, cfg.train_on)
     data = evaluation_data(paths, manifest)
     n_inputs = train["X"].shape[1]
+    if selection is not None:
+        log.info(f"meta seed {seed}: prior strength {selection['choice']} ({selection['reason']})")
     log.info(
         f"meta seed {seed}: {cfg.head} head ({cfg.init} start) over {len(models)} models "
         f"({n_inputs} inputs), {len(train['X'])} {cfg.train_on} clips with soft targets"
@@ -511,6 +546,7 @@ def train_meta(
         "train_on": cfg.train_on,
         "in_sample": in_sample_views(cfg.train_on),
         "n_train_clips": int(len(train["X"])),
+        "selection": selection,
         "loss_history": history,
         **_evaluate(model, data),
     }
@@ -520,6 +556,7 @@ def train_meta(
         "init_seed": cfg.init_seed,
         "train_on": cfg.train_on,
         "seeds": [int(seed)],
+        "selection": selection,
     }
     _write_outputs(Path(out_dir), model, info, metrics)
     log.info(
@@ -529,13 +566,28 @@ def train_meta(
     return metrics
 
 
+VOTE = "vote"  # the grid point "stay at the vote" of the cross-validated choice
+
+
+def chosen_config(cfg: MetaConfig, selection: Mapping, models: Sequence[str]) -> MetaConfig:
+    """`cfg` with the prior strength `selection` chose (``medusa.meta_cv``): its value, or an
+    infinite one for "stay at the vote". The choice must have been made for these models."""
+    if list(selection.get("models", [])) != list(models):
+        raise EnsembleError(
+            f"the meta selection was made for models {selection.get('models')}, not {models}: "
+            "rerun rule meta_select"
+        )
+    choice = selection["choice"]
+    return dataclasses.replace(cfg, prior_strength=math.inf if choice == VOTE else float(choice))
+
+
 def in_sample_views(train_on: str) -> list[str]:
     """The scored views a head trained on `train_on` has seen: not an evaluation."""
     return [HOLDOUT, BALANCED_HOLDOUT] if train_on == HOLDOUT else []
 
 
 def fit_head(
-    train: Mapping[str, np.ndarray], cfg: MetaConfig, seed: int
+    train: Mapping[str, np.ndarray], cfg: MetaConfig, seed: int, resample: bool = True
 ) -> tuple[MetaClassifier, list[float]]:
     """Stage 3 on arrays: (the trained head, its loss every 10 steps).
 
@@ -546,25 +598,40 @@ def fit_head(
         loss = class-balanced soft-target CE x class_weight + attribute MSE x attribute_weight
                + prior_strength / N x ||W - W_start||^2      (W: both layers' weights)
 
-    The prior pulls the class weights toward the start (the votes): with few clips the head
-    stays near the vote and mostly learns per-class offsets (the biases are free); with many
-    it learns to trust each model per class.
+    The prior pulls the weights toward the start (the votes): with few clips the head stays
+    near the vote and mostly learns per-class offsets (the biases are free); with many it
+    learns to trust each model per class. An infinite `prior_strength` is "stay at the vote":
+    the head keeps its start (``at_the_vote``; class logits: the product-of-experts vote,
+    attributes: about the models' mean) and is not trained.
+
+    A class with no target mass in the sample (absent from this seed's resample, or from the
+    data) keeps the vote's behaviour: it is left out of the softmax the loss sees, so nothing
+    drives its logit down, and its row keeps the start (``_recentre_classes``).
+    `resample`: train on the seed's bootstrap resample (the seeds of a soup); False: on the
+    clips as given (cross-validation folds, ``medusa.meta_cv``).
     """
+    model = build_head(train["X"].shape[1], cfg)
+    if at_the_vote(cfg):
+        return model.eval(), []
+    n = len(train["X"])
     rng = np.random.default_rng(seed)  # the seed's only randomness: its bootstrap resample
-    rows = torch.from_numpy(rng.integers(0, len(train["X"]), size=len(train["X"])))
+    rows = torch.from_numpy(rng.integers(0, n, size=n)) if resample else torch.arange(n)
     X, soft, attributes = (torch.from_numpy(train[k])[rows] for k in ("X", "soft", "attributes"))
-    model = build_head(X.shape[1], cfg)
+    present = soft.sum(dim=0) > 0
     # The prior holds both output layers' weights near their start (the votes, the models'
     # mean attributes): without it the attribute layer drifts onto the log-posterior inputs
     # and saturates its sigmoid at 1 or 7.
     pulled = (model.classes.weight, model.attributes.weight)
     start = [w.detach().clone() for w in pulled]
+    classes_start = [p.detach().clone() for p in (model.classes.weight, model.classes.bias)]
     weights = balancing_class_weights(soft)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     model.train()
     history = []
     for step in range(cfg.steps):
         logits, predicted = model(X)
+        # An absent class is out of the softmax: no gradient reaches its row.
+        logits = logits.masked_fill(~present, ABSENT_LOGIT)
         loss, _, _ = total_loss(
             logits, predicted, soft, attributes, weights, cfg.class_weight, cfg.attribute_weight
         )
@@ -575,16 +642,42 @@ def fit_head(
         optimizer.step()
         if step % 10 == 0 or step == cfg.steps - 1:
             history.append(float(loss.detach()))
+    if not bool(present.all()):
+        _recentre_classes(model, classes_start, present)
     return model.eval(), history
 
 
+# Logit that takes an absent class out of the training softmax (0 x log-softmax stays finite).
+ABSENT_LOGIT = -1.0e4
+
+
+def at_the_vote(cfg: MetaConfig) -> bool:
+    """Whether `cfg` is "stay at the vote": an infinite prior, the head kept at its start."""
+    return math.isinf(cfg.prior_strength)
+
+
+@torch.no_grad()
+def _recentre_classes(model: MetaClassifier, start: Sequence[torch.Tensor], present) -> None:
+    """Absent classes: the loss (softmax over the present classes) is blind to a shift shared
+    by every present class's row, yet Adam's per-weight steps move along it. Remove the present
+    rows' mean change, which changes no training prediction, so that an absent class (still at
+    its start) stands against the present ones as it did in the vote."""
+    for param, param_start in zip((model.classes.weight, model.classes.bias), start, strict=True):
+        change = param[present] - param_start[present]
+        param[present] = param[present] - change.mean(dim=0, keepdim=True)
+        param[~present] = param_start[~present]
+
+
 def balancing_class_weights(soft: torch.Tensor) -> torch.Tensor:
-    """w_c = N / (C m_c), m_c the class's target mass: every class weighs the same in the
-    loss (the meta-classifier's balanced training); a class without mass gets 0."""
+    """w_c = N / (C m_c), m_c the class's target mass floored at one clip, C the classes with
+    mass: every class with at least one clip's worth of votes weighs the same in the loss (the
+    meta-classifier's balanced training), and a class seen only as a fraction of one vote
+    weighs less than a whole class rather than up to N / C times more. A class without mass
+    gets 0 (it is also out of the training softmax, ``fit_head``)."""
     mass = soft.sum(dim=0).double()
     weights = torch.zeros(NUM_CLASSES, dtype=torch.float64)
     present = mass > 0
-    weights[present] = len(soft) / (NUM_CLASSES * mass[present])
+    weights[present] = len(soft) / (int(present.sum()) * mass[present].clamp(min=1.0))
     return weights.float()
 
 
@@ -599,7 +692,7 @@ def load_head(path: str | os.PathLike) -> tuple[MetaClassifier, dict]:
         path = path / "head.pt"
     if not path.is_file():
         raise FileNotFoundError(f"meta-classifier checkpoint not found: {path}")
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = load_torch(path)
     missing = {"format", "state_dict", "models", "architecture"} - set(ckpt)
     if missing:
         raise EnsembleError(f"{path}: not a meta-classifier checkpoint (missing {sorted(missing)})")
@@ -687,6 +780,7 @@ def make_soup(
         "in_sample": in_sample_views(ref_info["train_on"]),
         "ingredients": ingredients,
         "seeds": seeds,
+        "selection": ref_info.get("selection"),
         **_evaluate(soup, data),
     }
     info = {**{k: v for k, v in ref_info.items() if k != "path"}, "seeds": seeds}
@@ -711,11 +805,11 @@ def _load_ingredients(
     infos = [info for _, info in loaded]
     ref = infos[0]
     for info in infos[1:]:
-        for key in ("models", "architecture", "train_on"):
-            if info[key] != ref[key]:
+        for key in ("models", "architecture", "train_on", "selection"):
+            if info.get(key) != ref.get(key):
                 raise EnsembleError(
-                    f"{info['path']}: {key} {info[key]!r} differs from {ref['path']} "
-                    f"({ref[key]!r}); a soup needs heads of one kind over the same models"
+                    f"{info['path']}: {key} {info.get(key)!r} differs from {ref['path']} "
+                    f"({ref.get(key)!r}); a soup needs heads of one kind over the same models"
                 )
         if ref["architecture"]["head"] != "linear" and info["init_seed"] != ref["init_seed"]:
             raise EnsembleError(
@@ -788,5 +882,5 @@ def predict_test(
 
 def _write_outputs(out_dir: Path, model: MetaClassifier, info: dict, metrics: dict) -> None:
     checkpoint = {"format": HEAD_FORMAT, "state_dict": model.state_dict(), **info}
-    atomic_torch_save(out_dir / "head.pt", checkpoint)
+    atomic_torch_save(out_dir / "head.pt", checkpoint, checksum=True)
     atomic_write_json(out_dir / "metrics.json", metrics)

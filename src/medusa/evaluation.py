@@ -8,7 +8,12 @@ independent) and single clips otherwise (``medusa.stats``), seeded from the conf
 
 - ``DevSet``: the scored dev clips (8 consensus classes) with truth, speakers, genders and
   attribute ratings, aligned with ``medusa.ensemble.scored_subsets``'s dev rows;
-- ``interval_columns``: dev macro-F1 and accuracy intervals of one system's predictions;
+- ``interval_columns``: dev macro-F1 and accuracy intervals of one system's predictions, or of
+  the mean over several systems (the models' average, the meta seeds);
+- ``per_class_rows``: per-class F1 (undefined for a class in neither truth nor predictions)
+  and macro-F1 of one system, with dev intervals;
+- ``unreliable_note``: the ``unreliable_intervals`` cell of every table with intervals: which
+  intervals had over 10% undefined resamples (``medusa.stats.Interval.unreliable``);
 - ``comparisons_table``: paired bootstrap of the soup against the soft vote and the best
   single model (difference, interval, share of resamples the soup wins);
 - ``attributes_table``: concordance correlation (the challenge's Task 2 metric) of arousal,
@@ -19,25 +24,34 @@ independent) and single clips otherwise (``medusa.stats``), seeded from the conf
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from medusa.emotions import ATTRIBUTES
-from medusa.ensemble import scored_subsets, split_inputs
-from medusa.partitions import DEV
+from medusa.emotions import ATTRIBUTES, CLASS_LETTERS
+from medusa.ensemble import BALANCED_HOLDOUT, scored_subsets, split_inputs
+from medusa.partitions import DEV, HOLDOUT
 from medusa.stats import (
+    Interval,
+    accuracy,
     accuracy_interval,
+    bootstrap_intervals,
     ccc_interval,
+    class_f1_figures,
+    macro_f1,
     macro_f1_interval,
     paired_macro_f1,
     per_group_macro_f1,
     per_speaker_accuracy,
+    pooled_groups,
     summarise,
 )
+
+#: The column of every table with intervals that names the unreliable ones (``unreliable_note``).
+UNRELIABLE = "unreliable_intervals"
 
 
 @dataclass(frozen=True)
@@ -70,16 +84,71 @@ def bootstrap_settings(evaluation: Mapping) -> dict:
     }
 
 
-def interval_columns(dev: DevSet, pred: np.ndarray, boot: Mapping) -> dict[str, float]:
-    """dev_macro_f1_low/high and dev_accuracy_low/high of one system's dev predictions."""
-    f1 = macro_f1_interval(dev.y, pred, dev.speakers, **boot)
-    acc = accuracy_interval(dev.y, pred, dev.speakers, **boot)
+def unreliable_note(intervals: Mapping[str, Interval]) -> str:
+    """Each named interval with over 10% undefined resamples, e.g. ``"D (312 of 1000 resamples
+    undefined)"``, joined by "; "; empty when there is none. A figure undefined on the full data
+    has no interval to flag."""
+    return "; ".join(
+        f"{name} ({i.skipped} of {i.n_resamples} resamples undefined)"
+        for name, i in intervals.items()
+        if i.unreliable and np.isfinite(i.value)
+    )
+
+
+def interval_columns(
+    dev: DevSet, predictions: Sequence[np.ndarray], boot: Mapping
+) -> dict[str, float | str]:
+    """dev_macro_f1_low/high, dev_accuracy_low/high and the ``unreliable_intervals`` note of
+    the mean over `predictions` (one system's dev predictions, or several: the models for
+    their average, the seeds for a single meta seed), each resample scoring every system."""
+
+    def mean_figures(y: np.ndarray, *preds: np.ndarray) -> list[float]:
+        return [np.mean([macro_f1(y, p) for p in preds]), np.mean([accuracy(y, p) for p in preds])]
+
+    f1, acc = bootstrap_intervals(mean_figures, (dev.y, *predictions), dev.speakers, **boot)
     return {
         "dev_macro_f1_low": f1.low,
         "dev_macro_f1_high": f1.high,
         "dev_accuracy_low": acc.low,
         "dev_accuracy_high": acc.high,
+        UNRELIABLE: unreliable_note({"dev_macro_f1": f1, "dev_accuracy": acc}),
     }
+
+
+def per_class_rows(
+    name: str,
+    dev: DevSet,
+    holdout_y: np.ndarray,
+    predictions: Sequence[Mapping[str, np.ndarray]],
+    boot: Mapping,
+    holdout_in_sample: bool = False,
+) -> list[dict]:
+    """Per-class F1 and macro-F1 of one system (or the mean over seeds, ``class_f1_figures``):
+    a ``dev`` row with intervals, then a ``balanced_holdout`` row (class-balanced, no interval;
+    NaN when the system was trained on the holdout).
+
+    `predictions`: one {"dev": ..., "holdout": ...} per system averaged (a model: one).
+    """
+    columns = [*CLASS_LETTERS, "macro_f1"]
+    dev_preds = [p[DEV] for p in predictions]
+    intervals = bootstrap_intervals(class_f1_figures, (dev.y, *dev_preds), dev.speakers, **boot)
+    dev_row = {"system": name, "subset": DEV}
+    for column, interval in zip(columns, intervals, strict=True):
+        dev_row[column] = interval.value
+    for column, interval in zip(columns, intervals, strict=True):
+        dev_row |= {f"{column}_low": interval.low, f"{column}_high": interval.high}
+    dev_row[UNRELIABLE] = unreliable_note(dict(zip(columns, intervals, strict=True)))
+    if holdout_in_sample:
+        holdout = np.full(len(columns), np.nan)
+    else:
+        holdout_preds = [p[HOLDOUT] for p in predictions]
+        holdout = class_f1_figures(holdout_y, *holdout_preds, balanced=True)
+    holdout_row = {
+        "system": name,
+        "subset": BALANCED_HOLDOUT,
+        **dict(zip(columns, holdout, strict=True)),
+    }
+    return [dev_row, holdout_row]
 
 
 def comparisons_table(
@@ -97,6 +166,7 @@ def comparisons_table(
                 "high": comparison.high,
                 "share_soup_better": comparison.share_a_better,
                 "resamples": comparison.n_resamples,
+                UNRELIABLE: unreliable_note({"difference": comparison}),
             }
         )
     return pd.DataFrame(rows)
@@ -116,28 +186,32 @@ def attributes_table(
     }
     rows = []
     for name, predicted in systems.items():
-        row = {"system": name}
+        row, intervals = {"system": name}, {}
         for j, attribute in enumerate(ATTRIBUTES):
             ccc = ccc_interval(dev.attributes[:, j], predicted[:, j], dev.speakers, **boot)
             row.update({f"{attribute}_ccc": ccc.value, f"{attribute}_low": ccc.low,
                         f"{attribute}_high": ccc.high})  # fmt: skip
-        rows.append(row)
+            intervals[f"{attribute}_ccc"] = ccc
+        rows.append({**row, UNRELIABLE: unreliable_note(intervals)})
     return pd.DataFrame(rows)
 
 
 def fairness_table(dev: DevSet, systems: Mapping[str, np.ndarray], boot) -> pd.DataFrame:
-    """Per system: macro-F1 (with interval) per gender, and per-speaker accuracy statistics
-    over the speakers with at least 5 scored clips."""
+    """Per system: macro-F1 (with interval) per gender, clips of unknown gender pooled under
+    "Unknown" as in ``per_group_macro_f1``, and per-speaker accuracy statistics over the
+    speakers with at least 5 scored clips."""
     rows = []
+    genders = pooled_groups(dev.genders)
     for name, pred in systems.items():
-        for gender in sorted(set(dev.genders) - {""}):
-            mask = dev.genders == gender
+        for gender in sorted(set(genders), key=str):
+            mask = genders == gender
             f1 = macro_f1_interval(dev.y[mask], pred[mask], dev.speakers[mask], **boot)
             rows.append({"system": name, "group": f"gender {gender}", "clips": int(mask.sum()),
-                         "macro_f1": f1.value, "low": f1.low, "high": f1.high})  # fmt: skip
+                         "macro_f1": f1.value, "low": f1.low, "high": f1.high,
+                         UNRELIABLE: unreliable_note({"macro_f1": f1})})  # fmt: skip
         spread = summarise(per_speaker_accuracy(dev.y, pred, dev.speakers, min_clips=5))
         rows.append({"system": name, "group": "per-speaker accuracy", "clips": len(dev.y),
-                     **{f"speaker_{k}": v for k, v in spread.items()}})  # fmt: skip
+                     **{f"speaker_{k}": v for k, v in spread.items()}, UNRELIABLE: ""})  # fmt: skip
     return pd.DataFrame(rows)
 
 
@@ -181,18 +255,24 @@ def ablation_table(
         for variant, (of, switch) in variants.items():
             if of != base:
                 continue
-            row = _ablation_row(base, f"w/o {switch.replace('_', ' ')}", pred[variant], dev, boot)
-            change = paired_macro_f1(dev.y, pred[variant], pred[base], dev.speakers, **boot)
-            row.update(relative_change=row["macro_f1"] / full["macro_f1"] - 1 if full["macro_f1"] else np.nan,
-                       difference=change.value, difference_low=change.low,
-                       difference_high=change.high)  # fmt: skip
-            rows.append(row)
-    return pd.DataFrame(rows)
+            name = f"w/o {switch.replace('_', ' ')}"
+            rows.append(_ablation_row(base, name, pred[variant], dev, boot, full, pred[base]))
+    table = pd.DataFrame(rows)
+    return table[[c for c in table.columns if c != UNRELIABLE] + [UNRELIABLE]]
 
 
-def _ablation_row(model: str, variant: str, pred: np.ndarray, dev: DevSet, boot) -> dict:
+def _ablation_row(model, variant, pred, dev: DevSet, boot, full=None, full_pred=None) -> dict:
+    """One row of Table 2; with the full model's row and predictions, the change against it."""
     f1 = macro_f1_interval(dev.y, pred, dev.speakers, **boot)
     acc = accuracy_interval(dev.y, pred, dev.speakers, **boot)
-    return {"model": model, "variant": variant, "macro_f1": f1.value, "macro_f1_low": f1.low,
-            "macro_f1_high": f1.high, "accuracy": acc.value, "accuracy_low": acc.low,
-            "accuracy_high": acc.high}  # fmt: skip
+    intervals = {"macro_f1": f1, "accuracy": acc}
+    row = {"model": model, "variant": variant, "macro_f1": f1.value, "macro_f1_low": f1.low,
+           "macro_f1_high": f1.high, "accuracy": acc.value, "accuracy_low": acc.low,
+           "accuracy_high": acc.high}  # fmt: skip
+    if full is not None:
+        change = paired_macro_f1(dev.y, pred, full_pred, dev.speakers, **boot)
+        intervals["difference"] = change
+        row.update(relative_change=f1.value / full["macro_f1"] - 1 if full["macro_f1"] else np.nan,
+                   difference=change.value, difference_low=change.low,
+                   difference_high=change.high)  # fmt: skip
+    return row | {UNRELIABLE: unreliable_note(intervals)}

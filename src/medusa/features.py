@@ -404,17 +404,19 @@ def extract_feature_set(
     device: torch.device | str = "cpu",
     progress: bool = True,
     local_copy: str | os.PathLike | None = None,
+    audio_root: str | os.PathLike = "",
 ) -> int:
     """Extract one feature set for one audio partition (shard) into an HDF5 store.
 
-    `index_path`: the partition's clip table (``medusa.partitions.write_audio_index``).
+    `index_path`: the partition's clip table (``medusa.partitions.write_audio_index``), whose
+    paths are relative to `audio_root` (the corpus folder, data.root).
     `local_copy`: the fetched folder of a hub backbone (see ``Backbone``).
 
     Utterances are written in id order (see BATCHES_PER_BLOCK). Returns the number written.
     """
     cfg = FeatureSetConfig.from_dict(feature_set_cfg, feature_set_name)
     # The shard's clips, and what the backbone reads of each: its audio or its transcript.
-    paths = dict(clip_paths(index_path))
+    paths = dict(clip_paths(index_path, audio_root))
     part = Path(index_path).stem
     block = cfg.batch_size * BATCHES_PER_BLOCK
     ids = shard_ids(paths, shard, n_shards, block)

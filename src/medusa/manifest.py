@@ -2,8 +2,9 @@
 
 A tab-separated file, one row per audio clip, with the columns MANIFEST_COLUMNS:
 
-    id, path, subset           clip id (the audio file's stem), audio path, train/holdout/dev/test
-    speaker, gender            "Unknown" / "" when not known
+    id, path, subset           clip id (the audio file's stem), audio path (relative to the
+                               corpus folder, data.root), train/holdout/dev/test
+    speaker, gender            "Unknown" / "" when not known (``is_unknown``)
     duration_s, sample_rate, channels
     emo_class                  consensus letter (A S H U F D C N, O, X) or "" (none)
     A S H U F D C N            soft target (votes per class / votes), empty when there is none
@@ -14,10 +15,12 @@ A tab-separated file, one row per audio clip, with the columns MANIFEST_COLUMNS:
   exists, has the `required` columns, and every row has an id and a path, with ids unique.
   Errors name the file (and the line).
 - ``write_manifest(manifest, path)``: atomic, full float precision, empty cells for NaN.
-- ``subset_paths(path, subset)``: ``[(id, audio path)]`` of one subset in file order (ASR and
+- ``subset_paths(path, subset, root="")``: ``[(id, audio path)]`` of one subset in file order (ASR and
   feature stages, which need no labels).
 - ``consensus_labels(letters)``: which clips are scored (an 8-class consensus) and their class
   indices.
+- ``is_unknown(label)``: whether a speaker or gender label means "not known"; the one rule of
+  the library (the split, the data report, the bootstrap and the fairness tables use it).
 """
 
 from __future__ import annotations
@@ -49,6 +52,22 @@ MANIFEST_COLUMNS = [
 AUDIO_COLUMNS = ("id", "path", "subset")
 # Read as numbers (empty cells: NaN); every other column stays text.
 NUMERIC_COLUMNS = ("duration_s", "sample_rate", "channels", *CLASS_LETTERS, *ATTRIBUTES)
+# Speaker and gender labels (any case, stripped) that mean "not known" (``is_unknown``), and
+# how the manifest writes them.
+UNKNOWN_LABELS = frozenset({"", "unknown", "nan", "none"})
+UNKNOWN_SPEAKER, UNKNOWN_GENDER = "Unknown", ""
+
+
+def is_unknown(label: object) -> bool:
+    """Whether a speaker or gender label means "not known": None, NaN, or "", "Unknown",
+    "nan", "None" in any case and with any surrounding blanks."""
+    if label is None:
+        return True
+    if isinstance(label, float | np.floating):
+        return bool(np.isnan(label))
+    if isinstance(label, str | np.str_):
+        return label.strip().lower() in UNKNOWN_LABELS
+    return False
 
 
 class ManifestError(ValueError):
@@ -111,15 +130,18 @@ def write_manifest(manifest: pd.DataFrame, path: str | os.PathLike) -> None:
     atomic_write_text(path, manifest.to_csv(sep="\t", index=False, na_rep=""))
 
 
-def subset_paths(path: str | os.PathLike, subset: str) -> list[tuple[str, str]]:
+def subset_paths(
+    path: str | os.PathLike, subset: str, root: str | os.PathLike = ""
+) -> list[tuple[str, str]]:
     """``(id, audio path)`` of every row of `subset`, in file order.
 
-    Relative audio paths are relative to the working directory (Snakemake runs jobs from the
-    workflow folder).
+    Relative audio paths are taken relative to `root`: the corpus folder (data.root) for the
+    workflow's manifest, whose paths are relative to it; by default the working directory.
     """
     manifest = read_manifest(path, required=AUDIO_COLUMNS)
     rows = manifest[manifest["subset"] == subset]
-    return list(zip(rows["id"].tolist(), rows["path"].tolist(), strict=True))
+    paths = [os.path.join(root, p) for p in rows["path"]]
+    return list(zip(rows["id"].tolist(), paths, strict=True))
 
 
 def consensus_labels(

@@ -24,12 +24,15 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, balanced: boo
 
     Classes are integer indices into CLASS_LETTERS. Macro- and micro-F1 average over the classes
     present in truth or prediction (scikit-learn's default, as in the challenge scorer); a class
-    the model never predicts but that occurs in the truth counts as F1 = 0.
+    the model never predicts but that occurs in the truth counts as F1 = 0. `per_class_f1` has
+    all 8 classes, with 0 for a class in neither truth nor prediction (scikit-learn's
+    ``f1_score(labels=range(8), average=None, zero_division=0)``, and finite for JSON); the
+    report's per-class table leaves those undefined instead (``class_f1``).
 
     `balanced`: every clip is weighted by 1 / (clips of its true class), so each class present
-    counts as much as any other: the figures expected on a class-balanced set drawn from these
-    clips (the paper's "balanced held-out set"), computed from every clip instead of one
-    undersampled draw. The confusion matrix stays in clip counts.
+    counts as much as any other: the large-sample value of the figures on a class-balanced set
+    drawn from these clips (the paper's "balanced held-out set"), computed from every clip
+    instead of one undersampled draw. The confusion matrix stays in clip counts.
 
     Computed from the (weighted) confusion matrix with numpy, not scikit-learn: every training
     epoch, meta seed and report scores with it, and importing sklearn.metrics costs each of those
@@ -45,23 +48,36 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, balanced: boo
     weights = class_balancing_weights(y_true) if balanced else np.ones(len(y_true))
     confusion = confusion_matrix(y_true, y_pred)
     weighted = confusion_matrix(y_true, y_pred, weights) if balanced else confusion
-    hits, true_mass, predicted_mass = np.diag(weighted), weighted.sum(1), weighted.sum(0)
-    # F1 = 2 TP / (2 TP + FP + FN) = 2 TP / (true + predicted); 0 where a class has neither.
-    denominator = true_mass + predicted_mass
-    per_class = np.divide(2 * hits, denominator, out=np.zeros(NUM_CLASSES), where=denominator > 0)
-    present = (confusion.sum(1) > 0) | (confusion.sum(0) > 0)
+    per_class = _f1_of(weighted)
+    present = ~np.isnan(per_class)
     # Single-label micro-F1 over all classes present is the (weighted) share of hits.
-    accuracy = float(hits.sum() / weights.sum())
+    accuracy = float(np.trace(weighted) / weights.sum())
     return {
         "n": int(len(y_true)),
         "macro_f1": float(per_class[present].mean()),
         "micro_f1": accuracy,
         "accuracy": accuracy,
         "per_class_f1": {
-            letter: float(f) for letter, f in zip(CLASS_LETTERS, per_class, strict=True)
+            letter: float(f)
+            for letter, f in zip(CLASS_LETTERS, np.nan_to_num(per_class), strict=True)
         },
         "confusion": confusion.astype(int).tolist(),
     }
+
+
+def class_f1(y_true: np.ndarray, y_pred: np.ndarray, weights: np.ndarray | None = None):
+    """F1 of each of the 8 classes from (weighted) clip counts; NaN for a class in neither the
+    truth nor the predictions (undefined, not 0: it must not pull an average down)."""
+    y_true, y_pred = np.asarray(y_true, dtype=int), np.asarray(y_pred, dtype=int)
+    return _f1_of(confusion_matrix(y_true, y_pred, weights))
+
+
+def _f1_of(confusion: np.ndarray) -> np.ndarray:
+    """Per-class F1 of a [true, predicted] matrix; NaN for a class with neither."""
+    # F1 = 2 TP / (2 TP + FP + FN) = 2 TP / (true + predicted).
+    denominator = confusion.sum(1) + confusion.sum(0)
+    full = np.full(NUM_CLASSES, np.nan)
+    return np.divide(2 * np.diag(confusion), denominator, out=full, where=denominator > 0)
 
 
 def confusion_matrix(

@@ -9,37 +9,48 @@ per *audio partition* and never read labels, the train/holdout split or its seed
 
 Membership depends on the audio folder and on the ``FileName``/``Split_Set`` columns only, so
 changing label values or the split re-extracts nothing, and a clip dropped into ``Audios/``
-changes exactly one partition. ``audio_partitions(root)`` lists them with a fingerprint of each
-(names, sizes, modification times): the workflow passes the fingerprint to the partition's
-``audio_index`` job, so a changed partition, and only that one, is indexed, transcribed and
-extracted again.
+changes exactly one partition. ``audio_partitions(root)`` lists them;
+``corpus_fingerprints(root, cache_path)`` gives a fingerprint of each partition (its files'
+names relative to the corpus folder and the digests of their bytes, ``medusa.content_hash``;
+never absolute paths or times) and the digest of each label file. The workflow passes a
+partition's fingerprint to its ``audio_index``, ``asr`` and ``features`` jobs, so replaced
+audio, and only that, is indexed, transcribed and extracted again, while a corpus moved or
+copied without its times reruns nothing.
 
 ``write_audio_index(root, partition, out_tsv, out_report)`` writes the partition's clip table
-(``INDEX_COLUMNS``; unusable files keep a row with the reason in ``problem``) and a short report;
-``clip_paths(index)`` gives the usable ``(id, path)`` pairs that the ASR and feature stages read.
+(``INDEX_COLUMNS``; ``path`` relative to the corpus folder, so the table does not change when
+the corpus moves; unusable files keep a row with the reason in ``problem``) and a short report;
+``clip_paths(index, root)`` gives the usable ``(id, path)`` pairs that the ASR and feature
+stages read.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import gc
 import hashlib
 import os
 import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 import soundfile as sf
 
 from medusa.atomic import atomic_write_text
+from medusa.content_hash import FileState, file_digests
 from medusa.emotions import ATTRIBUTES, CLASS_LETTERS
 from medusa.manifest import MANIFEST_COLUMNS
 
 UNLABELLED = "unlabelled"
 AUDIO_SUFFIX = ".wav"
 TEST3_MARKER = "_test3_"
+AUDIO_DIR = "Audios"
+LABEL_FILES = ("Labels/labels_consensus.csv", "Labels/labels_detailed.csv")
 INDEX_COLUMNS = ["id", "path", "partition", "duration_s", "sample_rate", "channels", "problem"]
 # The subsets of the clips (docs/method.md, section 1.4): the labelled ones, which the manifest
 # holds (medusa.data), and `test`, the usable clips of the unlabelled partition.
@@ -73,18 +84,21 @@ def partition_of_subset(subset: str) -> str:
     return SUBSET_PARTITIONS.get(subset, subset)
 
 
-@dataclass(frozen=True)
-class AudioFile:
+class AudioFile(NamedTuple):  # a tuple: 120k of them are made at every parse
     name: str
-    size: int
-    mtime_ns: int
+    state: FileState  # inode, size and times: the key of its cached digest
+
+    @property
+    def relative_path(self) -> str:
+        """Its path relative to the corpus folder (what the index and fingerprints hold)."""
+        return f"{AUDIO_DIR}/{self.name}"
 
 
 def list_audio(audio_dir: Path) -> list[AudioFile]:
-    """Every ``*.wav`` of the (flat) audio folder with its size and mtime, sorted by name."""
+    """Every ``*.wav`` of the (flat) audio folder with its file state, sorted by name."""
     with os.scandir(audio_dir) as entries:
         files = [
-            AudioFile(e.name, (st := e.stat()).st_size, st.st_mtime_ns)
+            AudioFile(e.name, FileState.of(e.stat()))
             for e in entries
             if e.name.lower().endswith(AUDIO_SUFFIX) and e.is_file()
         ]
@@ -96,15 +110,24 @@ def labelled_split_sets(consensus_path: Path) -> dict[str, str]:
     if not consensus_path.is_file():
         raise PartitionError(f"{consensus_path}: file not found")
     with open(consensus_path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        columns = [c.strip() for c in reader.fieldnames or []]
+        # Rows as lists, two columns read: this runs at every parse, over 100k+ rows.
+        reader = csv.reader(handle)
+        columns = [c.strip() for c in next(reader, [])]
         for needed in ("FileName", "Split_Set"):
             if needed not in columns:
                 raise PartitionError(f"{consensus_path}: no {needed} column (found {columns})")
+        name_at, split_at = columns.index("FileName"), columns.index("Split_Set")
+        width = max(name_at, split_at) + 1
+        partitions: dict[str, str] = {}  # Split_Set value -> partition (a handful)
         splits: dict[str, str] = {}
         for row in reader:
-            row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
-            splits.setdefault(row["FileName"], partition_name(row["Split_Set"]))
+            if not row:
+                continue
+            row += [""] * (width - len(row))
+            split = row[split_at].strip()
+            if split not in partitions:
+                partitions[split] = partition_name(split)
+            splits.setdefault(row[name_at].strip(), partitions[split])
     return splits
 
 
@@ -114,17 +137,64 @@ def audio_partitions(root: str | os.PathLike) -> dict[str, list[AudioFile]]:
     root = Path(root)
     splits = labelled_split_sets(root / "Labels" / "labels_consensus.csv")
     partitions: dict[str, list[AudioFile]] = defaultdict(list)
-    for audio in list_audio(root / "Audios"):
+    for audio in list_audio(root / AUDIO_DIR):
         partitions[splits.get(audio.name, UNLABELLED)].append(audio)
     return dict(partitions)
 
 
-def fingerprint(files: list[AudioFile]) -> str:
-    """A digest of the partition's file names, sizes and modification times."""
-    digest = hashlib.sha256()
-    for f in files:
-        digest.update(f"{f.name}\t{f.size}\t{f.mtime_ns}\n".encode())
-    return digest.hexdigest()
+def fingerprint(files: list[tuple[str, str]]) -> str:
+    """A digest of a partition's ``(path relative to the corpus folder, content digest)``
+    pairs: what its files are called and hold, not where the corpus is or when it was copied."""
+    lines = "".join(f"{relative_path}\t{content}\n" for relative_path, content in files)
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class CorpusFingerprints:
+    partitions: dict[str, str]  # partition -> fingerprint (the unlabelled one always there)
+    labels: dict[str, str]  # label file, relative to the corpus folder -> content digest
+
+
+def corpus_fingerprints(
+    root: str | os.PathLike, cache_path: str | os.PathLike
+) -> CorpusFingerprints:
+    """The fingerprint of every audio partition and the digest of each label file, with
+    file digests cached in `cache_path` (``medusa.content_hash``; read once per file version)."""
+    with _without_cyclic_gc():
+        return _corpus_fingerprints(Path(root), cache_path)
+
+
+@contextlib.contextmanager
+def _without_cyclic_gc():
+    """The scan makes a few objects per file and frees none: the cyclic garbage collector
+    would walk all of them again and again (half of a warm parse at 120k files)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _corpus_fingerprints(root: Path, cache_path: str | os.PathLike) -> CorpusFingerprints:
+    partitions = audio_partitions(root)
+    partitions.setdefault(UNLABELLED, [])
+    audio = [(p, f) for p in sorted(partitions) for f in partitions[p]]
+    labels = [name for name in LABEL_FILES if (root / name).is_file()]
+    # Strings, not Path objects: 120k of them at every parse.
+    relative = [f.relative_path for _, f in audio]
+    prefix = f"{root}{os.sep}"
+    files = [(prefix + name, f.state) for name, (_, f) in zip(relative, audio, strict=True)]
+    files += [(prefix + name, FileState.of(os.stat(prefix + name))) for name in labels]
+    digests = file_digests(files, cache_path)
+    members: dict[str, list[tuple[str, str]]] = {p: [] for p in partitions}
+    for (partition, _), name, digest in zip(audio, relative, digests, strict=False):
+        members[partition].append((name, digest))
+    return CorpusFingerprints(
+        partitions={p: fingerprint(found) for p, found in members.items()},
+        labels=dict(zip(labels, digests[len(audio) :], strict=True)),
+    )
 
 
 def _header(path: Path) -> tuple[dict, str]:
@@ -148,10 +218,9 @@ def build_audio_index(root: str | os.PathLike, partition: str) -> pd.DataFrame:
     files = audio_partitions(root).get(partition, [])
     rows = []
     for audio in files:
-        path = root / "Audios" / audio.name
-        header, problem = _header(path)
+        header, problem = _header(root / audio.relative_path)
         rows.append(
-            {"id": Path(audio.name).stem, "path": str(path), "partition": partition,
+            {"id": Path(audio.name).stem, "path": audio.relative_path, "partition": partition,
              **header, "problem": problem}
         )  # fmt: skip
     return pd.DataFrame(rows, columns=INDEX_COLUMNS)
@@ -212,11 +281,13 @@ def read_audio_index(path: str | os.PathLike) -> pd.DataFrame:
     return index
 
 
-def clip_paths(index_path: str | os.PathLike) -> list[tuple[str, str]]:
-    """``(id, audio path)`` of every usable clip of a partition, in id order."""
+def clip_paths(index_path: str | os.PathLike, root: str | os.PathLike) -> list[tuple[str, str]]:
+    """``(id, audio path)`` of every usable clip of a partition, in id order; the index's
+    paths are relative to the corpus folder `root` (data.root)."""
     index = read_audio_index(index_path)
     usable = index[index["problem"] == ""].sort_values("id", kind="stable")
-    return list(zip(usable["id"].tolist(), usable["path"].tolist(), strict=True))
+    paths = [os.path.join(root, p) for p in usable["path"]]
+    return list(zip(usable["id"].tolist(), paths, strict=True))
 
 
 def unlabelled_manifest(index_path: str | os.PathLike) -> pd.DataFrame:

@@ -418,6 +418,8 @@ class Recognizer:
                 self.device,
                 progress=False,
                 language=asr["language"],
+                # Bundles made before the key existed kept every window's text.
+                no_speech_threshold=asr.get("no_speech_threshold"),
             )
             texts.update({r["id"]: r["text"] for r in results})
             bar.update(len(chunk))

@@ -7,17 +7,23 @@ classes, X/O excluded) and the class-balanced selection holdout. Dev figures car
 bootstrap intervals that resample speakers (``medusa.evaluation``). Files in ``out_dir``:
 
 - ``table1.tsv``: paper Table 1: each DeepSER model's macro-F1 and accuracy, then the rows
-  Average DeepSER, Top DeepSER (best class-balanced holdout macro-F1) and MEDUSA (soup).
+  Average DeepSER (its interval: of the models' mean on each resample), Top DeepSER (best
+  class-balanced holdout macro-F1) and MEDUSA (soup).
 - ``table3.tsv``: paper Table 3 for the whole ensemble and each top-k ensemble: majority
-  voting, soft voting, meta-classifier (single seed, mean and std over seeds) and its soup.
+  voting, soft voting, meta-classifier (single seed: mean and std over seeds, interval of the
+  seeds' mean) and its soup.
 - ``comparisons.tsv``: paired bootstrap of the soup against the soft vote and the best model.
 - ``attributes.tsv``: concordance correlation of arousal, valence, dominance (Task 2's metric).
 - ``fairness.tsv``, ``fairness.png``: per-gender macro-F1, spread of per-speaker accuracy.
-- ``per_class_f1.tsv``: per-class F1 of every system on both scored sets.
+- ``per_class_f1.tsv``: per-class F1 of every system on both scored sets (empty for a class
+  in neither truth nor predictions; macro-F1 over the classes present), dev with intervals.
 - ``confusion.png``: the soup's row-normalised confusion matrix on dev.
 - ``models.png``: each model's dev macro-F1 with its interval, against soft voting, the soup
   and chance.
 - ``headline.md``: Table 3 and the main comparisons in a few lines (``format_headline``).
+
+Every table with intervals has an ``unreliable_intervals`` column naming the intervals with
+over 10% undefined resamples (``medusa.evaluation.unreliable_note``); the headline marks them.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ from medusa.ensemble import (
     majority_vote,
     posterior_model_name,
     predict_probs,
+    product_of_experts,
     reorder_models,
     scored_subsets,
     single_threaded,
@@ -51,6 +58,7 @@ from medusa.ensemble import (
     split_inputs,
 )
 from medusa.evaluation import (
+    UNRELIABLE,
     DevSet,
     attributes_table,
     bootstrap_settings,
@@ -58,6 +66,7 @@ from medusa.evaluation import (
     fairness_figure,
     fairness_table,
     interval_columns,
+    per_class_rows,
 )
 from medusa.manifest import read_manifest
 from medusa.metrics import classification_metrics
@@ -68,9 +77,11 @@ log = logging.getLogger(__name__)
 SCORED = (DEV, BALANCED_HOLDOUT)
 METRICS = ("macro_f1", "micro_f1", "accuracy")
 CHANCE_F1 = 1.0 / NUM_CLASSES
+# "Product of experts" is the meta-classifier's start and its "stay at the vote" point.
 TECHNIQUES = (
     "Majority voting",
     "Soft voting",
+    "Product of experts",
     "Meta-classifier (single)",
     "Meta-classifier (soup)",
 )
@@ -127,10 +138,11 @@ def build_report(
     tables = {
         "table1": _table1(names, per_model, model_scores, main, model_features or {}, dev, boot),
         "table3": pd.concat([_table3(label, s, dev, boot) for label, s in systems.items()]),
-        "per_class_f1": _per_class(model_scores, main),
+        "per_class_f1": _per_class(names, per_model, main, dev, data[HOLDOUT][1], boot),
         "comparisons": _comparisons(names, per_model, model_scores, main, dev, boot),
         "attributes": _attributes(names, data, main, dev, boot),
         "fairness": fairness_table(dev, fairness, boot),
+        "meta_selection": _selection_table(systems),
     }
     for name, table in tables.items():
         _write_tsv(table, out_dir / f"{name}.tsv")
@@ -171,11 +183,12 @@ def _combine(
     head, info = load_head(ensemble.soup_dir)
     soup = _predictions_of(head, info, names, data)
     own = {s: (reorder_models(X, names, info["models"]), y) for s, (X, y) in data.items()}
-    votes: dict[str, Predictions] = {"Majority voting": {}, "Soft voting": {}}
+    votes: dict[str, Predictions] = {k: {} for k in TECHNIQUES if "Meta" not in k}
     for subset, (X, _) in own.items():
         probs, _ = split_inputs(X)
         votes["Majority voting"][subset] = majority_vote(list(probs))
         votes["Soft voting"][subset] = soft_vote(list(probs)).argmax(axis=1)
+        votes["Product of experts"][subset] = product_of_experts(list(probs)).argmax(axis=1)
     singles = [_head_predictions(d, names, data)[0] for d in ensemble.seed_dirs]
     seen = in_sample_views(info["train_on"])
     return {
@@ -224,11 +237,7 @@ def _score(
 
 
 def _not_an_evaluation(metrics: dict) -> dict:
-    return {
-        **{m: float("nan") for m in METRICS},
-        "per_class_f1": {c: float("nan") for c in CLASS_LETTERS},
-        "confusion": metrics["confusion"],
-    }
+    return {**{m: float("nan") for m in METRICS}, "confusion": metrics["confusion"]}
 
 
 # --------------------------------------------------------------------------------------------
@@ -240,50 +249,51 @@ def _top_model(names: Sequence[str], model_scores: Mapping) -> str:
     return max(names, key=lambda n: model_scores[n][BALANCED_HOLDOUT]["macro_f1"])
 
 
-def _row(scores: Mapping, dev_pred: np.ndarray | None, dev: DevSet, boot: Mapping) -> dict:
-    """Figures of one system: dev (with intervals when predictions are given) and holdout."""
+def _row(scores: Mapping, dev_preds: Sequence[np.ndarray], dev: DevSet, boot: Mapping) -> dict:
+    """Figures of one system, or of the mean over several (`dev_preds`: their dev predictions):
+    dev with intervals, and holdout."""
     row = {f"{s}_{m}": scores[s][m] for s in SCORED for m in ("macro_f1", "accuracy")}
-    if dev_pred is not None:
-        row.update(interval_columns(dev, dev_pred, boot))
-    return row
+    return row | interval_columns(dev, dev_preds, boot)
 
 
 def _table1(names, per_model, model_scores, main, features, dev, boot) -> pd.DataFrame:
     """Paper Table 1: per-model macro-F1 and accuracy, then Average, Top and the soup."""
     rows = [
         {"id": str(i), "model": name, "features": " + ".join(features.get(name, [])),
-         **_row(model_scores[name], per_model[name][DEV], dev, boot)}
+         **_row(model_scores[name], [per_model[name][DEV]], dev, boot)}
         for i, name in enumerate(names, start=1)
     ]  # fmt: skip
     mean = {
         s: {m: float(np.mean([model_scores[n][s][m] for n in names])) for m in METRICS}
         for s in SCORED
     }
-    rows.append({"model": "Average DeepSER", **_row(mean, None, dev, boot),
+    every_model = [per_model[n][DEV] for n in names]
+    rows.append({"model": "Average DeepSER", **_row(mean, every_model, dev, boot),
                  "note": f"mean of {len(names)} models"})  # fmt: skip
     top = _top_model(names, model_scores)
-    rows.append({"model": "Top DeepSER", **_row(model_scores[top], per_model[top][DEV], dev, boot),
+    rows.append({"model": "Top DeepSER", **_row(model_scores[top], [per_model[top][DEV]], dev, boot),
                  "note": f"{top} (best class-balanced holdout F1)"})  # fmt: skip
     info = main["info"]
     note = f"meta-classifier soup of {len(info.get('seeds', []))} seeds"
     note += f", trained on the {info['train_on']} clips"
     if info["train_on"] == HOLDOUT:
         note += " (its holdout figures would be in-sample: left out)"
-    rows.append({"model": "MEDUSA (soup)", **_row(main["soup_scores"], main["soup"][DEV], dev, boot),
+    rows.append({"model": "MEDUSA (soup)", **_row(main["soup_scores"], [main["soup"][DEV]], dev, boot),
                  "note": note})  # fmt: skip
     table = pd.DataFrame(rows)
     table[["id", "features", "note"]] = table[["id", "features", "note"]].fillna("")
-    return table
+    return table[[c for c in table.columns if c != UNRELIABLE] + [UNRELIABLE]]
 
 
 def _table3(label: str, system: Mapping, dev: DevSet, boot: Mapping) -> pd.DataFrame:
-    """Paper Table 3 for one ensemble: the four ways of combining it. Votes and soup with
-    dev intervals; the single seeds as mean and standard deviation over seeds."""
+    """Paper Table 3 for one ensemble: the four ways of combining it, with dev intervals; the
+    single seeds as mean and standard deviation over seeds, the interval that of their mean."""
     runs = {
-        "Majority voting": ([system["vote_scores"]["Majority voting"]], system["votes"]["Majority voting"]),
-        "Soft voting": ([system["vote_scores"]["Soft voting"]], system["votes"]["Soft voting"]),
-        "Meta-classifier (single)": (system["single_scores"], None),
-        "Meta-classifier (soup)": ([system["soup_scores"]], system["soup"]),
+        "Majority voting": ([system["vote_scores"]["Majority voting"]], [system["votes"]["Majority voting"]]),
+        "Soft voting": ([system["vote_scores"]["Soft voting"]], [system["votes"]["Soft voting"]]),
+        "Product of experts": ([system["vote_scores"]["Product of experts"]], [system["votes"]["Product of experts"]]),
+        "Meta-classifier (single)": (system["single_scores"], system["singles"]),
+        "Meta-classifier (soup)": ([system["soup_scores"]], [system["soup"]]),
     }  # fmt: skip
     rows = []
     for technique in TECHNIQUES:
@@ -295,41 +305,51 @@ def _table3(label: str, system: Mapping, dev: DevSet, boot: Mapping) -> pd.DataF
                 row[f"{s}_{m}"] = float(np.mean(values))
                 # Spread over seeds only means something for the single-seed row.
                 row[f"{s}_{m}_std"] = float(np.std(values)) if len(values) > 1 else np.nan
-        if preds is not None:
-            row.update(interval_columns(dev, preds[DEV], boot))
+        row.update(interval_columns(dev, [p[DEV] for p in preds], boot))
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def _per_class(model_scores: Mapping, main: Mapping) -> pd.DataFrame:
-    single_scores = main["single_scores"]
+def _per_class(names, per_model, main, dev: DevSet, holdout_y, boot) -> pd.DataFrame:
+    """Per-class F1 of every model, vote, the seeds' mean and the soup (``per_class_rows``)."""
+    in_sample = BALANCED_HOLDOUT in in_sample_views(main["info"]["train_on"])
     systems = {
-        **model_scores,
-        **main["vote_scores"],
-        "Meta-classifier (single, mean)": {
-            s: {
-                "per_class_f1": {
-                    c: float(np.mean([sc[s]["per_class_f1"][c] for sc in single_scores]))
-                    for c in CLASS_LETTERS
-                },
-                "macro_f1": float(np.mean([sc[s]["macro_f1"] for sc in single_scores])),
-            }
-            for s in SCORED
-        },
-        "Meta-classifier (soup)": main["soup_scores"],
+        **{name: ([per_model[name]], False) for name in names},
+        **{vote: ([preds], False) for vote, preds in main["votes"].items()},
+        "Meta-classifier (single, mean)": (main["singles"], in_sample),
+        "Meta-classifier (soup)": ([main["soup"]], in_sample),
     }
-    return pd.DataFrame(
-        [
-            {
-                "system": name,
-                "subset": s,
-                **scores[s]["per_class_f1"],
-                "macro_f1": scores[s]["macro_f1"],
-            }
-            for s in SCORED
-            for name, scores in systems.items()
-        ]
-    )
+    rows = {DEV: [], BALANCED_HOLDOUT: []}
+    for name, (predictions, seen) in systems.items():
+        dev_row, holdout_row = per_class_rows(name, dev, holdout_y, predictions, boot, seen)
+        rows[DEV].append(dev_row)
+        rows[BALANCED_HOLDOUT].append(holdout_row)
+    table = pd.DataFrame(rows[DEV] + rows[BALANCED_HOLDOUT])
+    return table[[c for c in table.columns if c != UNRELIABLE] + [UNRELIABLE]]
+
+
+def _selection_table(systems: Mapping[str, Mapping]) -> pd.DataFrame:
+    """Each ensemble's cross-validated choice of regularisation (``medusa.meta_cv``): one row
+    per grid point (macro-F1 over speaker-grouped folds: mean, sd, standard error), the
+    chosen one marked; one row with the reason when no validation was possible."""
+    rows = []
+    for label, system in systems.items():
+        record = system["info"].get("selection") or {}
+        common = {"ensemble": label, "folds": record.get("folds"),
+                  "speakers": record.get("n_speakers"), "clips": record.get("n_clips")}  # fmt: skip
+        for point in record.get("grid") or [{"prior_strength": record.get("choice")}]:
+            scores = point.get("fold_macro_f1", [])
+            rows.append({
+                **common,
+                "setting": point.get("setting", str(point["prior_strength"])),
+                "cv_macro_f1": point.get("cv_macro_f1"),
+                "sd": point.get("sd"),
+                "se": point.get("se"),
+                "fold_macro_f1": " ".join("" if v is None else f"{v:.3f}" for v in scores),
+                "chosen": point["prior_strength"] == record.get("choice"),
+                "reason": record.get("reason", "no selection record in the soup's checkpoint"),
+            })  # fmt: skip
+    return pd.DataFrame(rows)
 
 
 def _comparisons(names, per_model, model_scores, main, dev, boot) -> pd.DataFrame:
@@ -391,11 +411,13 @@ def _models_figure(table1: pd.DataFrame, main: Mapping) -> Figure:
     models = table1[table1["id"] != ""]
     soup = table1[table1["model"] == "MEDUSA (soup)"].iloc[0]
     values = models["dev_macro_f1"].to_numpy()
-    errors = [values - models["dev_macro_f1_low"], models["dev_macro_f1_high"] - values]
     fig = Figure(figsize=(max(6.5, 0.45 * len(models) + 4.0), 4.2), layout="constrained")
     ax = fig.subplots()
-    ax.bar(range(len(models)), values, yerr=errors, capsize=3, color="#8fa8c8",
-           label="DeepSER model (95% interval)")  # fmt: skip
+    ax.bar(range(len(models)), values, color="#8fa8c8", label="DeepSER model")
+    # Drawn from its bounds, not as +- errors: a percentile interval of a resampled F1 need
+    # not contain the full-data figure.
+    ax.vlines(range(len(models)), models["dev_macro_f1_low"], models["dev_macro_f1_high"],
+              color="black", linewidth=1.2, label="95% interval")  # fmt: skip
     ax.axhspan(soup["dev_macro_f1_low"], soup["dev_macro_f1_high"], color="#c0392b", alpha=0.12)
     soft = main["vote_scores"]["Soft voting"][DEV]["macro_f1"]
     for value, style, color, label in (
@@ -417,14 +439,31 @@ def _models_figure(table1: pd.DataFrame, main: Mapping) -> Figure:
 # Headline
 
 
+UNRELIABLE_MARK = "†"
+UNRELIABLE_EXPLANATION = (
+    f"{UNRELIABLE_MARK} over 10% of the bootstrap resamples left this figure undefined: its "
+    "interval comes from the rest and is only a rough guide (column `unreliable_intervals`)."
+)
+
+
 def _with_interval(row: Mapping, key: str) -> str:
-    """`0.41 [0.33, 0.49]`, `0.41 ± 0.02` (over seeds) or `(in-sample)`."""
+    """`0.41 [0.33, 0.49]`, `0.41 ± 0.02 [0.33, 0.49]` (± sd over seeds), `0.41 ± 0.02` or
+    `(in-sample)`; marked when the row's `unreliable_intervals` names the interval."""
     if pd.isna(row[key]):
         return "(in-sample)"
-    if f"{key}_low" in row and pd.notna(row.get(f"{key}_low")):
-        return f"{row[key]:.2f} [{row[f'{key}_low']:.2f}, {row[f'{key}_high']:.2f}]"
     std = row.get(f"{key}_std")
-    return f"{row[key]:.2f}" + (f" ± {std:.2f}" if pd.notna(std) else "")
+    text = f"{row[key]:.2f}" + (f" ± {std:.2f}" if pd.notna(std) else "")
+    if pd.notna(row.get(f"{key}_low")):
+        text += f" [{row[f'{key}_low']:.2f}, {row[f'{key}_high']:.2f}]"
+    if key in _unreliable(row):
+        text += f" {UNRELIABLE_MARK}"
+    return text
+
+
+def _unreliable(row: Mapping) -> set[str]:
+    """The figures whose intervals a row's `unreliable_intervals` cell names."""
+    note = row.get(UNRELIABLE)
+    return {part.split(" (")[0] for part in note.split("; ")} if isinstance(note, str) else set()
 
 
 def format_headline(out_dir: str | os.PathLike) -> str:
@@ -440,9 +479,13 @@ def format_headline(out_dir: str | os.PathLike) -> str:
         "",
         "Scored on `dev` (8 consensus classes, X/O excluded), with 95% bootstrap intervals "
         "(speakers resampled), and on the selection holdout with every clip weighted by 1 / "
-        "its class's count (class-balanced). Meta-classifier (single): mean ± sd over seeds.",
+        "its class's count (class-balanced). Meta-classifier (single): mean ± sd over seeds, "
+        "and the interval of that mean. The holdout column is selection-biased, not out of "
+        "sample: every model's checkpoint, the top-k ensembles and a greedy soup were chosen on "
+        "that holdout; compare systems on dev. Product of experts: the normalised geometric "
+        'mean of the posteriors, the meta-classifier\'s start and its "stay at the vote".',
         "",
-        "| Ensemble | Technique | dev F1 | dev Acc | bal. holdout F1 |",
+        "| Ensemble | Technique | dev F1 | dev Acc | bal. holdout F1 (selection-biased) |",
         "|---|---|---|---|---|",
     ]
     for _, row in table3.iterrows():
@@ -461,6 +504,9 @@ def format_headline(out_dir: str | os.PathLike) -> str:
             f"{row['high']:+.2f}]; the soup is better in {100 * row['share_soup_better']:.0f}% "
             "of resamples."
         )
+    lines += _selection_lines(out_dir / "meta_selection.tsv")
+    if UNRELIABLE_MARK in "\n".join(lines):
+        lines += ["", UNRELIABLE_EXPLANATION, ""]
     lines += [
         f"- Chance level: macro-F1 {CHANCE_F1:.3f} (1/8, uniform guessing on balanced classes).",
         f"- Soup: {soup['note']}.",
@@ -471,6 +517,27 @@ def format_headline(out_dir: str | os.PathLike) -> str:
     return "\n".join(lines)
 
 
+def _selection_lines(path: Path) -> list[str]:
+    """One headline line per ensemble: the meta-classifier's cross-validated choice."""
+    if not path.is_file():
+        return []
+    table = pd.read_csv(path, sep="\t", keep_default_na=False, na_values=[""])
+    lines = []
+    for ensemble, rows in table.groupby("ensemble", sort=False):
+        chosen = rows[rows["chosen"].astype(str) == "True"]
+        setting = chosen["setting"].iloc[0] if len(chosen) else "?"
+        scored = rows.dropna(subset=["cv_macro_f1"])
+        grid = ", ".join(
+            f"{r.setting} {r.cv_macro_f1:.2f} ± {r.se:.2f}" for r in scored.itertuples()
+        )
+        lines.append(
+            f"- Meta-classifier of {ensemble}: {setting} "
+            + (f"(cross-validated macro-F1 ± se: {grid}; {rows['reason'].iloc[0]})." if grid
+               else f"({rows['reason'].iloc[0]}).")
+        )  # fmt: skip
+    return lines
+
+
 # --------------------------------------------------------------------------------------------
 # Files
 
@@ -479,8 +546,12 @@ def _read_tsv(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"report table not found: {path} (run build_report first)")
     return pd.read_csv(
-        path, sep="\t", dtype={"id": str, "note": str}, keep_default_na=False, na_values=[""]
-    ).fillna({"note": "", "id": "", "features": ""})
+        path,
+        sep="\t",
+        dtype={c: str for c in ("id", "note", "features", UNRELIABLE)},
+        keep_default_na=False,
+        na_values=[""],
+    ).fillna({"note": "", "id": "", "features": "", UNRELIABLE: ""})
 
 
 def _write_tsv(table: pd.DataFrame, path: Path) -> None:

@@ -3,10 +3,12 @@
 Clips of one speaker are not independent (voice, microphone, recording, annotators), so the
 bootstrap resamples whole speakers with replacement (a *cluster* bootstrap); resampling clips
 instead understates the uncertainty whenever speakers differ. Clips whose speaker is unknown
-(None, "", "Unknown", NaN) are each their own group, i.e. resampled as single clips.
+(``medusa.manifest.is_unknown``: None, NaN, "", "Unknown", ... in any case) are each their own
+group, i.e. resampled as single clips.
 
 - ``bootstrap_interval``: any statistic of one or more per-clip arrays, with a percentile
-  interval (``Interval``).
+  interval (``Interval``); ``bootstrap_intervals``: each entry of a vector statistic, from the
+  same resamples (e.g. ``class_f1_figures``: per-class F1, undefined for an absent class).
 - ``paired_bootstrap``: the difference between two systems scored on the *same* resampled
   clips, and the share of resamples in which system A comes out ahead (``PairedComparison``).
 - ``macro_f1_interval``, ``accuracy_interval``, ``paired_macro_f1``, ``ccc_interval``: the
@@ -14,8 +16,8 @@ instead understates the uncertainty whenever speakers differ. Clips whose speake
 - ``concordance_correlation``: Lin's concordance correlation coefficient (dimensional attributes).
 - ``per_group_macro_f1``, ``per_speaker_accuracy``, ``summarise``: fairness breakdowns.
 
-Only numpy and scikit-learn; scikit-learn is imported inside the functions that need it
-because it takes seconds to import.
+numpy only, plus the library's rule for unknown labels (``medusa.manifest``) and its
+per-class F1 (``medusa.metrics``).
 """
 
 from __future__ import annotations
@@ -26,23 +28,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-#: Group labels (case-insensitive, after stripping) that mean "speaker not known".
-UNKNOWN_LABELS = frozenset({"", "unknown", "nan", "none"})
+from medusa.emotions import NUM_CLASSES
+from medusa.manifest import is_unknown
+from medusa.metrics import class_balancing_weights, class_f1
+
 #: More than this share of undefined resamples makes an interval suspect (``Interval.unreliable``).
 MAX_SKIPPED_SHARE = 0.10
 
 Statistic = Callable[..., float]
-
-
-def is_unknown(label: object) -> bool:
-    """Whether a group label means "not known": None, NaN, or "", "Unknown", "nan", "None"."""
-    if label is None:
-        return True
-    if isinstance(label, float | np.floating):
-        return bool(np.isnan(label))
-    if isinstance(label, str | np.str_):
-        return label.strip().lower() in UNKNOWN_LABELS
-    return False
 
 
 def group_codes(groups: Sequence | np.ndarray | None, n_rows: int | None = None) -> np.ndarray:
@@ -169,6 +162,39 @@ class PairedComparison(Interval):
         return f"{v} [{lo}, {hi}], {share}{self._note()}"
 
 
+def bootstrap_intervals(
+    statistic: Callable[..., Sequence[float] | np.ndarray],
+    arrays: Sequence | np.ndarray,
+    groups: Sequence | np.ndarray | None,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> list[Interval]:
+    """Each entry of the vector ``statistic(*arrays)`` with its cluster-bootstrap percentile
+    interval, all from the same resamples (one pass for several figures).
+
+    ``arrays``: per-row arrays (one ndarray or a sequence of them), resampled together by
+    ``bootstrap_indices(groups, n_resamples, seed)``; ``groups=None`` resamples single rows.
+    An entry that is NaN on a resample (all entries where the statistic raises ValueError) is
+    skipped for that entry and counted. An entry undefined on every resample gets NaN bounds.
+    """
+    arrays = _as_arrays(arrays)
+    values = np.atleast_1d(np.asarray(statistic(*arrays), dtype=float))
+    draws = np.empty((n_resamples, len(values)))
+    for r, idx in enumerate(iter_bootstrap_indices(groups, n_resamples, seed, len(arrays[0]))):
+        try:
+            draws[r] = statistic(*(a[idx] for a in arrays))
+        except ValueError:
+            draws[r] = math.nan
+    intervals = []
+    for value, column in zip(values, draws.T, strict=True):
+        defined = column[~np.isnan(column)]
+        bounds = _percentiles(defined, confidence) if len(defined) else (math.nan, math.nan)
+        skipped = n_resamples - len(defined)
+        intervals.append(Interval(float(value), *bounds, confidence, defined, skipped))
+    return intervals
+
+
 def bootstrap_interval(
     statistic: Statistic,
     arrays: Sequence | np.ndarray,
@@ -177,28 +203,18 @@ def bootstrap_interval(
     seed: int = 0,
     confidence: float = 0.95,
 ) -> Interval:
-    """``statistic(*arrays)`` with a cluster-bootstrap percentile interval.
-
-    ``arrays``: per-row arrays (one ndarray or a sequence of them), resampled together by
-    ``bootstrap_indices(groups, n_resamples, seed)``; ``groups=None`` resamples single rows.
-    Resamples where the statistic raises ValueError or returns NaN are skipped and counted.
+    """``statistic(*arrays)`` with a cluster-bootstrap percentile interval (``bootstrap_intervals``
+    for one figure). Resamples where the statistic raises ValueError or returns NaN are
+    skipped and counted; ValueError when it is undefined on all of them.
     """
-    arrays = _as_arrays(arrays)
-    value = float(statistic(*arrays))
-    values, skipped = [], 0
-    for idx in iter_bootstrap_indices(groups, n_resamples, seed, n_rows=len(arrays[0])):
-        try:
-            resampled = float(statistic(*(a[idx] for a in arrays)))
-        except ValueError:
-            resampled = math.nan
-        if math.isnan(resampled):
-            skipped += 1
-        else:
-            values.append(resampled)
-    if not values:
+
+    def as_vector(*resampled: np.ndarray) -> list[float]:
+        return [float(statistic(*resampled))]
+
+    (interval,) = bootstrap_intervals(as_vector, arrays, groups, n_resamples, seed, confidence)
+    if not len(interval.resamples):
         raise ValueError(f"the statistic is undefined on all {n_resamples} resamples")
-    values = np.asarray(values)
-    return Interval(value, *_percentiles(values, confidence), confidence, values, skipped)
+    return interval
 
 
 def paired_bootstrap(
@@ -255,6 +271,27 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, balanced: bool = False) -> 
     )
     f1 = np.divide(2.0 * tp, denominator, out=np.zeros(len(labels)), where=denominator > 0)
     return float(f1.mean())
+
+
+def class_f1_figures(y_true: np.ndarray, *predictions: np.ndarray, balanced: bool = False):
+    """The F1 of each of the 8 classes, then the macro-F1, of one or more systems (e.g. meta
+    seeds) on the same clips: [A, S, H, U, F, D, C, N, macro] (class indices as in
+    ``medusa.metrics``).
+
+    A class in neither the truth nor a system's predictions has no F1 (NaN), not 0; a class
+    cell is the mean over the systems where it is defined, the macro-F1 the mean over systems
+    of each one's mean over its classes present (``medusa.metrics.classification_metrics``).
+    ``balanced`` weights rows as in ``macro_f1``.
+    """
+    weights = class_balancing_weights(y_true) if balanced else None
+    per_system = np.array([class_f1(y_true, p, weights) for p in predictions])
+    defined = ~np.isnan(per_system)
+    cells = np.divide(
+        np.nansum(per_system, axis=0), defined.sum(axis=0),
+        out=np.full(NUM_CLASSES, math.nan), where=defined.any(axis=0),
+    )  # fmt: skip
+    macro = np.mean([row[ok].mean() for row, ok in zip(per_system, defined, strict=True)])
+    return np.append(cells, macro)
 
 
 def accuracy(y_true: np.ndarray, y_pred: np.ndarray, balanced: bool = False) -> float:
@@ -319,13 +356,18 @@ def ccc_interval(truth, prediction, groups, **bootstrap) -> Interval:
     return bootstrap_interval(concordance_correlation, (truth, prediction), groups, **bootstrap)
 
 
+def pooled_groups(groups) -> np.ndarray:
+    """Group labels with every unknown one (``is_unknown``) replaced by "Unknown"."""
+    return np.array(["Unknown" if is_unknown(g) else g for g in groups], dtype=object)
+
+
 def per_group_macro_f1(y_true, y_pred, groups, balanced: bool = False) -> dict:
     """{group: (clips, macro-F1)} per group label (e.g. gender), groups sorted by name.
 
     Unknown labels (``is_unknown``) are pooled under "Unknown".
     """
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    labels = np.array(["Unknown" if is_unknown(g) else g for g in groups], dtype=object)
+    labels = pooled_groups(groups)
     result = {}
     for group in sorted(set(labels), key=str):
         rows = labels == group

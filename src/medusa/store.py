@@ -8,6 +8,7 @@ Layout of a feature file::
     ids      [N] utf-8 strings              utterance ids, unique
     attrs                                    backbone, revision/checksum, layer, dim,
                                              frame_rate, feature_set, kind, ... (caller's)
+    user block (512 bytes)                   SHA-256 of the rest of the file (medusa.integrity)
 
 API:
 
@@ -15,11 +16,15 @@ API:
   appends one utterance (cast to float16). Everything is written under a temporary name in the
   destination folder and renamed onto ``path`` with ``os.replace`` only when the ``with`` block
   exits without an exception, so a crash or kill never leaves a file at ``path``. Duplicate
-  ids, a wrong dim, zero-length or non-finite frames raise ``ValueError`` naming the id.
+  ids, a wrong dim, zero-length or non-finite frames raise ``ValueError`` naming the id; a
+  failed write (full disk) raises ``OSError`` naming ``path``. The finished file's SHA-256 is
+  recorded in its user block before the rename.
 - ``FeatureReader(path)``: ``.ids``, ``.dim``, ``.attrs``, ``.lengths``, ``len(r)``,
   ``utt_id in r``, ``r[utt_id]`` / ``r.get_by_index(i)`` -> ``np.ndarray[T, dim] float16``
   (one slice read), ``r.index(utt_id)``, ``r.verify()``, ``r.close()``; a context manager.
   Safe in DataLoader workers: the HDF5 handle is opened lazily and reopened in a new process.
+  Opening checks the file's SHA-256 (once per process and file) and raises
+  ``medusa.integrity.CorruptFileError`` naming the file when a byte changed.
 - ``merge_feature_files(shard_paths, out_path)``: one file holding every shard's
   utterances, sorted by id (the order ``extract`` writes in, so a sharded run and an
   unsharded one give the same datasets), atomically.
@@ -29,6 +34,7 @@ API:
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -37,6 +43,7 @@ import h5py
 import numpy as np
 
 from medusa.atomic import temporary_sibling
+from medusa.integrity import USERBLOCK_BYTES, seal_hdf5, verify_hdf5
 
 FORMAT_VERSION = 1
 # Rows are buffered in memory and flushed in blocks: resizing an HDF5 dataset per utterance
@@ -79,8 +86,13 @@ class FeatureWriter:
         self._tmp: Path | None = None
 
     def __enter__(self) -> FeatureWriter:
-        self._tmp = temporary_sibling(self.path)
-        self._file = h5py.File(self._tmp, "w")
+        # A feature file is the output of exactly one job: leftovers of a killed run go.
+        self._tmp = temporary_sibling(self.path, sole_writer=True)
+        try:
+            self._file = h5py.File(self._tmp, "w", userblock_size=USERBLOCK_BYTES)
+        except OSError as err:
+            self._tmp.unlink()
+            raise OSError(err.errno, f"cannot write {self.path}: {err}") from err
         self._frames = None  # created by the first flush, once the data's size is known
         return self
 
@@ -136,11 +148,14 @@ class FeatureWriter:
         if not self._buffer:
             return
         block = np.concatenate(self._buffer)
-        if self._frames is None:
-            self._frames = self._create_frames(len(block))
-        start = self._total
-        self._frames.resize(start + len(block), axis=0)
-        self._frames[start:] = block
+        try:
+            if self._frames is None:
+                self._frames = self._create_frames(len(block))
+            start = self._total
+            self._frames.resize(start + len(block), axis=0)
+            self._frames[start:] = block
+        except OSError as err:  # h5py's message does not name the file
+            raise OSError(err.errno, f"cannot write {self.path}: {err}") from err
         self._total += len(block)
         self._buffer, self._buffered = [], 0
 
@@ -165,12 +180,16 @@ class FeatureWriter:
             self._file.close()
             self._file = None
             if exc_type is None:
+                seal_hdf5(self._tmp)
                 os.replace(self._tmp, self.path)
+        except OSError as err:
+            raise OSError(err.errno, f"cannot write {self.path}: {err}") from err
         finally:
-            if self._file is not None:  # closing failed half-way
-                self._file.close()
-            if self._tmp.exists():
-                self._tmp.unlink()
+            if self._file is not None:  # closing failed half-way (a full disk): let go of it
+                with contextlib.suppress(Exception):  # the first error is the one to report
+                    self._file.close()
+                self._file = None
+            self._tmp.unlink(missing_ok=True)
 
 
 class FeatureReader:
@@ -180,6 +199,7 @@ class FeatureReader:
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"feature file not found: {self.path}")
+        verify_hdf5(self.path)
         try:
             with h5py.File(self.path, "r") as f:
                 missing = {"frames", "offsets", "lengths", "ids"} - set(f.keys())

@@ -40,6 +40,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from medusa.atomic import atomic_torch_save, atomic_write, atomic_write_json, atomic_write_text
 from medusa.emotions import AMBIGUOUS_LETTERS, ATTRIBUTES, CLASS_LETTERS
+from medusa.integrity import USERBLOCK_BYTES, CorruptFileError, load_torch, seal_hdf5
 from medusa.manifest import consensus_labels, read_manifest
 from medusa.metrics import classification_metrics
 from medusa.model import DeepSER, build_model, class_weights_from_targets, total_loss
@@ -266,6 +267,7 @@ def feature_statistics(
     """Per modality `(mean, std)` over every frame of (up to `max_clips` evenly spaced) clips.
 
     Frames are cropped as training crops them. A constant dimension gets std 1 (only centred).
+    A clip with NaN or inf frames stops it with an error naming the file and the clip.
     """
     n = len(dataset)
     picks = np.unique(np.linspace(0, n - 1, min(n, max_clips)).round().astype(np.int64))
@@ -275,6 +277,14 @@ def feature_statistics(
     for i in picks:
         for m, x in enumerate(dataset[int(i)][1]):
             x = x.numpy().astype(np.float64)
+            if not np.isfinite(x).all():
+                reader = dataset.readers[m]
+                clip = reader.ids[int(dataset.rows[m][i])]
+                raise ValueError(
+                    f"{reader.path}: clip {clip!r} has NaN or inf frames, so the feature "
+                    "statistics (standardise_inputs) cannot be computed; rebuild the file "
+                    f"(rm {reader.path}, then run snakemake again)"
+                )
             sums[m] += x.sum(axis=0)
             squares[m] += (x**2).sum(axis=0)
             frames[m] += len(x)
@@ -382,6 +392,34 @@ def autocast(device: torch.device, amp: bool):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp and device.type == "cuda")
 
 
+class NonFiniteTrainingError(FloatingPointError):
+    """A training step gave a non-finite loss or gradient; its update was not applied."""
+
+
+def non_finite_step(model: DeepSER, loss: torch.Tensor) -> str | None:
+    """What is not finite after a backward pass (the loss, a parameter's gradient), else None.
+
+    One device synchronisation per step: a single flag over the loss and the gradient norm.
+    """
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    norm = torch.nn.utils.get_total_norm(grads, foreach=True) if grads else loss.new_zeros(())
+    if bool(torch.isfinite(loss.detach().float() + norm)):
+        return None
+    if not bool(torch.isfinite(loss)):
+        return f"loss {loss.item()}"
+    for name, p in model.named_parameters():
+        if p.grad is not None and not bool(torch.isfinite(p.grad).all()):
+            return f"gradient of {name}"
+    return f"gradient norm ({norm.item()})"
+
+
+def require_finite_weights(state: Mapping[str, torch.Tensor], path: Path) -> None:
+    """Refuse to write weights that are not all finite: a model that learnt nothing usable."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(v.isfinite().all())]
+    if bad:
+        raise NonFiniteTrainingError(f"{path}: not written, non-finite weights in {bad[:3]}")
+
+
 def train_one_epoch(
     model: DeepSER,
     loader: DataLoader,
@@ -393,8 +431,13 @@ def train_one_epoch(
     mixup_generator: torch.Generator,
     device: torch.device,
     amp: bool,
+    where: str = "training",
 ) -> dict:
-    """One pass over `loader`; returns mean losses, steps and time spent waiting for data."""
+    """One pass over `loader`; returns mean losses, steps and time spent waiting for data.
+
+    Stops with NonFiniteTrainingError (naming `where` and the batch) at the first non-finite
+    loss or gradient, before the optimiser applies it.
+    """
     model.train()
     totals = torch.zeros(3, dtype=torch.float64, device=device)
     files = steps = 0
@@ -418,6 +461,14 @@ def train_one_epoch(
             loss, ce, mse = total_loss(logits, attrs, y_class, y_attr, class_weights, *loss_weights)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        problem = non_finite_step(model, loss)
+        if problem is not None:
+            raise NonFiniteTrainingError(
+                f"{where}, batch {steps + 1} of {len(loader)}: non-finite {problem}. Stopped "
+                "before applying it: no checkpoint was written, and the resume state keeps "
+                "the last completed epoch (if any). Usual causes: a learning rate too large, "
+                "features with extreme values."
+            )
         optimizer.step()
         n = len(index)
         totals += torch.stack([loss.detach(), ce.detach(), mse.detach()]).double() * n
@@ -505,7 +556,11 @@ def load_resume_state(resume_dir: Path, expected: str) -> dict | None:
     path = resume_dir / "state.pt"
     if not path.exists():
         return None
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = load_torch(path)
+    except CorruptFileError as err:  # only a cache of finished epochs: start over instead
+        log.warning(f"ignoring damaged resume state: {err}")
+        return None
     if state.get("fingerprint") != expected:
         log.info(f"ignoring stale resume state {path} (config or inputs changed)")
         return None
@@ -630,7 +685,7 @@ def build_or_load_model(
                 f"{min(len(train_set), STATISTICS_MAX_CLIPS)} training files"
             )
         return model
-    checkpoint = torch.load(plan.init_checkpoint, map_location="cpu", weights_only=True)
+    checkpoint = load_torch(plan.init_checkpoint)
     if checkpoint["input_dims"] != input_dims or checkpoint["features"] != list(settings.features):
         raise ValueError(
             f"{plan.init_checkpoint}: trained on {checkpoint['features']} "
@@ -714,7 +769,8 @@ def save_resume_state(
     """Progress, model and optimiser after an epoch, atomically, under the run's fingerprint."""
     state = {f.name: getattr(progress, f.name) for f in dataclasses.fields(progress)}
     state.update(fingerprint=expected, model=model.state_dict(), optimizer=optimizer.state_dict())
-    atomic_torch_save(resume_dir / "state.pt", state)
+    require_finite_weights(model.state_dict(), resume_dir / "state.pt")
+    atomic_torch_save(resume_dir / "state.pt", state, checksum=True)
 
 
 def seed_epoch(seed: int, stage: int, epoch: int) -> tuple[torch.Generator, np.random.Generator]:
@@ -758,6 +814,7 @@ def train_epoch(
         mixup_generator,
         device,
         settings.amp,
+        where=f"model {settings.name}, stage {plan.stage} (lr {plan.settings.lr:g}), epoch {epoch}",
     )
 
 
@@ -837,7 +894,8 @@ def stage_checkpoint(
 def write_outputs(out_dir: Path, checkpoint: dict, history: list[dict], metrics: dict) -> None:
     """checkpoint.pt, history.tsv and metrics.json of a stage, each written atomically."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_torch_save(out_dir / "checkpoint.pt", checkpoint)
+    require_finite_weights(checkpoint["model_state"], out_dir / "checkpoint.pt")
+    atomic_torch_save(out_dir / "checkpoint.pt", checkpoint, checksum=True)
     _write_history(out_dir / "history.tsv", history)
     atomic_write_json(out_dir / "metrics.json", metrics, sort_keys=True)
     dev = metrics["dev"]
@@ -984,7 +1042,7 @@ def load_checkpoint(
     path: str | os.PathLike, device: str | torch.device = "cpu"
 ) -> tuple[DeepSER, dict]:
     """(model in eval mode on `device`, the checkpoint dict)."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = load_torch(path)
     settings, frame_pooling = settings_of(checkpoint)
     model = build_model(settings, checkpoint["input_dims"], frame_pooling)
     model.load_state_dict(checkpoint["model_state"])
@@ -1034,7 +1092,7 @@ def write_posteriors(
 
 def _write_posterior_file(out_path: Path, model: str, checkpoint_path, results: dict) -> None:
     def write(tmp: Path) -> None:
-        with h5py.File(tmp, "w") as f:
+        with h5py.File(tmp, "w", userblock_size=USERBLOCK_BYTES) as f:
             f.attrs["model"] = model
             f.attrs["classes"] = "".join(CLASS_LETTERS)
             f.attrs["attributes"] = ",".join(ATTRIBUTES)
@@ -1044,5 +1102,6 @@ def _write_posterior_file(out_path: Path, model: str, checkpoint_path, results: 
                 group.create_dataset("ids", data=ids, dtype=h5py.string_dtype("utf-8"))
                 group.create_dataset("probs", data=probs.astype(np.float32))
                 group.create_dataset("attributes", data=attrs.astype(np.float32))
+        seal_hdf5(tmp)  # readers (medusa.ensemble) check the file against this digest
 
     atomic_write(out_path, write)

@@ -16,6 +16,9 @@ rule asr:
     params:
         asr=asr_params(),
         n_shards=config["shards"],
+        # The partition's content: replaced audio reruns the job even when an earlier
+        # invocation already rebuilt an index that reads the same.
+        audio=audio_fingerprint,
     script:
         "../scripts/asr.py"
 

@@ -2,6 +2,8 @@
 import os
 import sys
 
+from snakemake.io import strip_wildcard_constraints
+
 # The library lives in src/: importable at parse time and in every job's script, whether or
 # not the package is pip-installed (conda environments from envs/ do not install it).
 SRC_DIR = os.path.join(workflow.basedir, "src")
@@ -19,60 +21,78 @@ from medusa.config import (
     stage2_enabled,
     validate_config,
 )
+from medusa.corpus_guard import (
+    DEMO_CORPUS_HOME,
+    is_demo_home,
+    missing_corpus_message,
+    refuse_outputs_in_corpus,
+)
 from medusa.fetch import hub_model, whisper_checkpoint
 from medusa.partitions import (
     UNLABELLED,
-    audio_partitions,
-    fingerprint,
+    corpus_fingerprints,
     partition_of_subset,
 )
 
 validate_config(config, workflow.source_path("../schemas/config.schema.yaml"))
 
 DATA_ROOT = config["data"]["root"].rstrip("/")
+# The demo_corpus rule exists only in the demo's config and only when data.root is the demo
+# corpus's fixed home: it can never write into a user's corpus (medusa.corpus_guard).
+DEMO_CORPUS = "demo" in config and is_demo_home(DATA_ROOT, os.getcwd())
 
 
-def corpus_label_files():
-    """The corpus label files `prepare` reads."""
-    return [
-        f"{DATA_ROOT}/Labels/labels_consensus.csv",
-        f"{DATA_ROOT}/Labels/labels_detailed.csv",
+def refuse_writes_into_corpus():
+    """Stop the parse if any rule's output, log or benchmark could land inside data.root
+    (called by the Snakefile once every rule is defined)."""
+    products = [
+        (rule.name, strip_wildcard_constraints(str(path)))
+        for rule in workflow.rules
+        for path in rule.products()
     ]
+    refuse_outputs_in_corpus(products, DATA_ROOT, os.getcwd())
 
 
-def prepare_params():
-    """Only the data sub-config: editing models never re-prepares the data."""
-    return canonical_json(config["data"])
+def prepare_params(wildcards):
+    """The data sub-config without data.root (editing models never re-prepares the data)
+    and the label files' content digests: the labels are not inputs (their path changes
+    with data.root, their times with a copy), so only new content reruns `prepare`.
+    """
+    data = {k: v for k, v in config["data"].items() if k != "root"}
+    return canonical_json({"data": data, "labels": corpus_state().labels})
 
 
 # ---------------------------------------------------------------- audio partitions
 
-_AUDIO_PARTITIONS = {}
+# Content digests of the corpus files, by file identity (medusa.content_hash): outside
+# data.root (never written) and outside .snakemake/ (kept by --cleanup-metadata and friends).
+CONTENT_DIGEST_CACHE = "results/cache/content-digests.tsv"
+_CORPUS_STATE = []
 
 
-def corpus_partitions():
-    """Audio partition -> fingerprint of its files (names, sizes, mtimes), read once per parse.
+def corpus_state():
+    """The corpus's partition fingerprints and label digests (medusa.partitions), read once per
+    parse, after the Snakefile has checked that no output lands in data.root.
 
-    ASR and features run per partition (medusa.partitions): a partition whose audio changed,
-    and only that one, gets a new fingerprint and is indexed, transcribed and extracted again.
-    The unlabelled partition always exists (it may be empty).
+    ASR and features run per partition: a partition whose audio content changed, and only that
+    one, gets a new fingerprint and is indexed, transcribed and extracted again. The
+    fingerprints hold names relative to data.root and content digests, never paths or times.
     """
-    if not _AUDIO_PARTITIONS:
+    if not _CORPUS_STATE:
         labels = os.path.join(DATA_ROOT, "Labels", "labels_consensus.csv")
         if not (
             os.path.isfile(labels) and os.path.isdir(os.path.join(DATA_ROOT, "Audios"))
         ):
             raise WorkflowError(
-                f"data.root: no corpus at {DATA_ROOT!r}: the folder holding Audios/ and "
-                "Labels/labels_consensus.csv must exist before the workflow can plan ASR and "
-                "features. Set data.root in config/config.yaml (or in a config file of your own "
-                "passed with --configfile) to your MSP-Podcast folder. Without the corpus, run "
-                "the embedded demo instead: `make demo`."
+                missing_corpus_message(DATA_ROOT, demo_home=DEMO_CORPUS)
             )
-        found = audio_partitions(DATA_ROOT)
-        found.setdefault(UNLABELLED, [])
-        _AUDIO_PARTITIONS.update({p: fingerprint(files) for p, files in found.items()})
-    return _AUDIO_PARTITIONS
+        _CORPUS_STATE.append(corpus_fingerprints(DATA_ROOT, CONTENT_DIGEST_CACHE))
+    return _CORPUS_STATE[0]
+
+
+def corpus_partitions():
+    """Audio partition -> fingerprint (the unlabelled partition always exists, maybe empty)."""
+    return corpus_state().partitions
 
 
 def labelled_partitions():

@@ -1,6 +1,9 @@
 # Embedded demo assets, generated offline: a synthetic speech corpus in the MSP-Podcast layout
-# and local backbones loaded exactly like hub models. The corpus rule exists only in a config with
-# a `demo:` block (config/demo.yaml): it can never write into a real corpus folder.
+# and local backbones loaded exactly like hub models. The corpus has a fixed home,
+# resources/demo/msp-podcast (DEMO_CORPUS_HOME), and its rule exists only in a config with a
+# `demo:` block whose data.root is that home: merged with a config pointing data.root at a real
+# corpus, the rule is gone, and the parse-time check (refuse_writes_into_corpus, called at the
+# end of the Snakefile) refuses any rule that would write inside data.root.
 
 # Names the demo_backbone rule can build (medusa.demo.backbones.BACKBONE_NAMES).
 DEMO_BACKBONES = (
@@ -18,15 +21,15 @@ DEMO_BACKBONES = (
 )
 
 
-if "demo" in config:
+if DEMO_CORPUS:
 
     rule demo_corpus:
         """Synthetic English speech (espeak-ng) with simulated annotators, MSP-Podcast layout."""
         output:
-            consensus=f"{DATA_ROOT}/Labels/labels_consensus.csv",
-            detailed=f"{DATA_ROOT}/Labels/labels_detailed.csv",
-            audio=directory(f"{DATA_ROOT}/Audios"),
-            truth=f"{DATA_ROOT}/demo_truth.csv",
+            consensus=f"{DEMO_CORPUS_HOME}/Labels/labels_consensus.csv",
+            detailed=f"{DEMO_CORPUS_HOME}/Labels/labels_detailed.csv",
+            audio=directory(f"{DEMO_CORPUS_HOME}/Audios"),
+            truth=f"{DEMO_CORPUS_HOME}/demo_truth.csv",
         log:
             "logs/demo_corpus.log",
         conda:

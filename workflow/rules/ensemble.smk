@@ -1,8 +1,48 @@
+rule meta_select:
+    """Stage 3's self-validation: speaker-grouped cross-validation on the meta clips chooses
+    the head's prior strength (or "stay at the vote") for every seed."""
+    input:
+        manifest="results/data/manifest.tsv",
+        posteriors=labelled_posteriors,
+    output:
+        "results/meta/select.json",
+    log:
+        "logs/meta/select.log",
+    benchmark:
+        "results/benchmarks/meta/select.tsv"
+    conda:
+        "../../envs/medusa.yaml"
+    params:
+        meta=meta_params,
+    script:
+        "../scripts/meta_select.py"
+
+
+rule meta_select_top:
+    """The self-validation of a top-k ensemble (its own models, its own choice)."""
+    input:
+        manifest="results/data/manifest.tsv",
+        posteriors=labelled_posteriors,
+    output:
+        "results/meta/top{k}/select.json",
+    log:
+        "logs/meta/top{k}/select.log",
+    benchmark:
+        "results/benchmarks/meta/top{k}/select.tsv"
+    conda:
+        "../../envs/medusa.yaml"
+    params:
+        meta=meta_params,
+    script:
+        "../scripts/meta_select.py"
+
+
 rule meta:
     """Stage 3: a meta-classifier over all models' posteriors, balanced sampling, one seed."""
     input:
         manifest="results/data/manifest.tsv",
         posteriors=labelled_posteriors,
+        selection="results/meta/select.json",
     output:
         head="results/meta/seed{seed}/head.pt",
         metrics="results/meta/seed{seed}/metrics.json",
@@ -23,6 +63,7 @@ rule meta_top:
     input:
         manifest="results/data/manifest.tsv",
         posteriors=labelled_posteriors,
+        selection="results/meta/top{k}/select.json",
     output:
         head="results/meta/top{k}/seed{seed}/head.pt",
         metrics="results/meta/top{k}/seed{seed}/metrics.json",
@@ -150,6 +191,11 @@ rule report:
             "results/report/fairness.png",
             caption="../report/fairness.rst",
             category="Fairness",
+        ),
+        selection=report(
+            "results/report/meta_selection.tsv",
+            caption="../report/meta_selection.rst",
+            category="Ensemble",
         ),
         headline=report(
             "results/report/headline.md",

@@ -16,6 +16,7 @@ rule features:
     params:
         feature_set=feature_set_params,
         n_shards=config["shards"],
+        audio=audio_fingerprint,  # the partition's content (see rule asr)
     script:
         "../scripts/features.py"
 

@@ -15,8 +15,8 @@ rule audio_index:
     conda:
         "../../envs/medusa.yaml"
     params:
-        root=DATA_ROOT,
-        fingerprint=audio_fingerprint,
+        # Names and content of the partition's files: not data.root, not their times.
+        audio=audio_fingerprint,
     script:
         "../scripts/audio_index.py"
 
@@ -24,7 +24,6 @@ rule audio_index:
 rule prepare:
     """Labels -> soft targets -> speaker-disjoint subsets -> manifest, plus a data report."""
     input:
-        labels=corpus_label_files(),
         audio=labelled_audio_indexes,
     output:
         manifest="results/data/manifest.tsv",
@@ -40,6 +39,6 @@ rule prepare:
     conda:
         "../../envs/medusa.yaml"
     params:
-        data=prepare_params(),
+        data=prepare_params,
     script:
         "../scripts/prepare.py"

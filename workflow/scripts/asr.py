@@ -21,9 +21,12 @@ with acquire_device() as device:
         snakemake.output[0],
         batch_size=asr["batch_size"],
         language=asr["language"],
+        no_speech_threshold=asr["no_speech_threshold"],
         revision=asr.get("revision"),
         checkpoint=snakemake.input.get("fetched"),
         shard=int(snakemake.wildcards.get("shard", 0)),
         n_shards=snakemake.params.n_shards,
         device=device,
+        # From the config, not a param: moving the corpus must not rerun the job.
+        audio_root=snakemake.config["data"]["root"],
     )

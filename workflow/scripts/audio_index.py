@@ -9,7 +9,9 @@ logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 from medusa.partitions import write_audio_index  # noqa: E402
 
 index = write_audio_index(
-    snakemake.params.root,
+    # From the config, not a param: moving the corpus must not rerun the job (the index
+    # holds paths relative to it).
+    snakemake.config["data"]["root"],
     snakemake.wildcards.partition,
     snakemake.output.index,
     snakemake.output.report,

@@ -27,4 +27,6 @@ with acquire_device() as device:
         n_shards=snakemake.params.n_shards,
         device=device,
         local_copy=snakemake.input.get("fetched"),
+        # From the config, not a param: moving the corpus must not rerun the job.
+        audio_root=snakemake.config["data"]["root"],
     )

@@ -11,6 +11,7 @@ logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 from medusa.ensemble import train_meta  # noqa: E402
 
 meta = json.loads(snakemake.params.meta)["meta"]
+selection = json.loads(Path(snakemake.input.selection).read_text(encoding="utf-8"))
 train_meta(
     list(snakemake.input.posteriors),
     snakemake.input.manifest,
@@ -18,4 +19,5 @@ train_meta(
     int(snakemake.wildcards.seed),
     Path(snakemake.output.head).parent,
     top_k=int(snakemake.wildcards["k"]) if "k" in snakemake.wildcards.keys() else None,
+    selection=selection,
 )

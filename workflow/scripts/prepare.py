@@ -9,9 +9,11 @@ logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
 from medusa.data import prepare  # noqa: E402
 
-data = json.loads(snakemake.params.data)
+data = json.loads(snakemake.params.data)["data"]
 manifest = prepare(
-    root=data["root"],
+    # From the config, not a param: moving the corpus must not rerun the job (the label
+    # files' digests are its params; the manifest's paths are relative to the corpus).
+    root=snakemake.config["data"]["root"],
     audio_indexes=list(snakemake.input.audio),
     manifest_path=snakemake.output.manifest,
     report_path=snakemake.output.report,
