@@ -16,7 +16,8 @@ def partition_index(manifest_tsv: str | Path, subset: str) -> Path:
     table = pd.read_csv(manifest_tsv, sep="\t", dtype=str, keep_default_na=False)
     rows = table[table["subset"] == subset]
     index = pd.DataFrame({"id": rows["id"], "path": rows["path"], "partition": subset})
-    index = index.reindex(columns=INDEX_COLUMNS).fillna("")
+    # Columns the manifest lacks are empty strings (a float NaN column would not take "").
+    index = index.reindex(columns=INDEX_COLUMNS, fill_value="")
     out = manifest_tsv.parent / f"{subset}.tsv"
     index.to_csv(out, sep="\t", index=False)
     return out

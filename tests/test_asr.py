@@ -204,7 +204,9 @@ def test_run_asr_sharded_equals_unsharded(tiny_en, manifest, tmp_path, monkeypat
     assert counts == [2, 2]
     merge_transcripts(shards, tmp_path / "merged.jsonl")
     assert (tmp_path / "merged.jsonl").read_text() == (tmp_path / "all.jsonl").read_text()
-    provenance, *records = [json.loads(line) for line in open(tmp_path / "all.jsonl")]
+    provenance, *records = [
+        json.loads(line) for line in (tmp_path / "all.jsonl").read_text().splitlines()
+    ]
     # The first line says which checkpoint made the file.
     assert provenance == {
         "asr": {"model": path, "revision": checkpoint_sha256(path), "language": "en"}

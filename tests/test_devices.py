@@ -167,3 +167,51 @@ def test_autocast_is_float32_on_cpu_unless_asked():
         assert (x @ x).dtype == torch.bfloat16
     with autocast("cpu", enabled=False, dtype=torch.bfloat16):
         assert (x @ x).dtype == torch.float32
+
+
+class _FakeCuda:
+    """torch.cuda as a process with three GPUs sees it: CUDA starts on the first set_device and
+    reads CUDA_VISIBLE_DEVICES then, once; an index beyond what it saw is an invalid ordinal."""
+
+    def __init__(self):
+        self.started_with = None  # the ids CUDA was started with
+        self.current = None
+
+    def is_initialized(self):
+        return self.started_with is not None
+
+    def is_available(self):
+        return True
+
+    def set_device(self, device):
+        if self.started_with is None:
+            self.started_with = os.environ["CUDA_VISIBLE_DEVICES"].split(",")
+        if device.index >= len(self.started_with):
+            raise RuntimeError("CUDA error: invalid device ordinal")
+        self.current = self.started_with[device.index]
+
+    def get_device_name(self, device):
+        return "fake GPU"
+
+
+def test_a_second_claim_in_one_process_uses_a_device_cuda_can_address(monkeypatch, tmp_path):
+    """Two Recognizers in one notebook: the first narrows visibility to its GPU and CUDA
+    starts with that one; the second must not address a device CUDA never saw."""
+    import torch
+
+    from medusa import devices
+
+    fake = _FakeCuda()
+    monkeypatch.setattr(torch.backends.cuda, "is_built", lambda: True)
+    for name in ("is_initialized", "is_available", "set_device", "get_device_name"):
+        monkeypatch.setattr(torch.cuda, name, getattr(fake, name))
+    monkeypatch.setattr(devices, "_visible_when_cuda_started", None)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1,2")
+    with devices.acquire_device(tmp_path) as first:
+        assert (str(first), fake.current) == ("cuda:0", "0")
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == "0"
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "0,1,2"  # restored for child processes
+    with devices.acquire_device(tmp_path) as again:  # first one still open in a notebook
+        with devices.acquire_device(tmp_path) as second:
+            assert str(again) == str(second) == "cuda:0"  # the only device CUDA has
+            assert fake.current == "0"

@@ -305,7 +305,10 @@ def test_text_extraction_handles_empty_transcripts(backbones, corpus, tmp_path):
         asr_path=corpus / "asr.jsonl",
         progress=False,
     )
-    transcripts = {json.loads(x)["id"]: json.loads(x)["text"] for x in open(corpus / "asr.jsonl")}
+    transcripts = {
+        json.loads(x)["id"]: json.loads(x)["text"]
+        for x in (corpus / "asr.jsonl").read_text().splitlines()
+    }
     with FeatureReader(out) as r:
         assert r.attrs["frame_rate"] == 0.0 and r.attrs["kind"] == "text"
         empty = [u for u in r.ids if transcripts[u] == ""]

@@ -103,6 +103,10 @@ def test_segment_bounds():
         (8 * second, 16 * second),
     ]
     assert segment_bounds(12 * second, 8, 4, 1) == [(0, 8 * second), (4 * second, 12 * second)]
+    # A clip up to max_segment_s is scored whole, as the workflow scores it; a longer one is cut.
+    assert segment_bounds(int(9.16 * second), 8, 8, 1, 12) == [(0, int(9.16 * second))]
+    assert segment_bounds(12 * second, 8, 8, 1, 12) == [(0, 12 * second)]
+    assert segment_bounds(13 * second, 8, 8, 1, 12) == [(0, 8 * second), (8 * second, 13 * second)]
 
 
 def test_backbone_sources_are_found_through_the_path_map_and_the_root(tmp_path):

@@ -21,9 +21,12 @@ ensemble modules' own loaders (``medusa.training.load_checkpoint``, ``medusa.ens
 so a bundled model computes exactly what the workflow's model computes.
 
 Backbones and the ASR model are not copied (they are large and public, or local folders the
-user already has): hub ids load from the Hugging Face cache, local paths are found through a
-path map and a backbone root (``resolve_source``), and a local folder's weights are checked
-against the checksum recorded at training time.
+user already has). A hub backbone is recorded as its id with the commit ``fetch_models`` fetched
+(``medusa.fetch``) and its weights' checksum, and loads from that checked copy in the model store
+(``fetched_backbone``), else by id at the commit from the Hugging Face cache; a fetched ASR
+checkpoint is recorded with its sha256 and loads from the store (``fetched_asr``); local paths
+are found through a path map and a backbone root (``resolve_source``), and a local folder's
+weights are checked against the checksum recorded at training time.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from safetensors.torch import load_file, save_file
 import medusa
 from medusa.atomic import atomic_directory
 from medusa.emotions import ATTRIBUTES, CLASS_LETTERS, CLASS_NAMES
+from medusa.fetch import FetchError, hub_model, verified_hub_copy, whisper_checkpoint
 from medusa.integrity import load_torch, torch_bytes_sealed
 
 BUNDLE_FORMAT = 1
@@ -57,6 +61,9 @@ DEFAULT_SEGMENTATION = {
     "window_s": 8.0,  # segment length
     "hop_s": 8.0,  # distance between segment starts
     "min_segment_s": 1.0,  # a shorter last segment is dropped (unless it is the whole file)
+    # A recording up to this long is one segment, scored whole as the workflow scores a clip
+    # (MSP-Podcast clips run to about 11 s); longer ones are cut into windows.
+    "max_segment_s": 12.0,
     "silence_rms": 1e-5,  # a file whose RMS is below this (about -100 dBFS) is skipped as silent
 }
 # Placeholder of a tensor in a checkpoint's JSON half.
@@ -231,11 +238,27 @@ def backbone_record(feature_set: str, cfg: Mapping, feature_attrs: Mapping) -> d
             f"{feature_attrs.get('layer')!r}, the config says {cfg['layer']!r}"
         )
     sha = str(feature_attrs.get("weights_sha256", ""))
+    hub = hub_model(dict(cfg), f"feature_sets.{feature_set}")
+    if hub is not None:
+        # Extracted from the copy fetch_models made (medusa.fetch): the commit it holds and its
+        # weights' checksum; prediction loads that copy from the model store, or the commit
+        # from the Hugging Face cache.
+        source = {
+            "local": False,
+            "hub": True,
+            "revision": hub.revision,
+            "commit": str(feature_attrs.get("revision", "")) or None,
+            "fetched": hub.folder("").as_posix(),
+        }
+    else:
+        source = {
+            "local": bool(sha),  # a local folder (checksummed) rather than a hub id
+            # The configured revision, else the hub commit the features were extracted with.
+            "revision": cfg.get("revision") or str(feature_attrs.get("revision", "")) or None,
+        }
     return {
         "backbone": str(cfg["backbone"]),
-        "local": bool(sha),  # a local folder (checksummed) rather than a hub id
-        # The configured revision, else the hub commit the features were extracted with.
-        "revision": cfg.get("revision") or str(feature_attrs.get("revision", "")) or None,
+        **source,
         "weights_sha256": sha,
         "kind": cfg["kind"],
         "layer": cfg["layer"],
@@ -248,14 +271,18 @@ def backbone_record(feature_set: str, cfg: Mapping, feature_attrs: Mapping) -> d
 
 
 def asr_record(asr: Mapping) -> dict:
-    """The ASR definition; a local checkpoint file gets its sha256 (an official openai-whisper
-    name is checked by openai-whisper itself on download)."""
+    """The ASR definition: a local checkpoint file with its sha256, or the openai-whisper
+    release name or URL that fetch_models fetched, with the sha256 that pins it and where the
+    copy lies in the model store."""
     model = str(asr["model"])
     local = os.path.isfile(model)
+    remote = None if local else whisper_checkpoint(dict(asr))
     return {
         "model": model,
         "local": local,
-        "sha256": sha256_file(model) if local else "",
+        "sha256": sha256_file(model) if local else remote.sha256 if remote else "",
+        "revision": asr.get("revision"),
+        "fetched": remote.path("").as_posix() if remote else None,
         "batch_size": int(asr["batch_size"]),
         "language": asr["language"],
         "no_speech_threshold": float(asr["no_speech_threshold"]),
@@ -382,6 +409,13 @@ def _manifest(sources: BundleSources, head_info: dict, model_files: dict, featur
             "table3": f"{METRICS_DIR}/table3.tsv",
         },
         "demo": bool(sources.demo),
+        # Where fetch_models put the hub backbones and the ASR checkpoint (absolute: the
+        # bundle is used from elsewhere); `medusa predict --model-store` overrides it.
+        "model_store": (
+            os.path.abspath(sources.config["model_store"])
+            if sources.config.get("model_store")
+            else None
+        ),
         "config": sources.config,
     }
 
@@ -436,6 +470,26 @@ def _figure(value) -> str:
     return "" if value is None else f"{value:.4f}"
 
 
+def _backbone_where(record: Mapping) -> str:
+    """The model card's 'where' of a feature set's backbone."""
+    if record.get("hub"):
+        return (
+            f"hub id at commit {record.get('commit')}, fetched into the model store "
+            f"(`{record['fetched']}`), weights sha256 {record['weights_sha256'][:12]}..."
+        )
+    if record["local"]:
+        return f"local folder, sha256 {record['weights_sha256'][:12]}..."
+    return "hub id" + (f", revision {record['revision']}" if record["revision"] else "")
+
+
+def _asr_where(asr: Mapping) -> str:
+    if asr["local"]:
+        return f"local checkpoint, sha256 {asr['sha256'][:12]}..."
+    if asr.get("fetched"):
+        return f"fetched into the model store (`{asr['fetched']}`), sha256 {asr['sha256'][:12]}..."
+    return "official model name"
+
+
 def model_card(manifest: Mapping, sources: BundleSources) -> str:
     """README.md of the bundle: what it is, how it was trained and scored, how to use it, and
     where it must not be trusted."""
@@ -453,7 +507,7 @@ def model_card(manifest: Mapping, sources: BundleSources) -> str:
     )
     fs_rows = "\n".join(
         f"| {name} | `{r['backbone']}` | {r['kind']} | {r['layer']} | {r['dim']} | "
-        f"{'local folder, sha256 ' + r['weights_sha256'][:12] + '...' if r['local'] else 'hub id' + (', revision ' + str(r['revision']) if r['revision'] else '')} |"
+        f"{_backbone_where(r)} |"
         for name, r in fs.items()
     )
     asr = manifest["asr"]
@@ -487,9 +541,9 @@ Output: `predictions.csv` (one row per segment: `file, start_s, end_s, transcrip
 the 8 posteriors, `act, val, dom`), `predictions.summary.csv` (one row per file) and
 `predictions.skipped.csv` (unreadable, empty or silent files, with the reason).
 
-Each recording is cut into segments of {seg["window_s"]:g} s (hop {seg["hop_s"]:g} s; a last
-piece shorter than {seg["min_segment_s"]:g} s is dropped; a recording shorter than a window is
-one segment), and each segment gets the 8 class posteriors (`{" ".join(manifest["classes"])}` =
+A recording up to {seg["max_segment_s"]:g} s long is one segment, scored whole as the
+workflow scores a clip; a longer one is cut into segments of {seg["window_s"]:g} s (hop
+{seg["hop_s"]:g} s; a last piece shorter than {seg["min_segment_s"]:g} s is dropped), and each segment gets the 8 class posteriors (`{" ".join(manifest["classes"])}` =
 {", ".join(manifest["class_names"])}), the predicted class and the three attributes
 (`act`, `val`, `dom`, on the 1-7 scale of MSP-Podcast). A per-file summary weights the
 segments by duration.
@@ -516,13 +570,17 @@ Feature sets (backbones are not copied into the bundle):
 |---|---|---|---|---|---|
 {fs_rows}
 
-ASR: openai-whisper `{asr["model"]}` ({"local checkpoint, sha256 " + asr["sha256"][:12] + "..." if asr["local"] else "official model name"}),
-language `{asr["language"]}`, greedy decoding.
+ASR: openai-whisper `{asr["model"]}` ({_asr_where(asr)}), language `{asr["language"]}`,
+greedy decoding.
 
-Hub ids are loaded from the Hugging Face cache (`HF_HUB_OFFLINE=1` works once they are
-cached) at the recorded revision. Local paths are looked up through `--path-map OLD=NEW`,
-then, when relative, under `--backbone-root` (default: the working directory); a local
-folder's weights must match the recorded checksum.
+Hub backbones and a fetched ASR checkpoint are loaded from the copies `snakemake fetch_models`
+made in the model store (`--model-store DIR`; default: the training run's
+`{manifest.get("model_store")}`), after checking every file, the commit and the weights'
+sha256, without contacting the hub; a hub backbone with no copy there is loaded from the
+Hugging Face cache at the recorded commit (`HF_HUB_OFFLINE=1` works once it is cached).
+`medusa verify --model-store DIR path/to/bundle` checks the store's copies. Local paths are
+looked up through `--path-map OLD=NEW`, then, when relative, under `--backbone-root`
+(default: the working directory); a local folder's weights must match the recorded checksum.
 
 ## Training data
 
@@ -604,6 +662,90 @@ def resolve_source(
             "run's working directory) or --path-map OLD=NEW"
         )
     return str(path)
+
+
+def model_store_of(manifest: Mapping, model_store: str | os.PathLike | None) -> tuple[Path, bool]:
+    """(the model store fetched models are taken from, whether it was named explicitly):
+    `model_store` when given, else the workflow's ``model_store`` the bundle recorded."""
+    if model_store is not None:
+        return Path(model_store), True
+    return Path(manifest.get("model_store") or "resources/models"), False
+
+
+def fetched_backbone(record: Mapping, store: Path, explicit: bool) -> Path | None:
+    """The fetched copy of a hub backbone in `store`, checked (every file against its fetch
+    manifest, and the commit the bundle's features were extracted with); None when the store
+    has no copy and was not named explicitly (the backbone is then loaded by id at that commit
+    from the Hugging Face cache)."""
+    folder = store / record["fetched"]
+    if not folder.is_dir():
+        if explicit:
+            raise BundleError(
+                f"hub backbone {record['backbone']!r}: no fetched copy at {folder} (run "
+                "`snakemake fetch_models` with the bundle's config, or leave out --model-store "
+                "to load it from the Hugging Face cache)"
+            )
+        return None
+    try:
+        fetched = verified_hub_copy(folder)
+    except FetchError as err:
+        raise BundleError(str(err)) from err
+    if fetched["repo_id"] != record["backbone"] or (
+        record.get("commit") and fetched["commit"] != record["commit"]
+    ):
+        raise BundleError(
+            f"{folder}: holds {fetched['repo_id']} at commit {fetched['commit']}, the bundle's "
+            f"models were trained on {record['backbone']} at commit {record.get('commit')}"
+        )
+    return folder
+
+
+def fetched_asr(record: Mapping, store: Path, explicit: bool) -> Path | None:
+    """The fetched ASR checkpoint in `store`, checked against the bundle's sha256; None when
+    the store has none and was not named explicitly."""
+    path = store / record["fetched"]
+    if not path.is_file():
+        if explicit:
+            raise BundleError(
+                f"ASR model {record['model']!r}: no fetched checkpoint at {path} (run "
+                "`snakemake fetch_models` with the bundle's config)"
+            )
+        return None
+    if sha256_file(path) != record["sha256"]:
+        raise BundleError(
+            f"{path}: its sha256 differs from the one the bundle was trained with "
+            f"({record['sha256'][:12]}...); delete it and run `snakemake fetch_models` again"
+        )
+    return path
+
+
+def verify_fetched_models(manifest: Mapping, model_store=None) -> list[str]:
+    """Check the hub backbones and the ASR checkpoint a bundle records against the model
+    store (files, commit, weights' sha256); one line per model saying what was found. A copy
+    that differs raises BundleError; a missing one is an error only for an explicit store."""
+    store, explicit = model_store_of(manifest, model_store)
+    lines = []
+    for name, record in manifest["feature_sets"].items():
+        if not record.get("hub"):
+            continue
+        folder = fetched_backbone(record, store, explicit)
+        if folder is None:
+            lines.append(f"{name}: {record['backbone']} not in {store}: the Hugging Face cache")
+            continue
+        from medusa.features import weights_sha256  # torch and transformers: only when needed
+
+        if record["weights_sha256"] and weights_sha256(folder) != record["weights_sha256"]:
+            raise BundleError(f"{folder}: weights differ from the ones the models were trained on")
+        lines.append(f"{name}: {record['backbone']}@{record['commit']} matches {folder}")
+    asr = manifest["asr"]
+    if asr.get("fetched"):
+        path = fetched_asr(asr, store, explicit)
+        lines.append(
+            f"asr: {asr['model']} matches {path}"
+            if path
+            else f"asr: {asr['model']} not in {store}: openai-whisper's own cache"
+        )
+    return lines
 
 
 @dataclass

@@ -2,8 +2,8 @@
 
     medusa predict --bundle DIR [--output OUT.csv] [--format csv|jsonl]
                    [--window-s W] [--hop-s H] [--device auto|cpu|cuda]
-                   [--backbone-root DIR] [--path-map OLD=NEW ...] PATH...
-    medusa verify DIR
+                   [--backbone-root DIR] [--path-map OLD=NEW ...] [--model-store DIR] PATH...
+    medusa verify [--model-store DIR] DIR
 
 Exit status of `predict`: 0 when at least one file was predicted (skipped files are listed on
 stderr and in ``<output stem>.skipped.csv``), 1 when nothing could be predicted, 2 for a bad
@@ -20,6 +20,11 @@ import time
 from collections.abc import Sequence
 
 EXIT_OK, EXIT_NOTHING, EXIT_ERROR = 0, 1, 2
+MODEL_STORE_HELP = (
+    "the workflow's model store, where `snakemake fetch_models` put the hub backbones and the "
+    "ASR checkpoint (default: the model_store the bundle recorded; a hub backbone not there "
+    "is loaded from the Hugging Face cache at the recorded commit)"
+)
 
 
 def _path_map(values: Sequence[str] | None) -> dict[str, str]:
@@ -52,6 +57,18 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--format", choices=("csv", "jsonl"), default="csv")
     predict.add_argument("--window-s", type=float, help="segment length (bundle default: 8)")
     predict.add_argument("--hop-s", type=float, help="segment hop (bundle default: 8)")
+    predict.add_argument(
+        "--max-segment-s",
+        type=float,
+        help="a recording up to this long is scored whole, as the workflow scores a clip "
+        "(bundle default: 12)",
+    )
+    predict.add_argument(
+        "--silence-rms",
+        type=float,
+        help="skip files whose RMS is below this (bundle default: 1e-5; 0 scores every file, "
+        "as the workflow does)",
+    )
     predict.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     predict.add_argument(
         "--backbone-root",
@@ -63,12 +80,18 @@ def _parser() -> argparse.ArgumentParser:
         metavar="OLD=NEW",
         help="replace a recorded backbone path (or path prefix, or hub id) by NEW; repeatable",
     )
+    predict.add_argument("--model-store", help=MODEL_STORE_HELP)
     predict.add_argument("--no-progress", action="store_true", help="no progress bar")
     predict.add_argument(
         "--threads", type=int, help="CPU threads of torch (default: torch's choice)"
     )
-    verify = sub.add_parser("verify", help="check a bundle's files against its checksums")
+    verify = sub.add_parser(
+        "verify",
+        help="check a bundle's files against its checksums, and its fetched hub backbones and "
+        "ASR checkpoint against the model store",
+    )
     verify.add_argument("bundle")
+    verify.add_argument("--model-store", help=MODEL_STORE_HELP)
     return parser
 
 
@@ -83,14 +106,21 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _verify(args) -> int:
-    from medusa.bundle import BundleError, verify_checksums
+    import json
+    from pathlib import Path
+
+    from medusa.bundle import MANIFEST, BundleError, verify_checksums, verify_fetched_models
 
     try:
         files = verify_checksums(args.bundle)
+        manifest = json.loads((Path(args.bundle) / MANIFEST).read_text(encoding="utf-8"))
+        fetched = verify_fetched_models(manifest, args.model_store)
     except BundleError as err:
         print(f"medusa verify: {err}", file=sys.stderr)
         return EXIT_ERROR
     print(f"{args.bundle}: {len(files)} files, all checksums match")
+    for line in fetched:
+        print(f"  {line}")
     return EXIT_OK
 
 
@@ -120,6 +150,9 @@ def _predict(args, parser: argparse.ArgumentParser) -> int:
             path_map=path_map,
             window_s=args.window_s,
             hop_s=args.hop_s,
+            max_segment_s=args.max_segment_s,
+            silence_rms=args.silence_rms,
+            model_store=args.model_store,
             progress=not args.no_progress,
         ) as recognizer:
             predictions = recognizer.predict(args.paths)

@@ -141,6 +141,17 @@ def _try_lock(path: Path) -> int | None:
     return fd
 
 
+# The device ids CUDA was started with when acquire_device had narrowed CUDA_VISIBLE_DEVICES
+# (None: CUDA not started under a narrowed visibility). CUDA reads the variable once, so a
+# later claim in the same process (a second Recognizer) must choose among these.
+_visible_when_cuda_started: list[str] | None = None
+
+
+def _remember_cuda_visibility(ids: list[str]) -> None:
+    global _visible_when_cuda_started
+    _visible_when_cuda_started = list(ids)
+
+
 @contextlib.contextmanager
 def acquire_device(lock_dir: str | os.PathLike | None = None) -> Iterator[torch.device]:
     """Yield the one device this job computes on: ``cuda:0`` (the claimed GPU) or ``cpu``."""
@@ -158,14 +169,19 @@ def acquire_device(lock_dir: str | os.PathLike | None = None) -> Iterator[torch.
         )
         yield torch.device("cpu")
         return
+    if torch.cuda.is_initialized() and _visible_when_cuda_started is not None:
+        # CUDA started while an earlier claim had narrowed visibility: the process can only
+        # address those devices now, whatever CUDA_VISIBLE_DEVICES says since.
+        ids = list(_visible_when_cuda_started)
     with claim_device_slot(ids, lock_dir) as claimed:
         previous = os.environ.get("CUDA_VISIBLE_DEVICES")
-        if torch.cuda.is_initialized():
-            # Too late to narrow visibility; address the claimed device by its position.
-            device = torch.device("cuda", ids.index(claimed))
-        else:
+        narrowed = not torch.cuda.is_initialized()
+        if narrowed:
             os.environ["CUDA_VISIBLE_DEVICES"] = claimed
             device = torch.device("cuda", 0)
+        else:
+            # Too late to narrow visibility; address the claimed device by its position.
+            device = torch.device("cuda", ids.index(claimed))
         try:
             if not torch.cuda.is_available():
                 log.warning("device: cpu (CUDA device %s of visible %s is unusable)", claimed, ids)
@@ -181,6 +197,8 @@ def acquire_device(lock_dir: str | os.PathLike | None = None) -> Iterator[torch.
                 )
             yield device
         finally:
+            if narrowed and torch.cuda.is_initialized():
+                _remember_cuda_visibility([claimed])
             if previous is None:
                 os.environ.pop("CUDA_VISIBLE_DEVICES", None)
             else:

@@ -44,6 +44,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +65,7 @@ log = logging.getLogger(__name__)
 KINDS = ("audio", "whisper", "text")
 FRAME_RATE = {"audio": 50.0, "whisper": 50.0, "text": 0.0}  # text: tokens, no time axis
 WHISPER_HOP = 320  # samples per encoder frame: 160-sample mel hop x conv stride 2
+MIXED_MASK_TYPES_WARNING = "Support for mismatched key_padding_mask and attn_mask"  # see _forward
 # Parameters that a checkpoint may lack without harm: used only for training-time masking.
 UNUSED_AT_INFERENCE = ("masked_spec_embed",)
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack")
@@ -256,7 +258,16 @@ class Backbone:
 
     def _forward(self, **inputs) -> list[torch.Tensor]:
         want_all = self.cfg.layer != "last"  # "last" needs no other layer: spare the memory
-        with autocast(self.device, enabled=self.amp_dtype is not None, dtype=self.amp_dtype):
+        with (
+            autocast(self.device, enabled=self.amp_dtype is not None, dtype=self.amp_dtype),
+            warnings.catch_warnings(),
+        ):
+            # transformers' WavLM hands torch its own boolean padding mask next to its float
+            # position bias; torch converts the mask (same outputs) but warns that mixing the
+            # types is deprecated. No argument of ours sets those types: silence just that.
+            warnings.filterwarnings(
+                "ignore", MIXED_MASK_TYPES_WARNING, UserWarning, r"torch\.nn\.functional"
+            )
             out = self.model(**inputs, output_hidden_states=want_all)
         if not want_all:
             return [out.last_hidden_state]

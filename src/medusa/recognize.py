@@ -9,8 +9,9 @@ workflow gives it (``results/predictions/test_posteriors.csv`` for Test3):
 
 1. audio: ``medusa.audio.load_audio`` (16 kHz mono); an unreadable, empty or silent file is
    skipped with its reason and the rest go on;
-2. segments: windows of ``window_s`` every ``hop_s`` seconds (defaults from the bundle: 8 s,
-   8 s); a last piece under ``min_segment_s`` is dropped unless it is the whole file;
+2. segments: a recording up to ``max_segment_s`` (bundle default 12 s) is one segment, scored
+   whole as the workflow scores a clip; a longer one is cut into windows of ``window_s`` every
+   ``hop_s`` seconds (8 s, 8 s); a last piece under ``min_segment_s`` is dropped;
 3. ASR: ``medusa.asr.transcribe_clips`` in blocks of ``batch_size x asr.BATCHES_PER_BLOCK``
    segments (as ``run_asr`` does);
 4. features: each feature set's backbone (``medusa.features.load_backbone``) in blocks of
@@ -45,7 +46,18 @@ import torch
 from tqdm import tqdm
 
 from medusa.audio import SAMPLE_RATE, load_audio
-from medusa.bundle import Bundle, BundleError, load_bundle, resolve_source, sha256_file
+from medusa.bundle import (
+    DEFAULT_SEGMENTATION,
+    Bundle,
+    BundleError,
+    fetched_asr,
+    fetched_backbone,
+    load_bundle,
+    map_path,
+    model_store_of,
+    resolve_source,
+    sha256_file,
+)
 from medusa.emotions import ATTRIBUTES, CLASS_LETTERS
 
 log = logging.getLogger(__name__)
@@ -113,17 +125,19 @@ def segment_bounds(
     window_s: float,
     hop_s: float,
     min_segment_s: float,
+    max_segment_s: float = 0.0,
     sample_rate: int = SAMPLE_RATE,
 ) -> list[tuple[int, int]]:
     """[start, end) sample bounds of a recording's segments.
 
-    Windows of `window_s` start every `hop_s` seconds until one reaches the end; the last one
-    is dropped when shorter than `min_segment_s` (unless it is the only one). A recording
-    no longer than a window is one segment.
+    A recording no longer than `max_segment_s` (or than a window) is one segment: scored
+    whole, as the workflow scores a clip. A longer one is cut into windows of `window_s`
+    starting every `hop_s` seconds until one reaches the end; the last one is dropped when
+    shorter than `min_segment_s`.
     """
     window = max(1, round(window_s * sample_rate))
     hop = max(1, round(hop_s * sample_rate))
-    if n_samples <= window:
+    if n_samples <= max(window, round(max_segment_s * sample_rate)):
         return [(0, n_samples)]
     bounds = []
     start = 0
@@ -178,7 +192,10 @@ class Recognizer:
 
     `device`: "auto" (a free GPU through ``acquire_device``, else the CPU), "cpu" or "cuda".
     `backbone_root`, `path_map`: where local backbones recorded with relative (or moved) paths
-    are (``medusa.bundle.resolve_source``). `window_s`, `hop_s`, `min_segment_s`,
+    are (``medusa.bundle.resolve_source``). `model_store`: where fetch_models put the hub
+    backbones and the ASR checkpoint (default: the workflow's ``model_store`` the bundle
+    recorded); a hub backbone without a copy there loads by id at the recorded commit from the
+    Hugging Face cache. `window_s`, `hop_s`, `min_segment_s`, `max_segment_s`,
     `silence_rms`: segmentation and the silence threshold (defaults: the bundle's).
     `keep_backbones`: keep the ASR model and backbones loaded between calls to `predict`.
     """
@@ -193,6 +210,8 @@ class Recognizer:
         hop_s: float | None = None,
         min_segment_s: float | None = None,
         silence_rms: float | None = None,
+        model_store: str | os.PathLike | None = None,
+        max_segment_s: float | None = None,
         progress: bool = True,
         keep_backbones: bool = True,
         verify_backbones: bool = True,
@@ -206,9 +225,18 @@ class Recognizer:
             min_segment_s if min_segment_s is not None else seg["min_segment_s"]
         )
         self.silence_rms = float(silence_rms if silence_rms is not None else seg["silence_rms"])
+        # Bundles made before the key existed: today's default (a clip is scored whole).
+        self.max_segment_s = float(
+            max_segment_s
+            if max_segment_s is not None
+            else seg.get("max_segment_s", DEFAULT_SEGMENTATION["max_segment_s"])
+        )
         if self.window_s <= 0 or self.hop_s <= 0:
             raise ValueError(f"window_s and hop_s must be > 0, got {self.window_s}, {self.hop_s}")
         self.backbone_root = backbone_root
+        self.model_store, self.model_store_explicit = model_store_of(
+            self.bundle.manifest, model_store
+        )
         self.path_map = dict(path_map or {})
         self.progress = progress
         self.keep_backbones = keep_backbones
@@ -257,8 +285,22 @@ class Recognizer:
         if "asr" in self._cache:
             return self._cache["asr"]
         asr = self.bundle.manifest["asr"]
-        source = resolve_source(
-            asr["model"], asr["local"], self.backbone_root, self.path_map, what="ASR model"
+        fetched = None
+        if asr.get("fetched") and map_path(asr["model"], self.path_map) is None:
+            fetched = fetched_asr(asr, self.model_store, self.model_store_explicit)
+            if fetched is None and asr["model"].startswith(("http://", "https://")):
+                raise BundleError(
+                    f"ASR model {asr['model']}: no fetched checkpoint at "
+                    f"{self.model_store / asr['fetched']}; pass --model-store DIR (the "
+                    "workflow's model_store) or --path-map URL=CHECKPOINT"
+                )
+        # Else a release name: openai-whisper loads it from its cache and checks its sha256.
+        source = (
+            str(fetched)
+            if fetched
+            else resolve_source(
+                asr["model"], asr["local"], self.backbone_root, self.path_map, what="ASR model"
+            )
         )
         if self.verify_backbones and asr["local"] and asr["sha256"]:
             if sha256_file(source) != asr["sha256"]:
@@ -271,13 +313,18 @@ class Recognizer:
             self._cache["asr"] = model
         return model
 
-    def _backbone(self, name: str):
-        from medusa.features import load_backbone
+    def _backbone_source(self, name: str, record: Mapping) -> tuple[dict, Path | None, str]:
+        """(the feature-set config to load, the checked fetched copy or None, what it is).
 
-        key = f"features:{name}"
-        if key in self._cache:
-            return self._cache[key]
-        record = self.bundle.feature_sets[name]
+        A hub backbone comes from its fetched copy in the model store, else by id at the
+        recorded commit from the Hugging Face cache, unless --path-map maps its id; a local
+        folder from --path-map or under --backbone-root."""
+        cfg = {"kind": record["kind"], "layer": record["layer"], "batch_size": record["batch_size"]}
+        if record.get("hub") and map_path(record["backbone"], self.path_map) is None:
+            copy = fetched_backbone(record, self.model_store, self.model_store_explicit)
+            revision = record["revision"] if copy else record.get("commit") or record["revision"]
+            cfg.update(backbone=record["backbone"], revision=revision)
+            return cfg, copy, str(copy or record["backbone"])
         source = resolve_source(
             record["backbone"],
             record["local"],
@@ -285,22 +332,31 @@ class Recognizer:
             self.path_map,
             what=f"backbone of feature set {name!r}",
         )
-        cfg = {
-            "backbone": source,
-            "kind": record["kind"],
-            "layer": record["layer"],
-            "batch_size": record["batch_size"],
-        }
+        cfg["backbone"] = source
         if record.get("revision") and not record["local"]:
             cfg["revision"] = record["revision"]
-        backbone = load_backbone(cfg, self.device)
+        return cfg, None, source
+
+    def _backbone(self, name: str):
+        from medusa.features import load_backbone
+
+        key = f"features:{name}"
+        if key in self._cache:
+            return self._cache[key]
+        record = self.bundle.feature_sets[name]
+        cfg, copy, source = self._backbone_source(name, record)
+        backbone = load_backbone(cfg, self.device, local_copy=copy)
+        # A hub backbone loaded from the cache at the recorded commit: the commit pins the
+        # weights (the cache's files are not a folder whose checksum could be taken).
+        from_cache = bool(record.get("hub")) and copy is None
         if backbone.dim != record["dim"]:
             raise BundleError(
                 f"backbone {source} of feature set {name!r} gives dim {backbone.dim}, the "
                 f"models were trained on dim {record['dim']}"
             )
         found = backbone.attrs.get("weights_sha256", "")
-        if self.verify_backbones and record["weights_sha256"] and found != record["weights_sha256"]:
+        expected = "" if from_cache else record["weights_sha256"]
+        if self.verify_backbones and expected and found != expected:
             raise BundleError(
                 f"backbone {source} of feature set {name!r}: its weights differ from the ones "
                 f"the models were trained on (sha256 {found[:12]}... vs "
@@ -360,7 +416,9 @@ class Recognizer:
     def _predict_chunk(self, audios: Sequence[tuple[Path, np.ndarray]]) -> pd.DataFrame:
         segments = []
         for f, (_, audio) in enumerate(audios):
-            bounds = segment_bounds(len(audio), self.window_s, self.hop_s, self.min_segment_s)
+            bounds = segment_bounds(
+                len(audio), self.window_s, self.hop_s, self.min_segment_s, self.max_segment_s
+            )
             for s, (start, end) in enumerate(bounds):
                 segments.append(_Segment(f"{f:08d}.{s:06d}", f, start, end))
         keys = [seg.key for seg in segments]  # sorted by construction

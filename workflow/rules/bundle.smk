@@ -51,6 +51,7 @@ rule bundle:
                 "evaluation": config["evaluation"],
                 "data": config["data"],
                 "demo": "demo" in config,
+                "model_store": MODEL_STORE,
             }
         ),
     script:
