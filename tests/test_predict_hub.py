@@ -188,3 +188,29 @@ def test_a_fetched_asr_checkpoint_is_recorded_and_checked_against_the_store(tmp_
     path.write_bytes(b"another checkpoint")
     with pytest.raises(BundleError, match="sha256 differs"):
         fetched_asr(record, store, explicit=False)
+
+
+def test_a_hub_backbone_without_a_fetched_copy_loads_by_id_at_the_recorded_commit(tmp_path):
+    """The fallback (no copy in the default store): the Hugging Face cache at the commit the
+    features were extracted with; an explicit store without the copy is an error instead."""
+    from types import SimpleNamespace
+
+    from medusa.recognize import Recognizer
+
+    record = {
+        "backbone": REPO_ID,
+        "hub": True,
+        "local": False,
+        "revision": "main",
+        "commit": "a" * 40,
+        "fetched": FOLDER.removeprefix("resources/models/"),
+        "kind": "whisper",
+        "layer": "last",
+        "batch_size": 2,
+    }
+    where = SimpleNamespace(path_map={}, model_store=tmp_path, model_store_explicit=False)
+    cfg, copy, source = Recognizer._backbone_source(where, "whisper", record)
+    assert (cfg["backbone"], cfg["revision"], copy, source) == (REPO_ID, "a" * 40, None, REPO_ID)
+    where.model_store_explicit = True
+    with pytest.raises(BundleError, match="no fetched copy at"):
+        Recognizer._backbone_source(where, "whisper", record)
