@@ -263,7 +263,7 @@ RUN_FOLDERS = {"results", "resources", "logs", "profiles"}
 @pytest.fixture(scope="module")
 def docs_workdir(tmp_path_factory) -> Path:
     """A stand-in for the repository root the docs' commands run in: the CI-sized demo corpus,
-    the repository's files (config/, benchmarks/, ...), profiles/ and the placeholder files."""
+    the repository's files (config/, benchmarks/, ...), profiles/ and the example config files the docs name (my.yaml, ...)."""
     workdir = tmp_path_factory.mktemp("docs-commands")
     generate_demo_corpus(workdir)
     for entry in REPO.iterdir():

@@ -35,7 +35,14 @@ from medusa.fetch import (
 from medusa.transcripts import read_provenance, read_transcripts
 
 from hub_server import FakeHub
-from workflow_runner import CI_CONFIGS, REPO, dry_run_jobs, online_env, run_snakemake
+from workflow_runner import (
+    CI_CONFIGS,
+    REPO,
+    dry_run_jobs,
+    fetch_models_online,
+    online_env,
+    run_snakemake,
+)
 
 REPO_ID = "medusa-test/whisper-tiny-en-5s-encoder"
 FOLDER = "resources/models/hub/medusa-test--whisper-tiny-en-5s-encoder@main"
@@ -76,16 +83,7 @@ fetch_whisper_checkpoint(checkpoint, checkpoint.path(sys.argv[1]))
 
 def fetch(workdir: Path, hub: FakeHub, config: dict):
     """`snakemake fetch_models` with the network on (HF_ENDPOINT at the server)."""
-    return run_snakemake(
-        workdir,
-        "fetch_models",
-        "--cores",
-        "1",
-        configfiles=CI_CONFIGS,
-        config=config,
-        offline=False,
-        env={"HF_ENDPOINT": hub.url},
-    )
+    return fetch_models_online(workdir, config, hub.url)
 
 
 def run_targets(workdir: Path, config: dict, *extra: str, endpoint: str = "http://127.0.0.1:9"):

@@ -28,7 +28,7 @@ from medusa.emotions import CLASS_LETTERS
 from medusa.fetch import verified_hub_copy
 
 from hub_server import FakeHub
-from workflow_runner import CI_CONFIGS, online_env, run_snakemake
+from workflow_runner import CI_CONFIGS, fetch_models_online, online_env, run_snakemake
 
 MEDUSA = str(Path(sys.executable).parent / "medusa")
 SR = 16000
@@ -90,16 +90,7 @@ def fetch_hub_backbone_and_add_long_clips(workdir: Path) -> None:
     hub = FakeHub().start()
     try:
         commit = hub.add_folder(REPO_ID, workdir / "resources/backbones/whisper-tiny-en-5s-encoder")
-        fetched = run_snakemake(
-            workdir,
-            "fetch_models",
-            "--cores",
-            "1",
-            configfiles=CI_CONFIGS,
-            config=HUB_CONFIG,
-            offline=False,
-            env={"HF_ENDPOINT": hub.url},
-        )
+        fetched = fetch_models_online(workdir, HUB_CONFIG, hub.url)
         assert fetched.returncode == 0, fetched.stderr[-4000:]
     finally:
         hub.stop()

@@ -56,6 +56,21 @@ def online_env(**extra: str) -> dict[str, str]:
 CI_CONFIGS = [REPO / "config/demo.yaml", REPO / "tests/config/ci.yaml"]
 
 
+def fetch_models_online(workdir: Path, config: dict, endpoint: str) -> subprocess.CompletedProcess:
+    """`snakemake fetch_models` on the CI-sized config with the network on, the hub at
+    `endpoint` (a test server's HF_ENDPOINT)."""
+    return run_snakemake(
+        workdir,
+        "fetch_models",
+        "--cores",
+        "1",
+        configfiles=CI_CONFIGS,
+        config=config,
+        offline=False,
+        env={"HF_ENDPOINT": endpoint},
+    )
+
+
 def generate_demo_corpus(workdir: Path) -> None:
     """The CI-sized demo corpus under `workdir` (what `make demo` runs first): the workflow
     plans ASR and features from the corpus's audio, so the corpus exists before it is parsed."""
