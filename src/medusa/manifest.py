@@ -6,19 +6,26 @@ A tab-separated file, one row per audio clip, with the columns MANIFEST_COLUMNS:
                                corpus folder, data.root), train/holdout/dev/test
     speaker, gender            "Unknown" / "" when not known (``is_unknown``)
     duration_s, sample_rate, channels
-    emo_class                  consensus letter (A S H U F D C N, O, X) or "" (none)
-    A S H U F D C N            soft target (votes per class / votes), empty when there is none
+    emo_class                  consensus code (a class of the run's class set, O: other,
+                               X: no agreement) or "" (none)
+    <one column per class>     soft target (votes per class / votes), empty when there is none;
+                               MSP-Podcast's A S H U F D C N by default (``medusa.emotions``)
     act val dom                mean attribute ratings in [1, 7], empty when missing
 
-- ``read_manifest(path, required=MANIFEST_COLUMNS)``: the table as a DataFrame (text columns
+Every column that is not one of TEXT_COLUMNS is a number; the class columns are the ones
+between ``emo_class`` and ``act`` (``manifest_classes``), so a manifest names its class set.
+
+- ``read_manifest(path, required=BASE_COLUMNS)``: the table as a DataFrame (text columns
   as strings, so "N" and ids like "0001" survive; empty numbers as NaN), checked: the file
   exists, has the `required` columns, and every row has an id and a path, with ids unique.
   Errors name the file (and the line).
 - ``write_manifest(manifest, path)``: atomic, full float precision, empty cells for NaN.
 - ``subset_paths(path, subset, root="")``: ``[(id, audio path)]`` of one subset in file order (ASR and
   feature stages, which need no labels).
-- ``consensus_labels(letters)``: which clips are scored (an 8-class consensus) and their class
-  indices.
+- ``manifest_columns(classes)``: the columns of a manifest of a class set;
+  ``manifest_classes(manifest)``: the class codes of a manifest read back.
+- ``consensus_labels(letters, classes)``: which clips are scored (a consensus in the class set)
+  and their class indices.
 - ``is_unknown(label)``: whether a speaker or gender label means "not known"; the one rule of
   the library (the split, the data report, the bootstrap and the fairness tables use it).
 """
@@ -33,9 +40,10 @@ import numpy as np
 import pandas as pd
 
 from medusa.atomic import atomic_write_text
-from medusa.emotions import ATTRIBUTES, CLASS_LETTERS, LETTER_TO_INDEX
+from medusa.emotions import ATTRIBUTES, CLASS_LETTERS
 
-MANIFEST_COLUMNS = [
+# The columns every manifest has, whatever its class set; the class columns follow emo_class.
+CLIP_COLUMNS = [
     "id",
     "path",
     "subset",
@@ -44,14 +52,32 @@ MANIFEST_COLUMNS = [
     "duration_s",
     "sample_rate",
     "channels",
-    "emo_class",
-    *CLASS_LETTERS,
-    *ATTRIBUTES,
 ]
+BASE_COLUMNS = [*CLIP_COLUMNS, "emo_class", *ATTRIBUTES]
+# Read as text; every other column is a number (empty cells: NaN).
+TEXT_COLUMNS = ("id", "path", "subset", "speaker", "gender", "emo_class")
+
+
+def manifest_columns(classes: Sequence[str] = CLASS_LETTERS) -> list[str]:
+    """The manifest's columns for a class set (its codes, in order)."""
+    return [*CLIP_COLUMNS, "emo_class", *classes, *ATTRIBUTES]
+
+
+# The MSP-Podcast manifest (the default class set).
+MANIFEST_COLUMNS = manifest_columns()
 # What the stages that only read audio need.
 AUDIO_COLUMNS = ("id", "path", "subset")
-# Read as numbers (empty cells: NaN); every other column stays text.
-NUMERIC_COLUMNS = ("duration_s", "sample_rate", "channels", *CLASS_LETTERS, *ATTRIBUTES)
+
+
+def manifest_classes(manifest: pd.DataFrame) -> tuple[str, ...]:
+    """The class codes of a manifest: its columns between emo_class and the attributes."""
+    columns = list(manifest.columns)
+    if "emo_class" not in columns:
+        raise ManifestError(f"{manifest.attrs.get('path', 'manifest')}: no emo_class column")
+    after = columns[columns.index("emo_class") + 1 :]
+    return tuple(c for c in after if c not in BASE_COLUMNS)
+
+
 # Speaker and gender labels (any case, stripped) that mean "not known" (``is_unknown``), and
 # how the manifest writes them.
 UNKNOWN_LABELS = frozenset({"", "unknown", "nan", "none"})
@@ -74,13 +100,11 @@ class ManifestError(ValueError):
     """A manifest that cannot be used; the message names the file (and line)."""
 
 
-def read_manifest(
-    path: str | os.PathLike, required: Sequence[str] = MANIFEST_COLUMNS
-) -> pd.DataFrame:
+def read_manifest(path: str | os.PathLike, required: Sequence[str] = BASE_COLUMNS) -> pd.DataFrame:
     """Read and check a manifest TSV (module docstring); ``attrs["path"]`` names its file.
 
     `required`: the columns the caller needs (``id`` always). Other columns are kept as read:
-    text columns as strings, NUMERIC_COLUMNS as numbers with NaN for empty cells.
+    TEXT_COLUMNS as strings, every other column as numbers with NaN for empty cells.
     """
     path = Path(path)
     if not path.is_file():
@@ -108,8 +132,8 @@ def read_manifest(
     if repeated.any():
         utt_id = manifest["id"][repeated].iloc[0]
         raise ManifestError(f"{where(repeated)}: id {utt_id!r} appears twice")
-    for column in NUMERIC_COLUMNS:
-        if column in manifest.columns:
+    for column in manifest.columns:
+        if column not in TEXT_COLUMNS:
             text = manifest[column].str.strip()
             empty = text.isin(["", "nan", "NaN"])
             values = pd.to_numeric(text.mask(empty), errors="coerce")
@@ -145,12 +169,13 @@ def subset_paths(
 
 
 def consensus_labels(
-    letters: Sequence[str] | np.ndarray | pd.Series,
+    letters: Sequence[str] | np.ndarray | pd.Series, classes: Sequence[str] = CLASS_LETTERS
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(mask of the clips whose consensus is one of the 8 classes, their class indices).
+    """(mask of the clips whose consensus is one of `classes`, their class indices).
 
     These are the clips the challenge scores: X, O and unlabelled clips are left out.
     """
     letters = np.asarray(letters, dtype=object)
-    keep = np.isin(letters, CLASS_LETTERS)
-    return keep, np.array([LETTER_TO_INDEX[c] for c in letters[keep]], dtype=np.int64)
+    keep = np.isin(letters, list(classes))
+    index = {letter: i for i, letter in enumerate(classes)}
+    return keep, np.array([index[c] for c in letters[keep]], dtype=np.int64)
