@@ -227,8 +227,13 @@ def test_class_weights_match_formula():
     mass = [1.5, 1.5, 0.75, 0, 0, 0, 0, 0.25]
     expected = [math.sqrt(n / (c * f)) if f > 0 else 0.0 for f in mass]
     torch.testing.assert_close(weights, torch.tensor(expected))
-    with pytest.raises(ValueError, match="soft targets"):
-        class_weights_from_targets(torch.ones(3, 5))
+    # Any class set of 2 or more classes: the formula uses its own C.
+    six = class_weights_from_targets(torch.eye(6)[[0, 0, 1, 5]])
+    torch.testing.assert_close(six[0], torch.tensor(math.sqrt(4 / (6 * 2.0))))
+    assert six[2:5].eq(0).all()
+    for bad in (torch.ones(3, 1), torch.ones(5)):
+        with pytest.raises(ValueError, match="soft targets"):
+            class_weights_from_targets(bad)
 
 
 def test_masked_mse_and_total_loss():

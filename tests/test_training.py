@@ -19,7 +19,7 @@ from medusa import training
 from medusa.atomic import atomic_torch_save
 from medusa.emotions import CLASS_LETTERS
 from medusa.integrity import load_torch
-from medusa.manifest import read_manifest
+from medusa.manifest import MANIFEST_COLUMNS, read_manifest
 from medusa.model import class_weights_from_targets, total_loss
 from medusa.settings import ModelSettings
 from medusa.store import FeatureWriter
@@ -515,7 +515,10 @@ def test_bad_manifest_is_reported_with_its_path_and_row(corpus, tmp_path):
     table = pd.read_csv(manifest, sep="\t", dtype=str, keep_default_na=False)
     table.drop(columns="N").to_csv(tmp_path / "no_n.tsv", sep="\t", index=False)
     with pytest.raises(ValueError, match=r"no_n\.tsv.*\['N'\]"):
-        read_manifest(tmp_path / "no_n.tsv")
+        read_manifest(tmp_path / "no_n.tsv", required=MANIFEST_COLUMNS)
+    # Read as a manifest of 7 classes, its soft targets no longer sum to 1: named by id.
+    with pytest.raises(ValueError, match=r"no_n\.tsv: soft targets of"):
+        train_stage(1, settings(), tmp_path / "no_n.tsv", features, tmp_path / "o", tmp_path / "r")
     row = table.index[table["subset"] == "train"][3]
     table.loc[row, "A"] = "0.9"  # soft target no longer sums to 1
     table.to_csv(tmp_path / "bad.tsv", sep="\t", index=False)

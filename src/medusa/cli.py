@@ -1,7 +1,8 @@
 """The `medusa` command: use a trained MEDUSA bundle (``results/bundle/``) on new recordings.
 
-    medusa predict --bundle DIR [--output OUT.csv] [--format csv|jsonl]
-                   [--window-s W] [--hop-s H] [--device auto|cpu|cuda]
+    medusa predict --bundle DIR [--output OUT.csv] [--format csv|jsonl] [--html]
+                   [--segments vad|fixed] [--min-turn-s S] [--max-turn-s S] [--max-pause-s S]
+                   [--window-s W] [--hop-s H] [--device auto|cpu|cuda] [--no-timelines]
                    [--backbone-root DIR] [--path-map OLD=NEW ...] [--model-store DIR] PATH...
     medusa verify [--model-store DIR] DIR
 
@@ -18,6 +19,8 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+
+from medusa.segments import DEFAULT_MAX_PAUSE_S, DEFAULT_MIN_TURN_S
 
 EXIT_OK, EXIT_NOTHING, EXIT_ERROR = 0, 1, 2
 MODEL_STORE_HELP = (
@@ -46,22 +49,60 @@ def _parser() -> argparse.ArgumentParser:
         "predict",
         help="predict the emotion of audio files or folders",
         description=(
-            "Cut each recording into segments, transcribe them, extract the features, run every "
-            "model and the soup; write one row per segment, plus <stem>.summary.csv (per file) "
-            "and <stem>.skipped.csv (files that could not be used)."
+            "Cut each recording into speech turns (or fixed windows), transcribe them, extract "
+            "the features, run every model and the soup; write one row per segment, plus "
+            "<stem>.summary.csv (per file), <stem>.skipped.csv (files that could not be used), "
+            "<stem>.gaps.csv (stretches without speech, not scored), a timeline PNG per file "
+            "in <stem>.timelines/ and, with --html, one page <stem>.html."
         ),
     )
     predict.add_argument("paths", nargs="+", metavar="PATH", help="audio files or folders")
     predict.add_argument("--bundle", required=True, help="bundle folder (results/bundle)")
     predict.add_argument("--output", "-o", help="segment table (default predictions.csv/.jsonl)")
     predict.add_argument("--format", choices=("csv", "jsonl"), default="csv")
-    predict.add_argument("--window-s", type=float, help="segment length (bundle default: 8)")
-    predict.add_argument("--hop-s", type=float, help="segment hop (bundle default: 8)")
+    predict.add_argument(
+        "--segments",
+        choices=("vad", "fixed"),
+        default="vad",
+        help="vad: speech turns found by voice-activity detection (Silero VAD), silences "
+        "reported as gaps and not scored; fixed: windows of --window-s every --hop-s "
+        "(default: vad)",
+    )
+    predict.add_argument(
+        "--min-turn-s",
+        type=float,
+        help=f"vad: a shorter turn is widened with the audio around it (default: "
+        f"{DEFAULT_MIN_TURN_S:g})",
+    )
+    predict.add_argument(
+        "--max-turn-s",
+        type=float,
+        help="vad: a longer turn is split at its pauses (default: --max-segment-s)",
+    )
+    predict.add_argument(
+        "--max-pause-s",
+        type=float,
+        help=f"vad: speech separated by a shorter pause is one turn (default: "
+        f"{DEFAULT_MAX_PAUSE_S:g})",
+    )
+    predict.add_argument(
+        "--window-s", type=float, help="fixed: segment length (bundle default: 8)"
+    )
+    predict.add_argument("--hop-s", type=float, help="fixed: segment hop (bundle default: 8)")
     predict.add_argument(
         "--max-segment-s",
         type=float,
         help="a recording up to this long is scored whole, as the workflow scores a clip "
-        "(bundle default: 12)",
+        "(with vad: if it holds speech; bundle default: 12)",
+    )
+    predict.add_argument(
+        "--no-timelines", action="store_true", help="no timeline PNG per file"
+    )
+    predict.add_argument(
+        "--html",
+        action="store_true",
+        help="also write <stem>.html: one self-contained page with every file's summary, "
+        "timeline and segments",
     )
     predict.add_argument(
         "--silence-rms",
@@ -151,6 +192,10 @@ def _predict(args, parser: argparse.ArgumentParser) -> int:
             window_s=args.window_s,
             hop_s=args.hop_s,
             max_segment_s=args.max_segment_s,
+            segmentation=args.segments,
+            min_turn_s=args.min_turn_s,
+            max_turn_s=args.max_turn_s,
+            max_pause_s=args.max_pause_s,
             silence_rms=args.silence_rms,
             model_store=args.model_store,
             progress=not args.no_progress,
@@ -160,12 +205,21 @@ def _predict(args, parser: argparse.ArgumentParser) -> int:
         print(f"medusa predict: error: {err}", file=sys.stderr)
         return EXIT_ERROR
     # Each skipped file was already reported on stderr (a warning of medusa.recognize).
-    paths = write_predictions(predictions, output, args.format)
+    paths = write_predictions(
+        predictions,
+        output,
+        args.format,
+        timelines=not args.no_timelines,
+        html=args.html,
+        title=f"medusa predict: {args.bundle}",
+    )
     n_files = len(predictions.summary)
+    extras = "".join(f"; {what}: {paths[what]}" for what in ("timelines", "html") if what in paths)
     print(
         f"medusa predict: {n_files} file(s), {len(predictions.segments)} segment(s) in "
         f"{time.perf_counter() - started:.1f} s -> {paths['segments']} (per file: "
-        f"{paths['summary']}); {len(predictions.skipped)} skipped -> {paths['skipped']}",
+        f"{paths['summary']}; gaps: {paths['gaps']}{extras}); {len(predictions.skipped)} "
+        f"skipped -> {paths['skipped']}",
         file=sys.stderr,
     )
     return EXIT_OK if n_files else EXIT_NOTHING

@@ -1,7 +1,8 @@
 """Stages 3 and 4 (docs/method.md, section 6): a meta-classifier over the DeepSER ensemble, and its soup.
 
-Every DeepSER model leaves, per subset, 8 class posteriors and 3 attributes per clip
-(``results/posteriors/{model}.h5``, one group per subset with ``ids``, ``probs`` [N, 8],
+Every DeepSER model leaves, per subset, C class posteriors (the run's class set, recorded in the
+file's ``classes`` attribute; MSP-Podcast's 8 by default) and 3 attributes per clip
+(``results/posteriors/{model}.h5``, one group per subset with ``ids``, ``probs`` [N, C],
 ``attributes`` [N, 3]). Here:
 
 - the vote baselines combine the posteriors directly (majority vote, soft vote);
@@ -55,8 +56,16 @@ from medusa.partitions import DEV, HOLDOUT, META, TEST, TRAIN
 
 log = logging.getLogger(__name__)
 
-# Numbers each DeepSER model contributes per clip: 8 posteriors, then act, val, dom.
+# Numbers each DeepSER model contributes per clip: C posteriors, then act, val, dom (C = 8 for
+# MSP-Podcast's classes).
 MODEL_OUTPUTS = NUM_CLASSES + len(ATTRIBUTES)
+
+
+def model_outputs(n_classes: int) -> int:
+    """Numbers each model contributes per clip for a class set of `n_classes`."""
+    return n_classes + len(ATTRIBUTES)
+
+
 HEAD_FORMAT = 3  # 2: log-posterior inputs; 3: the linear attribute layer reads attributes only
 # The scored views of the labelled data, written to every metrics.json: view -> (subset,
 # class-balanced?). The class-balanced holdout is the selection score.
@@ -81,8 +90,33 @@ class Posteriors:
     model: str
     path: Path
     ids: np.ndarray  # [N] str
-    probs: np.ndarray  # [N, 8] float32
+    probs: np.ndarray  # [N, C] float32
     attributes: np.ndarray  # [N, 3] float32
+    classes: tuple[str, ...] = CLASS_LETTERS  # the codes of the probs columns
+
+
+def posterior_classes(path: str | os.PathLike) -> tuple[str, ...]:
+    """The class codes of a posteriors file, in column order (its `classes` attribute: codes
+    joined by commas; a string of one-letter codes in files written before class sets)."""
+    with h5py.File(path, "r") as f:
+        text = f.attrs.get("classes", "".join(CLASS_LETTERS))
+    text = text.decode("utf-8") if isinstance(text, bytes) else str(text)
+    return tuple(text.split(",")) if "," in text else tuple(text)
+
+
+def ensemble_classes(posterior_paths: Sequence[str | os.PathLike]) -> tuple[str, ...]:
+    """The class set every posteriors file shares (an ensemble of different class sets is
+    refused, naming the file)."""
+    if not posterior_paths:
+        raise EnsembleError("no posteriors files given")
+    first = posterior_classes(posterior_paths[0])
+    for path in posterior_paths[1:]:
+        classes = posterior_classes(path)
+        if classes != first:
+            raise EnsembleError(
+                f"{path}: classes {list(classes)}, but {posterior_paths[0]} has {list(first)}"
+            )
+    return first
 
 
 def posterior_model_name(path: str | os.PathLike) -> str:
@@ -111,9 +145,12 @@ def read_posteriors(path: str | os.PathLike, subset: str) -> Posteriors:
         ids = np.asarray(group["ids"].asstr()[()], dtype=object)
         probs = np.asarray(group["probs"][()], dtype=np.float32)
         attributes = np.asarray(group["attributes"][()], dtype=np.float32)
-    n = len(ids)
-    if probs.shape != (n, NUM_CLASSES):
-        raise EnsembleError(f"{where}: probs has shape {probs.shape}, expected ({n}, 8)")
+    n, classes = len(ids), posterior_classes(path)
+    if probs.shape != (n, len(classes)):
+        raise EnsembleError(
+            f"{where}: probs has shape {probs.shape}, expected ({n}, {len(classes)}) for "
+            f"classes {list(classes)}"
+        )
     if attributes.shape != (n, len(ATTRIBUTES)):
         raise EnsembleError(f"{where}: attributes has shape {attributes.shape}, expected ({n}, 3)")
     if len(set(ids)) != n:
@@ -127,7 +164,7 @@ def read_posteriors(path: str | os.PathLike, subset: str) -> Posteriors:
     if len(bad):
         raise EnsembleError(f"{where}: probs of id {ids[bad[0]]!r} do not sum to 1")
     order = np.argsort(ids.astype(str), kind="stable")
-    return Posteriors(model, path, ids[order], probs[order], attributes[order])
+    return Posteriors(model, path, ids[order], probs[order], attributes[order], classes)
 
 
 def load_posteriors(
@@ -160,19 +197,21 @@ def load_posteriors(
 def load_ensemble_inputs(
     posterior_paths: Sequence[str | os.PathLike], subset: str
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(ids [N], X [N, K*11]): per model [probs(8), attributes(3)], in the given model order."""
+    """(ids [N], X [N, K*(C+3)]): per model [probs(C), attributes(3)], in the given model
+    order (K*11 for MSP-Podcast's 8 classes)."""
     ids, posts = load_posteriors(posterior_paths, subset)
     blocks = [np.concatenate([p.probs, p.attributes], axis=1) for p in posts]
     return ids, np.concatenate(blocks, axis=1).astype(np.float32)
 
 
-def split_inputs(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Undo the concatenation: (probs [K, N, 8], attributes [K, N, 3])."""
+def split_inputs(X: np.ndarray, n_classes: int = NUM_CLASSES) -> tuple[np.ndarray, np.ndarray]:
+    """Undo the concatenation: (probs [K, N, C], attributes [K, N, 3])."""
     n, width = X.shape
-    if width % MODEL_OUTPUTS:
-        raise EnsembleError(f"ensemble inputs have {width} columns, not a multiple of 11")
-    per_model = X.reshape(n, width // MODEL_OUTPUTS, MODEL_OUTPUTS).transpose(1, 0, 2)
-    return per_model[:, :, :NUM_CLASSES], per_model[:, :, NUM_CLASSES:]
+    outputs = model_outputs(n_classes)
+    if width % outputs:
+        raise EnsembleError(f"ensemble inputs have {width} columns, not a multiple of {outputs}")
+    per_model = X.reshape(n, width // outputs, outputs).transpose(1, 0, 2)
+    return per_model[:, :, :n_classes], per_model[:, :, n_classes:]
 
 
 def reorder_models(X: np.ndarray, have: Sequence[str], want: Sequence[str]) -> np.ndarray:
@@ -209,9 +248,12 @@ def selection_scores(
 ) -> dict[str, float]:
     """Each model's selection score: class-balanced holdout macro-F1 of its own posteriors."""
     X, y = evaluation_data(posterior_paths, manifest)[HOLDOUT]
-    probs, _ = split_inputs(X)
+    classes = ensemble_classes(posterior_paths)
+    probs, _ = split_inputs(X, len(classes))
     return {
-        posterior_model_name(path): classification_metrics(y, p.argmax(axis=1), True)["macro_f1"]
+        posterior_model_name(path): classification_metrics(
+            y, p.argmax(axis=1), True, classes=classes
+        )["macro_f1"]
         for path, p in zip(posterior_paths, probs, strict=True)
     }
 
@@ -249,14 +291,18 @@ def manifest_rows(manifest: pd.DataFrame, subset: str, ids: np.ndarray) -> pd.Da
 def scored_subsets(
     posterior_paths: Sequence[str | os.PathLike], manifest: pd.DataFrame
 ) -> dict[str, tuple[np.ndarray, np.ndarray, pd.DataFrame]]:
-    """The scored 8-class clips, read once: {"dev", "holdout"} -> (X, y, their manifest rows)."""
+    """The scored clips (a consensus in the class set), read once: {"dev", "holdout"} ->
+    (X, y, their manifest rows)."""
     scored = {}
+    classes = ensemble_classes(posterior_paths)
     for subset in (DEV, HOLDOUT):
         ids, X = load_ensemble_inputs(posterior_paths, subset)
         rows = manifest_rows(manifest, subset, ids)
-        keep, y = consensus_labels(rows["emo_class"])
+        keep, y = consensus_labels(rows["emo_class"], classes)
         if len(y) == 0:
-            raise EnsembleError(f"no {subset!r} clip with an 8-class consensus to score")
+            raise EnsembleError(
+                f"no {subset!r} clip with a consensus in the classes {list(classes)} to score"
+            )
         scored[subset] = (X[keep], y, rows[keep])
     return scored
 
@@ -264,7 +310,7 @@ def scored_subsets(
 def evaluation_data(
     posterior_paths: Sequence[str | os.PathLike], manifest: pd.DataFrame
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Scored inputs and truths of the 8-class clips: {"dev", "holdout"} -> (X, y)."""
+    """Scored inputs and truths of the scored clips: {"dev", "holdout"} -> (X, y)."""
     return {s: (X, y) for s, (X, y, _) in scored_subsets(posterior_paths, manifest).items()}
 
 
@@ -279,20 +325,20 @@ def majority_vote(probs_list: Sequence[np.ndarray]) -> np.ndarray:
     probability over all models (then to the lowest class index, an exact tie being
     practically impossible).
     """
-    probs = np.stack([np.asarray(p, dtype=np.float64) for p in probs_list])  # [K, N, 8]
-    votes = np.eye(NUM_CLASSES, dtype=np.int64)[probs.argmax(axis=2)].sum(axis=0)  # [N, 8]
+    probs = np.stack([np.asarray(p, dtype=np.float64) for p in probs_list])  # [K, N, C]
+    votes = np.eye(probs.shape[2], dtype=np.int64)[probs.argmax(axis=2)].sum(axis=0)  # [N, C]
     summed = probs.sum(axis=0)
     tied = votes == votes.max(axis=1, keepdims=True)
     return np.where(tied, summed, -np.inf).argmax(axis=1)
 
 
 def soft_vote(probs_list: Sequence[np.ndarray]) -> np.ndarray:
-    """Mean of the models' posteriors, [N, 8]; its argmax is the soft-vote prediction."""
+    """Mean of the models' posteriors, [N, C]; its argmax is the soft-vote prediction."""
     return np.stack([np.asarray(p, dtype=np.float64) for p in probs_list]).mean(axis=0)
 
 
 def product_of_experts(probs_list: Sequence[np.ndarray]) -> np.ndarray:
-    """Normalised geometric mean of the models' posteriors (floored at POSTERIOR_FLOOR), [N, 8]:
+    """Normalised geometric mean of the models' posteriors (floored at POSTERIOR_FLOOR), [N, C]:
     the meta-classifier's start (``MetaClassifier.start_at_votes``), its "stay at the vote"."""
     logs = np.log(np.clip(np.stack(probs_list).astype(np.float64), POSTERIOR_FLOOR, None))
     mean = logs.mean(axis=0)
@@ -305,22 +351,31 @@ def product_of_experts(probs_list: Sequence[np.ndarray]) -> np.ndarray:
 
 
 class MetaClassifier(nn.Module):
-    """Concatenated ensemble outputs [B, K*11] -> 8 class logits and 3 attributes in [1, 7].
+    """Concatenated ensemble outputs [B, K*(C+3)] -> C class logits and 3 attributes in [1, 7]
+    (C = 8, K*11 inputs, for MSP-Podcast's classes).
 
-    Each model's 8 posteriors enter as log-posteriors (floored at 1e-4) and its 3 attributes
+    Each model's C posteriors enter as log-posteriors (floored at 1e-4) and its 3 attributes
     scaled from [1, 7] to [0, 1], so that a linear head can start exactly at the product of the
     models' posteriors (``start_at_votes``). `head="linear"` is the paper's single linear layer;
     `"mlp"` puts one ReLU hidden layer of `mlp_hidden` units in front of the two output layers.
     """
 
-    def __init__(self, n_inputs: int, head: str = "linear", mlp_hidden: int = 64):
+    def __init__(
+        self,
+        n_inputs: int,
+        head: str = "linear",
+        mlp_hidden: int = 64,
+        n_classes: int = NUM_CLASSES,
+    ):
         super().__init__()
-        if n_inputs <= 0 or n_inputs % MODEL_OUTPUTS:
-            raise ValueError(f"n_inputs must be a positive multiple of 11, got {n_inputs}")
-        self.n_models = n_inputs // MODEL_OUTPUTS
+        outputs = model_outputs(n_classes)
+        if n_inputs <= 0 or n_inputs % outputs:
+            raise ValueError(f"n_inputs must be a positive multiple of {outputs}, got {n_inputs}")
+        self.n_models = n_inputs // outputs
+        self.n_classes = n_classes
         # Which inputs are posteriors: a fixed buffer, the same in every seed and kept out of
         # the state_dict the soup averages.
-        is_posterior = torch.tensor([True] * NUM_CLASSES + [False] * len(ATTRIBUTES))
+        is_posterior = torch.tensor([True] * n_classes + [False] * len(ATTRIBUTES))
         self.register_buffer("is_posterior", is_posterior.repeat(self.n_models), persistent=False)
         if head == "linear":
             self.body, width = nn.Identity(), n_inputs
@@ -329,7 +384,7 @@ class MetaClassifier(nn.Module):
             width = mlp_hidden
         else:
             raise ValueError(f"head must be 'linear' or 'mlp', got {head!r}")
-        self.classes = nn.Linear(width, NUM_CLASSES)
+        self.classes = nn.Linear(width, n_classes)
         self.attributes = nn.Linear(width, len(ATTRIBUTES))
 
     def inputs(self, x: torch.Tensor) -> torch.Tensor:
@@ -352,13 +407,13 @@ class MetaClassifier(nn.Module):
         product-of-experts vote), attributes ~ the mean of the models' attributes."""
         if not isinstance(self.body, nn.Identity):
             raise ValueError("only a linear head can start at the votes")
-        k = self.n_models
-        eye_classes = torch.eye(NUM_CLASSES, MODEL_OUTPUTS)
+        k, c = self.n_models, self.n_classes
+        eye_classes = torch.eye(c, model_outputs(c))
         self.classes.weight.copy_(eye_classes.repeat(1, k) / k)
         self.classes.bias.zero_()
         # sigmoid(4 (u - 1/2)) ~ u on [0.2, 0.8]: the mean scaled attribute, back in [1, 7].
-        block = torch.zeros(len(ATTRIBUTES), MODEL_OUTPUTS)
-        block[:, NUM_CLASSES:] = torch.eye(len(ATTRIBUTES))
+        block = torch.zeros(len(ATTRIBUTES), model_outputs(c))
+        block[:, c:] = torch.eye(len(ATTRIBUTES))
         self.attributes.weight.copy_(4.0 * block.repeat(1, k) / k)
         self.attributes.bias.fill_(-2.0)
 
@@ -413,11 +468,11 @@ class MetaConfig:
             raise EnsembleError(f"meta config: need mlp_hidden, steps >= 1, lr > 0: {self}")
 
 
-def build_head(n_inputs: int, cfg: MetaConfig) -> MetaClassifier:
+def build_head(n_inputs: int, cfg: MetaConfig, n_classes: int = NUM_CLASSES) -> MetaClassifier:
     """A fresh head: at the votes (`init: votes`), or random weights from `init_seed` only."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.init_seed)
-        head = MetaClassifier(n_inputs, cfg.head, cfg.mlp_hidden)
+        head = MetaClassifier(n_inputs, cfg.head, cfg.mlp_hidden, n_classes)
     if cfg.init == "votes":
         head.start_at_votes()
     return head
@@ -425,28 +480,44 @@ def build_head(n_inputs: int, cfg: MetaConfig) -> MetaClassifier:
 
 @torch.no_grad()
 def predict_probs(model: MetaClassifier, X: np.ndarray) -> np.ndarray:
-    """Class posteriors [N, 8] of a head."""
+    """Class posteriors [N, C] of a head."""
     return head_outputs(model, X)[0]
 
 
 @torch.no_grad()
 def head_outputs(model: MetaClassifier, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(class posteriors [N, 8], attributes [N, 3] act/val/dom) of a head on ensemble inputs
-    X [N, K*11] (each model's 8 posteriors and 3 attributes, in the head's model order)."""
+    """(class posteriors [N, C], attributes [N, 3] act/val/dom) of a head on ensemble inputs
+    X [N, K*(C+3)] (each model's C posteriors and 3 attributes, in the head's model order)."""
     model.eval()
     logits, attributes = model(torch.as_tensor(X, dtype=torch.float32))
     return torch.softmax(logits, dim=1).numpy(), attributes.numpy()
 
 
-def score_head(model: MetaClassifier, X: np.ndarray, y: np.ndarray, balanced: bool) -> dict:
-    """classification_metrics of a head's argmax predictions."""
-    return classification_metrics(y, predict_probs(model, X).argmax(axis=1), balanced)
+def score_head(
+    model: MetaClassifier,
+    X: np.ndarray,
+    y: np.ndarray,
+    balanced: bool,
+    classes: Sequence[str] = CLASS_LETTERS,
+) -> dict:
+    """classification_metrics of a head's argmax predictions (`classes`: the head's codes)."""
+    predicted = predict_probs(model, X).argmax(axis=1)
+    return classification_metrics(y, predicted, balanced, classes=classes)
 
 
-def _evaluate(model: MetaClassifier, data: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> dict:
+def head_classes(info: Mapping) -> tuple[str, ...]:
+    """The class codes of a head checkpoint's info (MSP-Podcast's when unrecorded)."""
+    return tuple(info.get("classes", CLASS_LETTERS))
+
+
+def _evaluate(
+    model: MetaClassifier,
+    data: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    classes: Sequence[str],
+) -> dict:
     """The head's metrics on every scored view (SCORED_VIEWS)."""
     return {
-        view: score_head(model, *data[subset], balanced)
+        view: score_head(model, *data[subset], balanced, classes)
         for view, (subset, balanced) in SCORED_VIEWS.items()
     }
 
@@ -457,7 +528,8 @@ def head_training_data(
     """Inputs and targets of the clips of `subset` that have a soft target."""
     ids, X = load_ensemble_inputs(posterior_paths, subset)
     rows = manifest_rows(manifest, subset, ids)
-    soft = rows[list(CLASS_LETTERS)].to_numpy(dtype=np.float64)
+    classes = ensemble_classes(posterior_paths)
+    soft = rows[list(classes)].to_numpy(dtype=np.float64)
     has_target = np.isfinite(soft).all(axis=1) & (np.nan_to_num(soft).sum(axis=1) > 0)
     if not has_target.any():
         hint = " (data.meta_fraction: 0 leaves no meta subset)" if subset == META else ""
@@ -466,14 +538,14 @@ def head_training_data(
         )
     soft = soft[has_target] / soft[has_target].sum(axis=1, keepdims=True)
     rows = rows[has_target]
-    scored, y = consensus_labels(rows["emo_class"])
+    scored, y = consensus_labels(rows["emo_class"], classes)
     consensus = np.full(len(rows), -1, dtype=np.int64)
     consensus[scored] = y
     return {
         "X": X[has_target],
         "soft": soft.astype(np.float32),
         "attributes": rows[list(ATTRIBUTES)].to_numpy(dtype=np.float32),
-        # For medusa.meta_cv: the 8-class consensus (-1: X/O, not scored) and the speaker
+        # For medusa.meta_cv: the class consensus (-1: X/O, not scored) and the speaker
         # groups its folds keep together (a clip of an unknown speaker is a group of its own).
         "y": consensus,
         "groups": np.array(
@@ -533,7 +605,7 @@ def train_meta(
     # The clips the head learns from, and the scored sets (the same files for every seed).
     train = head_training_data(paths, manifest, cfg.train_on)
     data = evaluation_data(paths, manifest)
-    n_inputs = train["X"].shape[1]
+    n_inputs, classes = train["X"].shape[1], ensemble_classes(paths)
     if selection is not None:
         log.info(f"meta seed {seed}: prior strength {selection['choice']} ({selection['reason']})")
     log.info(
@@ -548,11 +620,17 @@ def train_meta(
         "n_train_clips": int(len(train["X"])),
         "selection": selection,
         "loss_history": history,
-        **_evaluate(model, data),
+        **_evaluate(model, data, classes),
     }
     info = {
         "models": models,
-        "architecture": {"n_inputs": n_inputs, "head": cfg.head, "mlp_hidden": cfg.mlp_hidden},
+        "architecture": {
+            "n_inputs": n_inputs,
+            "head": cfg.head,
+            "mlp_hidden": cfg.mlp_hidden,
+            "n_classes": len(classes),
+        },
+        "classes": list(classes),
         "init_seed": cfg.init_seed,
         "train_on": cfg.train_on,
         "seeds": [int(seed)],
@@ -610,7 +688,7 @@ def fit_head(
     `resample`: train on the seed's bootstrap resample (the seeds of a soup); False: on the
     clips as given (cross-validation folds, ``medusa.meta_cv``).
     """
-    model = build_head(train["X"].shape[1], cfg)
+    model = build_head(train["X"].shape[1], cfg, train["soft"].shape[1])
     if at_the_vote(cfg):
         return model.eval(), []
     n = len(train["X"])
@@ -675,7 +753,7 @@ def balancing_class_weights(soft: torch.Tensor) -> torch.Tensor:
     weighs less than a whole class rather than up to N / C times more. A class without mass
     gets 0 (it is also out of the training softmax, ``fit_head``)."""
     mass = soft.sum(dim=0).double()
-    weights = torch.zeros(NUM_CLASSES, dtype=torch.float64)
+    weights = torch.zeros(soft.shape[1], dtype=torch.float64)
     present = mass > 0
     weights[present] = len(soft) / (int(present.sum()) * mass[present].clamp(min=1.0))
     return weights.float()
@@ -781,7 +859,7 @@ def make_soup(
         "ingredients": ingredients,
         "seeds": seeds,
         "selection": ref_info.get("selection"),
-        **_evaluate(soup, data),
+        **_evaluate(soup, data, head_classes(ref_info)),
     }
     info = {**{k: v for k, v in ref_info.items() if k != "path"}, "seeds": seeds}
     _write_outputs(Path(out_dir), soup, info, metrics)
@@ -851,7 +929,7 @@ def predict_test(
     unlabelled partition's clips, ``medusa.partitions.unlabelled_manifest``).
 
     Writes `out_csv` (`FileName,EmoClass`, one class letter per clip, sorted by FileName) and
-    `out_posteriors_csv` (FileName and the 8 posteriors, columns named by class letter).
+    `out_posteriors_csv` (FileName and the class posteriors, columns named by class code).
     FileName is the audio file's name (e.g. `MSP-PODCAST_test3_0001.wav`). Returns the
     posteriors table.
     """
@@ -866,9 +944,10 @@ def predict_test(
         where = manifest.attrs.get("path", "manifest")
         raise EnsembleError(f"{where}: two test clips share an audio file name")
     probs = predict_probs(model, X)
-    table = pd.DataFrame(probs, columns=list(CLASS_LETTERS))
+    classes = ensemble_classes(paths)
+    table = pd.DataFrame(probs, columns=list(classes))
     table.insert(0, "FileName", file_names)
-    table.insert(1, "EmoClass", np.asarray(CLASS_LETTERS)[probs.argmax(axis=1)])
+    table.insert(1, "EmoClass", np.asarray(classes)[probs.argmax(axis=1)])
     table = table.sort_values("FileName", kind="stable").reset_index(drop=True)
     atomic_write_text(out_csv, table[["FileName", "EmoClass"]].to_csv(index=False))
     posteriors = table.drop(columns="EmoClass")

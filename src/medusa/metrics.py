@@ -1,32 +1,36 @@
-"""Classification metrics over the 8 consensus classes, and word error rates."""
+"""Classification metrics over a run's classes (MSP-Podcast's 8 by default), and word error rates."""
 
 from __future__ import annotations
 
 import re
 import string
+from collections.abc import Sequence
 
 import numpy as np
 
 from medusa.emotions import CLASS_LETTERS, NUM_CLASSES
 
-LABELS = list(range(NUM_CLASSES))
-
 
 def class_balancing_weights(y_true: np.ndarray) -> np.ndarray:
     """Per-clip weights 1 / (clips of its class): every class present weighs the same."""
     y_true = np.asarray(y_true, dtype=int)
-    counts = np.bincount(y_true, minlength=NUM_CLASSES)
+    counts = np.bincount(y_true)
     return 1.0 / counts[y_true]
 
 
-def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, balanced: bool = False) -> dict:
+def classification_metrics(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    balanced: bool = False,
+    classes: Sequence[str] = CLASS_LETTERS,
+) -> dict:
     """Macro-F1 (primary), micro-F1, accuracy, per-class F1 and the confusion matrix.
 
-    Classes are integer indices into CLASS_LETTERS. Macro- and micro-F1 average over the classes
+    Classes are integer indices into `classes` (the run's class codes). Macro- and micro-F1 average over the classes
     present in truth or prediction (scikit-learn's default, as in the challenge scorer); a class
     the model never predicts but that occurs in the truth counts as F1 = 0. `per_class_f1` has
-    all 8 classes, with 0 for a class in neither truth nor prediction (scikit-learn's
-    ``f1_score(labels=range(8), average=None, zero_division=0)``, and finite for JSON); the
+    every class, with 0 for a class in neither truth nor prediction (scikit-learn's
+    ``f1_score(labels=range(C), average=None, zero_division=0)``, and finite for JSON); the
     report's per-class table leaves those undefined instead (``class_f1``).
 
     `balanced`: every clip is weighted by 1 / (clips of its true class), so each class present
@@ -46,8 +50,9 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, balanced: boo
     if len(y_pred) != len(y_true):
         raise ValueError(f"{len(y_true)} true labels but {len(y_pred)} predictions")
     weights = class_balancing_weights(y_true) if balanced else np.ones(len(y_true))
-    confusion = confusion_matrix(y_true, y_pred)
-    weighted = confusion_matrix(y_true, y_pred, weights) if balanced else confusion
+    n_classes = len(classes)
+    confusion = confusion_matrix(y_true, y_pred, n_classes=n_classes)
+    weighted = confusion_matrix(y_true, y_pred, weights, n_classes) if balanced else confusion
     per_class = _f1_of(weighted)
     present = ~np.isnan(per_class)
     # Single-label micro-F1 over all classes present is the (weighted) share of hits.
@@ -58,38 +63,45 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, balanced: boo
         "micro_f1": accuracy,
         "accuracy": accuracy,
         "per_class_f1": {
-            letter: float(f)
-            for letter, f in zip(CLASS_LETTERS, np.nan_to_num(per_class), strict=True)
+            letter: float(f) for letter, f in zip(classes, np.nan_to_num(per_class), strict=True)
         },
         "confusion": confusion.astype(int).tolist(),
     }
 
 
-def class_f1(y_true: np.ndarray, y_pred: np.ndarray, weights: np.ndarray | None = None):
-    """F1 of each of the 8 classes from (weighted) clip counts; NaN for a class in neither the
-    truth nor the predictions (undefined, not 0: it must not pull an average down)."""
+def class_f1(
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    weights: np.ndarray | None = None,
+    n_classes: int = NUM_CLASSES,
+):
+    """F1 of each of the `n_classes` classes from (weighted) clip counts; NaN for a class in
+    neither the truth nor the predictions (undefined, not 0: it must not pull an average down)."""
     y_true, y_pred = np.asarray(y_true, dtype=int), np.asarray(y_pred, dtype=int)
-    return _f1_of(confusion_matrix(y_true, y_pred, weights))
+    return _f1_of(confusion_matrix(y_true, y_pred, weights, n_classes))
 
 
 def _f1_of(confusion: np.ndarray) -> np.ndarray:
     """Per-class F1 of a [true, predicted] matrix; NaN for a class with neither."""
     # F1 = 2 TP / (2 TP + FP + FN) = 2 TP / (true + predicted).
     denominator = confusion.sum(1) + confusion.sum(0)
-    full = np.full(NUM_CLASSES, np.nan)
+    full = np.full(len(confusion), np.nan)
     return np.divide(2 * np.diag(confusion), denominator, out=full, where=denominator > 0)
 
 
 def confusion_matrix(
-    y_true: np.ndarray, y_pred: np.ndarray, weights: np.ndarray | None = None
+    y_true: np.ndarray,
+    y_pred: np.ndarray,
+    weights: np.ndarray | None = None,
+    n_classes: int = NUM_CLASSES,
 ) -> np.ndarray:
     """``[true class, predicted class]`` totals of `weights` (clip counts without weights)."""
     labels = np.concatenate([y_true, y_pred])
-    if labels.min() < 0 or labels.max() >= NUM_CLASSES:
-        raise ValueError(f"class indices must be in 0..{NUM_CLASSES - 1}")
-    cells = y_true * NUM_CLASSES + y_pred
-    totals = np.bincount(cells, weights=weights, minlength=NUM_CLASSES**2)
-    return totals.reshape(NUM_CLASSES, NUM_CLASSES)
+    if labels.min() < 0 or labels.max() >= n_classes:
+        raise ValueError(f"class indices must be in 0..{n_classes - 1}")
+    cells = y_true * n_classes + y_pred
+    totals = np.bincount(cells, weights=weights, minlength=n_classes**2)
+    return totals.reshape(n_classes, n_classes)
 
 
 def normalise_words(text: str) -> list[str]:

@@ -2,7 +2,8 @@
 
 The method: docs/method.md, section 4 (the paper's Algorithms 1-2).
 
-Shapes: B batch, L_m frames of modality m, D_m its feature width, H hidden size, C = 8 classes.
+Shapes: B batch, L_m frames of modality m, D_m its feature width, H hidden size, C classes
+(MSP-Podcast's 8 by default; the config's class set).
 Every sequence travels with a boolean mask `[B, L]` that is True on real frames: attention
 ignores padded keys and pooling averages real frames only, so padding a batch changes nothing.
 """
@@ -191,6 +192,7 @@ class DeepSER(nn.Module):
         mixup_alpha: float = 0.4,
         attention_dropout: float | None = None,
         frame_pooling: list[int] | None = None,
+        num_classes: int = NUM_CLASSES,
     ):
         super().__init__()
         # Optional speed knob (not in the paper, off by default): average k consecutive frames
@@ -220,7 +222,7 @@ class DeepSER(nn.Module):
         n_pooled = len(input_dims) + (1 if self.fusion is not None else 0)
         self.merge = nn.Linear(n_pooled * hidden_size, hidden_size)  # W
         self.mixup = ManifoldMixUp(mixup_p, mixup_alpha)
-        self.classifier = nn.Linear(hidden_size, NUM_CLASSES)  # W_c
+        self.classifier = nn.Linear(hidden_size, num_classes)  # W_c
         self.regressor = nn.Linear(hidden_size, len(ATTRIBUTES))  # W_r
 
     def embed(self, features: list[torch.Tensor], masks: list[torch.Tensor]) -> torch.Tensor:
@@ -286,9 +288,13 @@ class DeepSER(nn.Module):
 
 
 def build_model(
-    settings: ModelSettings, input_dims: list[int], frame_pooling: list[int]
+    settings: ModelSettings,
+    input_dims: list[int],
+    frame_pooling: list[int],
+    num_classes: int = NUM_CLASSES,
 ) -> DeepSER:
-    """A DeepSER from a model's settings, for features of widths `input_dims`.
+    """A DeepSER from a model's settings, for features of widths `input_dims` and
+    `num_classes` classes (the run's class set).
 
     `frame_pooling` gives one k per modality: training derives it from the setting
     `frame_pooling` and the feature sets' frame rates (text is never pooled), checkpoints keep it.
@@ -306,6 +312,7 @@ def build_model(
         mixup_alpha=mixup.alpha,
         attention_dropout=settings.attention_dropout,
         frame_pooling=list(frame_pooling),
+        num_classes=num_classes,
     )
 
 
@@ -332,13 +339,13 @@ def class_weights_from_targets(soft_targets: np.ndarray | torch.Tensor) -> torch
     gets weight 0: no target asks for it, so its weight would only multiply zeros.
     """
     targets = torch.as_tensor(np.asarray(soft_targets), dtype=torch.float64)
-    if targets.ndim != 2 or targets.shape[1] != NUM_CLASSES:
-        raise ValueError(f"soft targets must be [N, {NUM_CLASSES}], got {tuple(targets.shape)}")
+    if targets.ndim != 2 or targets.shape[1] < 2:
+        raise ValueError(f"soft targets must be [N, C >= 2], got {tuple(targets.shape)}")
+    n, n_classes = targets.shape
     mass = targets.sum(dim=0)
-    n = targets.shape[0]
-    weights = torch.zeros(NUM_CLASSES, dtype=torch.float64)
+    weights = torch.zeros(n_classes, dtype=torch.float64)
     present = mass > 0
-    weights[present] = (n / (NUM_CLASSES * mass[present])) ** 0.5
+    weights[present] = (n / (n_classes * mass[present])) ** 0.5
     return weights.float()
 
 

@@ -9,10 +9,15 @@ per *audio partition* and never read labels, the train/holdout split or its seed
 
 Membership depends on the audio folder and on the ``FileName``/``Split_Set`` columns only, so
 changing label values or the split re-extracts nothing, and a clip dropped into ``Audios/``
-changes exactly one partition. ``audio_partitions(root)`` lists them;
-``corpus_fingerprints(root, cache_path)`` gives a fingerprint of each partition (its files'
-names relative to the corpus folder and the digests of their bytes, ``medusa.content_hash``;
-never absolute paths or times) and the digest of each label file. The workflow passes a
+changes exactly one partition. A corpus in the table layout (``layout="table"``, the table's
+path relative to the corpus folder in ``table``; ``medusa.table_layout``) has ``train``,
+``development`` and ``test_labelled`` (split style) or one ``labelled`` partition holding every
+fold, and ``unlabelled``; membership follows each row's path, partition value and whether it is
+labelled. ``audio_partitions(root, layout=, table=)`` lists them;
+``corpus_fingerprints(root, cache_path, layout=, table=)`` gives a fingerprint of each partition
+(its files' names relative to the corpus folder, with the clip ids for a table, and the digests
+of their bytes, ``medusa.content_hash``; never absolute paths of the corpus or times), the
+digest of each label file (the table) and a table's folds. The workflow passes a
 partition's fingerprint to its ``audio_index``, ``asr`` and ``features`` jobs, so replaced
 audio, and only that, is indexed, transcribed and extracted again, while a corpus moved or
 copied without its times reruns nothing.
@@ -33,8 +38,10 @@ import hashlib
 import os
 import re
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISREG
 from typing import NamedTuple
 
 import numpy as np
@@ -44,9 +51,12 @@ import soundfile as sf
 from medusa.atomic import atomic_write_text
 from medusa.content_hash import FileState, file_digests
 from medusa.emotions import ATTRIBUTES, CLASS_LETTERS
-from medusa.manifest import MANIFEST_COLUMNS
+from medusa.manifest import manifest_columns
+from medusa.table_layout import FOLDS, LABELLED, UNLABELLED, read_table
 
-UNLABELLED = "unlabelled"
+# Corpus layouts (data.layout): MSP-Podcast's release, or one table (medusa.table_layout).
+MSP_PODCAST, TABLE = "msp_podcast", "table"
+LAYOUTS = (MSP_PODCAST, TABLE)
 AUDIO_SUFFIX = ".wav"
 TEST3_MARKER = "_test3_"
 AUDIO_DIR = "Audios"
@@ -55,6 +65,8 @@ INDEX_COLUMNS = ["id", "path", "partition", "duration_s", "sample_rate", "channe
 # The subsets of the clips (docs/method.md, section 1.4): the labelled ones, which the manifest
 # holds (medusa.data), and `test`, the usable clips of the unlabelled partition.
 TRAIN, HOLDOUT, META, DEV, TEST = "train", "holdout", "meta", "dev", "test"
+# A split-style table's labelled `test` rows (`test` names the unlabelled clips).
+TEST_LABELLED = "test_labelled"
 # `holdout` selects the DeepSER checkpoints; `meta` (speakers of neither) trains the
 # meta-classifier (data.meta_fraction of the held-out speakers).
 LABELLED_SUBSETS = (TRAIN, HOLDOUT, META, DEV)
@@ -79,30 +91,33 @@ def partition_name(split_set: str) -> str:
     return name or "unknown"
 
 
-def partition_of_subset(subset: str) -> str:
-    """The audio partition a manifest subset's clips are stored in."""
+def partition_of_subset(subset: str, folds: bool = False) -> str:
+    """The audio partition a manifest subset's clips are stored in; `folds`: a fold-style
+    table, whose labelled subsets (whichever fold is held out) all live in `labelled`."""
+    if folds and subset in LABELLED_SUBSETS:
+        return LABELLED
     return SUBSET_PARTITIONS.get(subset, subset)
 
 
 class AudioFile(NamedTuple):  # a tuple: 120k of them are made at every parse
-    name: str
+    id: str  # the clip id (MSP-Podcast: the file's stem)
+    path: str  # relative to the corpus folder (what the index and fingerprints hold), or absolute
     state: FileState  # inode, size and times: the key of its cached digest
 
     @property
-    def relative_path(self) -> str:
-        """Its path relative to the corpus folder (what the index and fingerprints hold)."""
-        return f"{AUDIO_DIR}/{self.name}"
+    def name(self) -> str:
+        return os.path.basename(self.path)
 
 
 def list_audio(audio_dir: Path) -> list[AudioFile]:
     """Every ``*.wav`` of the (flat) audio folder with its file state, sorted by name."""
     with os.scandir(audio_dir) as entries:
         files = [
-            AudioFile(e.name, FileState.of(e.stat()))
+            AudioFile(e.name[: -len(AUDIO_SUFFIX)], f"{AUDIO_DIR}/{e.name}", FileState.of(e.stat()))
             for e in entries
             if e.name.lower().endswith(AUDIO_SUFFIX) and e.is_file()
         ]
-    return sorted(files, key=lambda f: f.name)
+    return sorted(files, key=lambda f: f.path)
 
 
 def labelled_split_sets(consensus_path: Path) -> dict[str, str]:
@@ -131,15 +146,45 @@ def labelled_split_sets(consensus_path: Path) -> dict[str, str]:
     return splits
 
 
-def audio_partitions(root: str | os.PathLike) -> dict[str, list[AudioFile]]:
+def audio_partitions(
+    root: str | os.PathLike, *, layout: str = MSP_PODCAST, table: str | None = None
+) -> dict[str, list[AudioFile]]:
     """Partition -> its audio files (see module docstring). Labelled rows without audio are
     not here: the data stage reports them."""
-    root = Path(root)
+    return _scan(Path(root), layout, table)[0]
+
+
+def _scan(
+    root: Path, layout: str, table: str | None
+) -> tuple[dict[str, list[AudioFile]], tuple[str, ...], list[str]]:
+    """(partition -> audio files, a table's folds, label files relative to the corpus folder)."""
+    if layout == TABLE:
+        return _table_partitions(root, table)
+    if layout != MSP_PODCAST:
+        raise PartitionError(f"data.layout: {layout!r} is not one of {', '.join(LAYOUTS)}")
     splits = labelled_split_sets(root / "Labels" / "labels_consensus.csv")
     partitions: dict[str, list[AudioFile]] = defaultdict(list)
     for audio in list_audio(root / AUDIO_DIR):
         partitions[splits.get(audio.name, UNLABELLED)].append(audio)
-    return dict(partitions)
+    labels = [name for name in LABEL_FILES if (root / name).is_file()]
+    return dict(partitions), (), labels
+
+
+def _table_partitions(
+    root: Path, table: str | None
+) -> tuple[dict[str, list[AudioFile]], tuple[str, ...], list[str]]:
+    """A table's partitions: every clip whose audio file exists, in table order."""
+    checked = read_table(root, table)
+    partitions: dict[str, list[AudioFile]] = defaultdict(list)
+    for clip in checked.clips:
+        try:
+            stat = os.stat(os.path.join(root, clip.path))
+        except OSError:
+            continue  # missing audio: the data report names it
+        if S_ISREG(stat.st_mode):
+            audio = AudioFile(clip.id, clip.path, FileState.of(stat))
+            partitions[clip.audio_partition(checked.style)].append(audio)
+    return dict(partitions), checked.folds, [str(table)]
 
 
 def fingerprint(files: list[tuple[str, str]]) -> str:
@@ -152,16 +197,22 @@ def fingerprint(files: list[tuple[str, str]]) -> str:
 @dataclass(frozen=True)
 class CorpusFingerprints:
     partitions: dict[str, str]  # partition -> fingerprint (the unlabelled one always there)
-    labels: dict[str, str]  # label file, relative to the corpus folder -> content digest
+    labels: dict[str, str]  # label file (the table), relative to the corpus folder -> digest
+    folds: tuple[str, ...] = ()  # a fold-style table's folds in natural order ("1", "2", ...)
 
 
 def corpus_fingerprints(
-    root: str | os.PathLike, cache_path: str | os.PathLike
+    root: str | os.PathLike,
+    cache_path: str | os.PathLike,
+    *,
+    layout: str = MSP_PODCAST,
+    table: str | None = None,
 ) -> CorpusFingerprints:
-    """The fingerprint of every audio partition and the digest of each label file, with
-    file digests cached in `cache_path` (``medusa.content_hash``; read once per file version)."""
+    """The fingerprint of every audio partition, the digest of each label file and a
+    table's folds, with file digests cached in `cache_path` (``medusa.content_hash``; read once
+    per file version)."""
     with _without_cyclic_gc():
-        return _corpus_fingerprints(Path(root), cache_path)
+        return _corpus_fingerprints(Path(root), cache_path, layout, table)
 
 
 @contextlib.contextmanager
@@ -177,23 +228,32 @@ def _without_cyclic_gc():
             gc.enable()
 
 
-def _corpus_fingerprints(root: Path, cache_path: str | os.PathLike) -> CorpusFingerprints:
-    partitions = audio_partitions(root)
+def _corpus_fingerprints(
+    root: Path, cache_path: str | os.PathLike, layout: str, table: str | None
+) -> CorpusFingerprints:
+    partitions, folds, labels = _scan(root, layout, table)
     partitions.setdefault(UNLABELLED, [])
     audio = [(p, f) for p in sorted(partitions) for f in partitions[p]]
-    labels = [name for name in LABEL_FILES if (root / name).is_file()]
-    # Strings, not Path objects: 120k of them at every parse.
-    relative = [f.relative_path for _, f in audio]
-    prefix = f"{root}{os.sep}"
-    files = [(prefix + name, f.state) for name, (_, f) in zip(relative, audio, strict=True)]
-    files += [(prefix + name, FileState.of(os.stat(prefix + name))) for name in labels]
+    # Strings, not Path objects: 120k of them at every parse. A table's clip ids are its own
+    # (MSP-Podcast's are the file names), so they are part of what its partitions hold.
+    if layout == TABLE:
+        names = [f"{f.path}\t{f.id}" for _, f in audio]
+        full = [os.path.join(root, f.path) for _, f in audio]
+    else:
+        names = [f.path for _, f in audio]
+        prefix = f"{root}{os.sep}"
+        full = [prefix + name for name in names]
+    files = [(path, f.state) for path, (_, f) in zip(full, audio, strict=True)]
+    label_paths = [os.path.join(root, name) for name in labels]
+    files += [(path, FileState.of(os.stat(path))) for path in label_paths]
     digests = file_digests(files, cache_path)
     members: dict[str, list[tuple[str, str]]] = {p: [] for p in partitions}
-    for (partition, _), name, digest in zip(audio, relative, digests, strict=False):
+    for (partition, _), name, digest in zip(audio, names, digests, strict=False):
         members[partition].append((name, digest))
     return CorpusFingerprints(
         partitions={p: fingerprint(found) for p, found in members.items()},
         labels=dict(zip(labels, digests[len(audio) :], strict=True)),
+        folds=folds,
     )
 
 
@@ -212,21 +272,29 @@ def _header(path: Path) -> tuple[dict, str]:
     }, ""
 
 
-def build_audio_index(root: str | os.PathLike, partition: str) -> pd.DataFrame:
+def build_audio_index(
+    root: str | os.PathLike,
+    partition: str,
+    *,
+    layout: str = MSP_PODCAST,
+    table: str | None = None,
+) -> pd.DataFrame:
     """The clip table of one partition (every file, unusable ones with their problem)."""
     root = Path(root)
-    files = audio_partitions(root).get(partition, [])
+    files = audio_partitions(root, layout=layout, table=table).get(partition, [])
     rows = []
     for audio in files:
-        header, problem = _header(root / audio.relative_path)
+        header, problem = _header(root / audio.path)
         rows.append(
-            {"id": Path(audio.name).stem, "path": audio.relative_path, "partition": partition,
-             **header, "problem": problem}
+            {"id": audio.id, "path": audio.path, "partition": partition, **header,
+             "problem": problem}
         )  # fmt: skip
     return pd.DataFrame(rows, columns=INDEX_COLUMNS)
 
 
-def format_index_report(index: pd.DataFrame, partition: str, examples: int = 5) -> str:
+def format_index_report(
+    index: pd.DataFrame, partition: str, examples: int = 5, layout: str = MSP_PODCAST
+) -> str:
     """Markdown summary of a partition's audio: counts, hours, and every file left out."""
     usable = index[index["problem"] == ""]
     lines = [
@@ -244,7 +312,7 @@ def format_index_report(index: pd.DataFrame, partition: str, examples: int = 5) 
             notes["resampled on read"].append(f"{row.id}: {row.sample_rate} Hz")
         if not row.problem and row.channels != 1:
             notes["downmixed on read"].append(f"{row.id}: {row.channels} channels")
-        if partition == UNLABELLED and TEST3_MARKER not in row.id.lower():
+        if layout == MSP_PODCAST and partition == UNLABELLED and TEST3_MARKER not in row.id.lower():
             notes["unlabelled, no test3 marker (predicted as test)"].append(row.id)
     lines += ["| note | count | examples |", "|---|---|---|"] if notes else ["No problems."]
     for kind, found in sorted(notes.items()):
@@ -259,11 +327,14 @@ def write_audio_index(
     partition: str,
     index_path: str | os.PathLike,
     report_path: str | os.PathLike,
+    *,
+    layout: str = MSP_PODCAST,
+    table: str | None = None,
 ) -> pd.DataFrame:
     """The `audio_index` stage: the partition's clip table and report, written atomically."""
-    index = build_audio_index(root, partition)
+    index = build_audio_index(root, partition, layout=layout, table=table)
     atomic_write_text(index_path, index.to_csv(sep="\t", index=False, na_rep=""))
-    atomic_write_text(report_path, format_index_report(index, partition))
+    atomic_write_text(report_path, format_index_report(index, partition, layout=layout))
     return index
 
 
@@ -290,16 +361,19 @@ def clip_paths(index_path: str | os.PathLike, root: str | os.PathLike) -> list[t
     return list(zip(usable["id"].tolist(), paths, strict=True))
 
 
-def unlabelled_manifest(index_path: str | os.PathLike) -> pd.DataFrame:
-    """The usable clips of the unlabelled partition as manifest rows of subset `test`."""
+def unlabelled_manifest(
+    index_path: str | os.PathLike, classes: Sequence[str] = CLASS_LETTERS
+) -> pd.DataFrame:
+    """The usable clips of the unlabelled partition as manifest rows of subset `test`, with
+    the class columns of `classes` (codes)."""
     index = read_audio_index(index_path)
     rows = index[index["problem"] == ""].sort_values("id", kind="stable").copy()
     rows["subset"] = TEST
     rows["speaker"] = "Unknown"
     rows["gender"] = ""
     rows["emo_class"] = ""
-    for column in (*CLASS_LETTERS, *ATTRIBUTES):
+    for column in (*classes, *ATTRIBUTES):
         rows[column] = np.nan
-    manifest = rows.reindex(columns=MANIFEST_COLUMNS).reset_index(drop=True)
+    manifest = rows.reindex(columns=manifest_columns(classes)).reset_index(drop=True)
     manifest.attrs["path"] = str(index_path)
     return manifest

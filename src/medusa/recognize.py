@@ -9,9 +9,12 @@ workflow gives it (``results/predictions/test_posteriors.csv`` for Test3):
 
 1. audio: ``medusa.audio.load_audio`` (16 kHz mono); an unreadable, empty or silent file is
    skipped with its reason and the rest go on;
-2. segments: a recording up to ``max_segment_s`` (bundle default 12 s) is one segment, scored
-   whole as the workflow scores a clip; a longer one is cut into windows of ``window_s`` every
-   ``hop_s`` seconds (8 s, 8 s); a last piece under ``min_segment_s`` is dropped;
+2. segments (``medusa.segments``): with ``segmentation="vad"`` (the default) speech turns found
+   by voice-activity detection, what lies between them reported as gaps and not scored, a
+   recording without speech skipped ("no speech found"); with ``"fixed"`` windows of
+   ``window_s`` every ``hop_s`` seconds (8 s, 8 s), a last piece under ``min_segment_s``
+   dropped. Either way a recording up to ``max_segment_s`` (bundle default 12 s) is one
+   segment, scored whole as the workflow scores a clip (with VAD: if it holds speech);
 3. ASR: ``medusa.asr.transcribe_clips`` in blocks of ``batch_size x asr.BATCHES_PER_BLOCK``
    segments (as ``run_asr`` does);
 4. features: each feature set's backbone (``medusa.features.load_backbone``) in blocks of
@@ -20,6 +23,9 @@ workflow gives it (``results/predictions/test_posteriors.csv`` for Test3):
 5. each DeepSER model: ``medusa.training.predict_clips`` over those files;
 6. the soup head: ``medusa.ensemble.head_outputs`` over the models' outputs, in the head's
    model order, on one CPU thread (as ``predict_test``).
+
+The posterior columns are the bundle's classes (its manifest's codes, in its order), whatever
+the class set the bundle was trained with.
 
 Segments are identified internally by (file number, segment number), and files are taken in
 sorted path order, so the batches over a folder of clips are the workflow's batches over the
@@ -49,6 +55,7 @@ from medusa.audio import SAMPLE_RATE, load_audio
 from medusa.bundle import (
     DEFAULT_SEGMENTATION,
     Bundle,
+    MANIFEST,
     BundleError,
     fetched_asr,
     fetched_backbone,
@@ -58,7 +65,17 @@ from medusa.bundle import (
     resolve_source,
     sha256_file,
 )
-from medusa.emotions import ATTRIBUTES, CLASS_LETTERS
+from medusa.emotions import ATTRIBUTES, ClassSet, ClassSetError
+from medusa.segments import (
+    NO_SPEECH,
+    SEGMENTATIONS,
+    Bounds,
+    SpeechDetector,
+    TurnSettings,
+    fixed_windows,
+    gaps,
+    speech_turns,
+)
 
 log = logging.getLogger(__name__)
 
@@ -78,20 +95,43 @@ _FORMAT_EXTENSIONS = {
 AUDIO_EXTENSIONS = frozenset(
     ext for fmt, exts in _FORMAT_EXTENSIONS.items() if fmt in sf.available_formats() for ext in exts
 )
-SEGMENT_COLUMNS = ["file", "start_s", "end_s", "transcript", "emotion", *CLASS_LETTERS, *ATTRIBUTES]
-SUMMARY_COLUMNS = ["file", "duration_s", "segments", "emotion", *CLASS_LETTERS, *ATTRIBUTES]
 SKIPPED_COLUMNS = ["file", "reason"]
+GAP_COLUMNS = ["file", "start_s", "end_s"]
+# Gaps shorter than this (the pauses between turns cut from one stretch of speech) are not listed.
+MIN_GAP_S = 0.1
 # Audio per chunk of work (about 230 MB of float32 samples at 16 kHz).
 DEFAULT_MAX_CHUNK_S = 3600.0
 
 
+def segment_columns(classes: ClassSet) -> list[str]:
+    """Columns of the segment table: the posteriors are the bundle's class codes."""
+    return ["file", "start_s", "end_s", "transcript", "emotion", *classes.letters, *ATTRIBUTES]
+
+
+def summary_columns(classes: ClassSet) -> list[str]:
+    return ["file", "duration_s", "segments", "emotion", *classes.letters, *ATTRIBUTES]
+
+
+def bundle_classes(bundle: Bundle) -> ClassSet:
+    """The class set a bundle predicts: its manifest's codes, in order, with their names (the
+    codes themselves when the manifest names none)."""
+    letters = tuple(str(c) for c in bundle.manifest.get("classes") or ())
+    names = tuple(str(n) for n in bundle.manifest.get("class_names") or letters)
+    try:
+        return ClassSet(letters, names)
+    except ClassSetError as err:
+        raise BundleError(f"{bundle.path / MANIFEST}: {err}") from err
+
+
 @dataclass
 class Predictions:
-    """What `Recognizer.predict` returns (see SEGMENT_COLUMNS, SUMMARY_COLUMNS)."""
+    """What `Recognizer.predict` returns (see segment_columns, summary_columns)."""
 
     segments: pd.DataFrame  # one row per segment
     summary: pd.DataFrame  # one row per predicted file: duration-weighted posteriors
     skipped: pd.DataFrame  # file, reason
+    gaps: pd.DataFrame  # file, start_s, end_s: what no segment covers (VAD: no speech)
+    classes: ClassSet  # the posterior columns' codes and names
 
     def __iter__(self):  # segments, summary = recognizer.predict(paths)
         return iter((self.segments, self.summary))
@@ -118,38 +158,6 @@ def find_audio(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[tup
         else:
             missing.append((str(path), "not found"))
     return sorted(found.values(), key=str), missing
-
-
-def segment_bounds(
-    n_samples: int,
-    window_s: float,
-    hop_s: float,
-    min_segment_s: float,
-    max_segment_s: float = 0.0,
-    sample_rate: int = SAMPLE_RATE,
-) -> list[tuple[int, int]]:
-    """[start, end) sample bounds of a recording's segments.
-
-    A recording no longer than `max_segment_s` (or than a window) is one segment: scored
-    whole, as the workflow scores a clip. A longer one is cut into windows of `window_s`
-    starting every `hop_s` seconds until one reaches the end; the last one is dropped when
-    shorter than `min_segment_s`.
-    """
-    window = max(1, round(window_s * sample_rate))
-    hop = max(1, round(hop_s * sample_rate))
-    if n_samples <= max(window, round(max_segment_s * sample_rate)):
-        return [(0, n_samples)]
-    bounds = []
-    start = 0
-    while True:
-        end = min(start + window, n_samples)
-        bounds.append((start, end))
-        if end >= n_samples:
-            break
-        start += hop
-    if len(bounds) > 1 and bounds[-1][1] - bounds[-1][0] < min_segment_s * sample_rate:
-        bounds.pop()
-    return bounds
 
 
 def audio_problem(audio: np.ndarray, silence_rms: float) -> str:
@@ -195,8 +203,11 @@ class Recognizer:
     are (``medusa.bundle.resolve_source``). `model_store`: where fetch_models put the hub
     backbones and the ASR checkpoint (default: the workflow's ``model_store`` the bundle
     recorded); a hub backbone without a copy there loads by id at the recorded commit from the
-    Hugging Face cache. `window_s`, `hop_s`, `min_segment_s`, `max_segment_s`,
-    `silence_rms`: segmentation and the silence threshold (defaults: the bundle's).
+    Hugging Face cache. `segmentation`: "vad" (speech turns) or "fixed" (windows);
+    `min_turn_s`, `max_turn_s` (default: `max_segment_s`), `max_pause_s`: the turns of "vad"
+    (``medusa.segments``); `window_s`, `hop_s`, `min_segment_s`: the windows of "fixed";
+    `max_segment_s`: a recording up to this long is scored whole; `silence_rms`: the silence
+    threshold (defaults: the bundle's).
     `keep_backbones`: keep the ASR model and backbones loaded between calls to `predict`.
     """
 
@@ -216,8 +227,13 @@ class Recognizer:
         keep_backbones: bool = True,
         verify_backbones: bool = True,
         max_chunk_s: float = DEFAULT_MAX_CHUNK_S,
+        segmentation: str = "vad",
+        min_turn_s: float | None = None,
+        max_turn_s: float | None = None,
+        max_pause_s: float | None = None,
     ):
         self.bundle: Bundle = load_bundle(bundle_dir)
+        self.classes = bundle_classes(self.bundle)
         seg = self.bundle.manifest["segmentation"]
         self.window_s = float(window_s if window_s is not None else seg["window_s"])
         self.hop_s = float(hop_s if hop_s is not None else seg["hop_s"])
@@ -233,6 +249,18 @@ class Recognizer:
         )
         if self.window_s <= 0 or self.hop_s <= 0:
             raise ValueError(f"window_s and hop_s must be > 0, got {self.window_s}, {self.hop_s}")
+        if segmentation not in SEGMENTATIONS:
+            raise ValueError(f"segmentation must be one of {SEGMENTATIONS}, got {segmentation!r}")
+        self.segmentation = segmentation
+        turn_defaults = TurnSettings(max_turn_s=self.max_segment_s)
+        self.turns = TurnSettings(
+            min_turn_s=float(min_turn_s if min_turn_s is not None else turn_defaults.min_turn_s),
+            max_turn_s=float(max_turn_s if max_turn_s is not None else turn_defaults.max_turn_s),
+            max_pause_s=float(
+                max_pause_s if max_pause_s is not None else turn_defaults.max_pause_s
+            ),
+        )
+        self._speech = SpeechDetector()
         self.backbone_root = backbone_root
         self.model_store, self.model_store_explicit = model_store_of(
             self.bundle.manifest, model_store
@@ -386,6 +414,7 @@ class Recognizer:
             chunks[-1].append(path)
             chunk_s += duration
         segment_tables = []
+        gap_rows: list[tuple[str, float, float]] = []
         durations: dict[str, float] = {}
         for chunk in chunks:
             audios = []
@@ -396,11 +425,17 @@ class Recognizer:
                     skipped.append((str(path), f"unreadable audio: {err}"))
                     continue
                 problem = audio_problem(audio, self.silence_rms)
-                if problem:
-                    skipped.append((str(path), problem))
+                bounds = [] if problem else self.segment(audio)
+                if not bounds:
+                    skipped.append((str(path), problem or NO_SPEECH))
                     continue
-                audios.append((path, audio))
+                audios.append((path, audio, bounds))
                 durations[str(path)] = len(audio) / SAMPLE_RATE
+                min_gap = round(MIN_GAP_S * SAMPLE_RATE)
+                gap_rows += [
+                    (str(path), start / SAMPLE_RATE, end / SAMPLE_RATE)
+                    for start, end in gaps(bounds, len(audio), min_gap)
+                ]
             if audios:
                 segment_tables.append(self._predict_chunk(audios))
         for path, reason in skipped:
@@ -408,17 +443,33 @@ class Recognizer:
         segments = (
             pd.concat(segment_tables, ignore_index=True)
             if segment_tables
-            else pd.DataFrame(columns=SEGMENT_COLUMNS)
+            else pd.DataFrame(columns=segment_columns(self.classes))
         )
-        skipped_table = pd.DataFrame(skipped, columns=SKIPPED_COLUMNS)
-        return Predictions(segments, summarise(segments, durations), skipped_table)
+        return Predictions(
+            segments,
+            summarise(segments, durations, self.classes),
+            pd.DataFrame(skipped, columns=SKIPPED_COLUMNS),
+            pd.DataFrame(gap_rows, columns=GAP_COLUMNS),
+            self.classes,
+        )
 
-    def _predict_chunk(self, audios: Sequence[tuple[Path, np.ndarray]]) -> pd.DataFrame:
-        segments = []
-        for f, (_, audio) in enumerate(audios):
-            bounds = segment_bounds(
+    def segment(self, audio: np.ndarray) -> Bounds:
+        """[start, end) sample bounds of the segments of a 16 kHz recording; [] if it holds no
+        speech (VAD). A recording up to max_segment_s is one segment (if it holds speech)."""
+        if self.segmentation == "fixed":
+            return fixed_windows(
                 len(audio), self.window_s, self.hop_s, self.min_segment_s, self.max_segment_s
             )
+        speech = self._speech.speech(audio, SAMPLE_RATE)
+        if not speech:
+            return []
+        if len(audio) <= round(self.max_segment_s * SAMPLE_RATE):
+            return [(0, len(audio))]
+        return speech_turns(speech, len(audio), self.turns, SAMPLE_RATE)
+
+    def _predict_chunk(self, audios: Sequence[tuple[Path, np.ndarray, Bounds]]) -> pd.DataFrame:
+        segments = []
+        for f, (_, _, bounds) in enumerate(audios):
             for s, (start, end) in enumerate(bounds):
                 segments.append(_Segment(f"{f:08d}.{s:06d}", f, start, end))
         keys = [seg.key for seg in segments]  # sorted by construction
@@ -444,16 +495,22 @@ class Recognizer:
                 bar.update(n)
             bar.set_description("predict")
         probs, attributes = self._ensemble(outputs)
+        letters = self.classes.letters
+        if probs.shape[1] != len(letters):
+            raise BundleError(
+                f"{self.bundle.path / MANIFEST}: the soup gives {probs.shape[1]} posteriors, "
+                f"the manifest names {len(letters)} classes ({' '.join(letters)})"
+            )
         table = pd.DataFrame(
             {
                 "file": [str(audios[seg.file][0]) for seg in segments],
                 "start_s": [seg.start / SAMPLE_RATE for seg in segments],
                 "end_s": [seg.end / SAMPLE_RATE for seg in segments],
                 "transcript": [transcripts[k] for k in keys],
-                "emotion": np.asarray(CLASS_LETTERS)[probs.argmax(axis=1)],
+                "emotion": np.asarray(letters)[probs.argmax(axis=1)],
             }
         )
-        for i, letter in enumerate(CLASS_LETTERS):
+        for i, letter in enumerate(letters):
             table[letter] = probs[:, i].astype(np.float64)
         for i, name in enumerate(ATTRIBUTES):
             table[name] = attributes[:, i].astype(np.float64)
@@ -502,7 +559,7 @@ class Recognizer:
     def _run_model(
         self, model_name: str, keys: list[str], feature_files: Mapping[str, Path]
     ) -> np.ndarray:
-        """[N, 11]: the model's 8 posteriors then act, val, dom (the head's input layout)."""
+        """[N, C + 3]: the model's C posteriors then act, val, dom (the head's input layout)."""
         from medusa.training import predict_clips, settings_of
 
         model, checkpoint = self._models[model_name]
@@ -519,47 +576,60 @@ class Recognizer:
         return single_threaded(head_outputs)(self._head, X)
 
 
-def summarise(segments: pd.DataFrame, durations: Mapping[str, float] | None = None) -> pd.DataFrame:
+def summarise(
+    segments: pd.DataFrame, durations: Mapping[str, float] | None, classes: ClassSet
+) -> pd.DataFrame:
     """Per file: duration (from `durations`, else the end of its last segment), number of
     segments, duration-weighted posteriors and attributes, and the class of the weighted
     posteriors."""
     durations = durations or {}
+    letters = list(classes.letters)
     rows = []
     for file, group in segments.groupby("file", sort=False):
         weights = (group["end_s"] - group["start_s"]).to_numpy(dtype=np.float64)
         if weights.sum() <= 0:
             weights = np.ones(len(group))
-        probs = np.average(group[list(CLASS_LETTERS)].to_numpy(np.float64), axis=0, weights=weights)
+        probs = np.average(group[letters].to_numpy(np.float64), axis=0, weights=weights)
         attrs = np.average(group[list(ATTRIBUTES)].to_numpy(np.float64), axis=0, weights=weights)
         rows.append(
             {
                 "file": file,
                 "duration_s": float(durations.get(file, group["end_s"].max())),
                 "segments": len(group),
-                "emotion": CLASS_LETTERS[int(probs.argmax())],
-                **dict(zip(CLASS_LETTERS, probs, strict=True)),
+                "emotion": letters[int(probs.argmax())],
+                **dict(zip(letters, probs, strict=True)),
                 **dict(zip(ATTRIBUTES, attrs, strict=True)),
             }
         )
-    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    return pd.DataFrame(rows, columns=summary_columns(classes))
 
 
 def output_paths(output: str | os.PathLike) -> dict[str, Path]:
-    """The segment table and the two tables written next to it."""
+    """The segment table and what is written next to it."""
     output = Path(output)
     stem = output.with_suffix("") if output.suffix else output
     return {
         "segments": output,
         "summary": stem.with_name(stem.name + ".summary.csv"),
         "skipped": stem.with_name(stem.name + ".skipped.csv"),
+        "gaps": stem.with_name(stem.name + ".gaps.csv"),
+        "timelines": stem.with_name(stem.name + ".timelines"),
+        "html": stem.with_name(stem.name + ".html"),
     }
 
 
 def write_predictions(
-    predictions: Predictions, output: str | os.PathLike, fmt: str = "csv"
+    predictions: Predictions,
+    output: str | os.PathLike,
+    fmt: str = "csv",
+    timelines: bool = False,
+    html: bool = False,
+    title: str = "",
 ) -> dict[str, Path]:
-    """Write the segments (CSV or JSON lines), the per-file summary and the skipped files
-    (always, so an old file never lingers); atomically. Returns the paths written."""
+    """Write the segments (CSV or JSON lines), the per-file summary, the skipped files and the
+    gaps (always, so an old file never lingers); with `timelines` a PNG per file
+    (``medusa.timeline``), with `html` one self-contained page; atomically. Returns the paths
+    written."""
     from medusa.atomic import atomic_write_text
 
     paths = output_paths(output)
@@ -580,7 +650,20 @@ def write_predictions(
     summary["duration_s"] = summary["duration_s"].astype(float).round(3)
     atomic_write_text(paths["summary"], summary.to_csv(index=False, float_format="%.6f"))
     atomic_write_text(paths["skipped"], predictions.skipped.to_csv(index=False))
-    return paths
+    gap_table = predictions.gaps.copy()
+    for column in ("start_s", "end_s"):
+        gap_table[column] = gap_table[column].astype(float).round(3)
+    atomic_write_text(paths["gaps"], gap_table.to_csv(index=False))
+    written = {k: paths[k] for k in ("segments", "summary", "skipped", "gaps")}
+    if timelines or html:
+        from medusa.timeline import timeline_pngs, write_html, write_timelines
+
+        pngs = timeline_pngs(predictions)
+        if timelines:
+            written["timelines"] = write_timelines(pngs, predictions, paths["timelines"])
+        if html:
+            written["html"] = write_html(predictions, pngs, paths["html"], title)
+    return written
 
 
 def real_time_factor(seconds: float, audio_seconds: float) -> float:

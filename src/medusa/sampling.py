@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from medusa.emotions import NUM_CLASSES
-
 
 def _undersample_classes(
     hard_labels: np.ndarray, eligible: np.ndarray, rng: np.random.Generator
 ) -> tuple[list[np.ndarray], int]:
     """Every class present among the `eligible` files, undersampled without replacement to the
     rarest present class's count: (one index array per present class, in class order; count)."""
-    per_class = [np.flatnonzero((hard_labels == c) & eligible) for c in range(NUM_CLASSES)]
+    # Classes are indices 0..C-1 (-1: none); every class present, whatever the class set.
+    n_classes = int(hard_labels.max(initial=-1)) + 1
+    per_class = [np.flatnonzero((hard_labels == c) & eligible) for c in range(n_classes)]
     present = [idx for idx in per_class if len(idx) > 0]
     if not present:
         raise ValueError("no file with a consensus class to balance")

@@ -273,10 +273,15 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, balanced: bool = False) -> 
     return float(f1.mean())
 
 
-def class_f1_figures(y_true: np.ndarray, *predictions: np.ndarray, balanced: bool = False):
-    """The F1 of each of the 8 classes, then the macro-F1, of one or more systems (e.g. meta
-    seeds) on the same clips: [A, S, H, U, F, D, C, N, macro] (class indices as in
-    ``medusa.metrics``).
+def class_f1_figures(
+    y_true: np.ndarray,
+    *predictions: np.ndarray,
+    balanced: bool = False,
+    n_classes: int = NUM_CLASSES,
+):
+    """The F1 of each of the `n_classes` classes, then the macro-F1, of one or more systems
+    (e.g. meta seeds) on the same clips: [A, S, H, U, F, D, C, N, macro] for MSP-Podcast's
+    classes (class indices as in ``medusa.metrics``).
 
     A class in neither the truth nor a system's predictions has no F1 (NaN), not 0; a class
     cell is the mean over the systems where it is defined, the macro-F1 the mean over systems
@@ -284,11 +289,11 @@ def class_f1_figures(y_true: np.ndarray, *predictions: np.ndarray, balanced: boo
     ``balanced`` weights rows as in ``macro_f1``.
     """
     weights = class_balancing_weights(y_true) if balanced else None
-    per_system = np.array([class_f1(y_true, p, weights) for p in predictions])
+    per_system = np.array([class_f1(y_true, p, weights, n_classes) for p in predictions])
     defined = ~np.isnan(per_system)
     cells = np.divide(
         np.nansum(per_system, axis=0), defined.sum(axis=0),
-        out=np.full(NUM_CLASSES, math.nan), where=defined.any(axis=0),
+        out=np.full(n_classes, math.nan), where=defined.any(axis=0),
     )  # fmt: skip
     macro = np.mean([row[ok].mean() for row, ok in zip(per_system, defined, strict=True)])
     return np.append(cells, macro)

@@ -27,7 +27,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader, Dataset
 from medusa.atomic import atomic_torch_save, atomic_write, atomic_write_json, atomic_write_text
 from medusa.emotions import AMBIGUOUS_LETTERS, ATTRIBUTES, CLASS_LETTERS
 from medusa.integrity import USERBLOCK_BYTES, CorruptFileError, load_torch, seal_hdf5
-from medusa.manifest import consensus_labels, read_manifest
+from medusa.manifest import consensus_labels, manifest_classes, read_manifest
 from medusa.metrics import classification_metrics
 from medusa.model import DeepSER, build_model, class_weights_from_targets, total_loss
 from medusa.sampling import stage2_balanced_subset
@@ -126,10 +126,11 @@ class Subset:
 
     name: str
     ids: list[str]
-    emo_class: np.ndarray  # [N] consensus letters ('' when unlabelled)
-    soft: np.ndarray  # [N, 8] float32 soft targets, NaN rows when the file has none
+    emo_class: np.ndarray  # [N] consensus codes ('' when unlabelled)
+    soft: np.ndarray  # [N, C] float32 soft targets, NaN rows when the file has none
     attributes: np.ndarray  # [N, 3] float32 act/val/dom, NaN where missing
     feature_paths: list[Path]
+    classes: tuple[str, ...] = CLASS_LETTERS  # the manifest's class codes (columns of `soft`)
 
     def take(self, keep: np.ndarray) -> Subset:
         keep = np.flatnonzero(keep)
@@ -140,7 +141,12 @@ class Subset:
             self.soft[keep],
             self.attributes[keep],
             self.feature_paths,
+            self.classes,
         )
+
+    def consensus(self) -> tuple[np.ndarray, np.ndarray]:
+        """(mask of the files whose consensus is a class, their class indices)."""
+        return consensus_labels(self.emo_class, self.classes)
 
 
 def load_subset(
@@ -172,7 +178,8 @@ def load_subset(
             f"least one feature file and are skipped (e.g. {missing[:3]})"
         )
     rows = rows[present]
-    soft = rows[list(CLASS_LETTERS)].to_numpy(dtype=np.float32)
+    classes = manifest_classes(manifest)
+    soft = rows[list(classes)].to_numpy(dtype=np.float32)
     attributes = rows[list(ATTRIBUTES)].to_numpy(dtype=np.float32)
     labelled = ~np.isnan(soft).any(axis=1)
     bad = labelled & (np.abs(soft.sum(axis=1) - 1.0) > 1e-3)
@@ -195,6 +202,7 @@ def load_subset(
         soft=soft,
         attributes=attributes,
         feature_paths=[Path(p) for p in feature_paths],
+        classes=classes,
     )
 
 
@@ -215,17 +223,17 @@ class Corpus:
 
 
 def training_targets(subset: Subset, mode: str) -> tuple[np.ndarray, np.ndarray]:
-    """(rows to train on, their class targets [n, 8]).
+    """(rows to train on, their class targets [n, C]).
 
     soft: every file with a soft target, X/O files included (the ambiguous pool).
-    onehot (ablation): files whose consensus is one of the 8 classes, one-hot on that class.
+    onehot (ablation): files whose consensus is one of the classes, one-hot on that class.
     """
     if mode == "soft":
         keep = ~np.isnan(subset.soft).any(axis=1)
         return keep, subset.soft[keep]
     if mode == "onehot":
-        keep, labels = consensus_labels(subset.emo_class)
-        return keep, np.eye(len(CLASS_LETTERS), dtype=np.float32)[labels]
+        keep, labels = subset.consensus()
+        return keep, np.eye(len(subset.classes), dtype=np.float32)[labels]
     raise ValueError(f"targets must be 'soft' or 'onehot', got {mode!r}")
 
 
@@ -491,9 +499,9 @@ def train_one_epoch(
 def predict(
     model: DeepSER, loader: DataLoader, n: int, device: torch.device, amp: bool
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(softmax posteriors [n, 8], attributes [n, 3]) in dataset order."""
+    """(softmax posteriors [n, C], attributes [n, 3]) in dataset order."""
     model.eval()
-    probs = np.zeros((n, len(CLASS_LETTERS)), dtype=np.float32)
+    probs = np.zeros((n, model.classifier.out_features), dtype=np.float32)
     attrs = np.zeros((n, len(ATTRIBUTES)), dtype=np.float32)
     for batch in loader:
         features, masks = to_device(batch, device)
@@ -519,12 +527,14 @@ def predict_clips(
     return predict(model, loader, len(dataset), device, settings.amp)
 
 
-def score(probs: np.ndarray, labels: np.ndarray) -> tuple[dict, dict]:
+def score(
+    probs: np.ndarray, labels: np.ndarray, classes: Sequence[str] = CLASS_LETTERS
+) -> tuple[dict, dict]:
     """(class-balanced metrics over every clip, plain metrics over every clip)."""
     predicted = probs.argmax(axis=1)
     return (
-        classification_metrics(labels, predicted, balanced=True),
-        classification_metrics(labels, predicted),
+        classification_metrics(labels, predicted, balanced=True, classes=classes),
+        classification_metrics(labels, predicted, classes=classes),
     )
 
 
@@ -585,11 +595,11 @@ class TrainingData:
     """The files a stage trains on, their targets and the loader whose batches change per epoch."""
 
     subset: Subset
-    targets: torch.Tensor  # [N, 8] class targets
+    targets: torch.Tensor  # [N, C] class targets
     attributes: torch.Tensor  # [N, 3] act/val/dom, NaN where missing
-    hard_labels: np.ndarray  # stage-2 balancing class per file, -1 outside the 8 classes
+    hard_labels: np.ndarray  # stage-2 balancing class per file, -1 outside the classes
     ambiguous: np.ndarray  # files of the X/O pool
-    class_weights: torch.Tensor  # [8], on the device
+    class_weights: torch.Tensor  # [C], on the device
     dataset: ClipDataset
     batches: BatchPlan  # replaced every epoch
     loader: DataLoader
@@ -605,16 +615,16 @@ def load_training_data(
     if len(train.ids) == 0:
         raise ValueError(f"{corpus.manifest_path}: no train file with a class target and features")
     # Stage-2 balancing classes: argmax of the target, among files with a consensus class.
-    hard_labels = np.where(np.isin(train.emo_class, CLASS_LETTERS), targets.argmax(axis=1), -1)
+    hard_labels = np.where(np.isin(train.emo_class, train.classes), targets.argmax(axis=1), -1)
     ambiguous = np.isin(train.emo_class, AMBIGUOUS_LETTERS)
     if plan.class_weighted:
         class_weights = class_weights_from_targets(targets)
     else:
-        class_weights = torch.ones(len(CLASS_LETTERS))
+        class_weights = torch.ones(len(train.classes))
     log.info(
         f"stage {plan.stage}: {len(train.ids)} training files, class weights "
         + " ".join(
-            f"{c}={w:.3f}" for c, w in zip(CLASS_LETTERS, class_weights.tolist(), strict=True)
+            f"{c}={w:.3f}" for c, w in zip(train.classes, class_weights.tolist(), strict=True)
         )
     )
     dataset = ClipDataset(train.ids, train.feature_paths, settings.max_frames)
@@ -639,6 +649,7 @@ class Holdout:
     figures are logged next to it."""
 
     labels: np.ndarray
+    classes: tuple[str, ...]
     dataset: ClipDataset
     loader: DataLoader
     device: torch.device
@@ -647,14 +658,14 @@ class Holdout:
     def score(self, model: DeepSER) -> tuple[dict, dict]:
         """(class-balanced metrics of the holdout, plain metrics of the holdout)."""
         probs, _ = predict(model, self.loader, len(self.dataset), self.device, self.amp)
-        return score(probs, self.labels)
+        return score(probs, self.labels, self.classes)
 
 
 def load_holdout(
     plan: StagePlan, settings: ModelSettings, corpus: Corpus, device: torch.device
 ) -> Holdout:
     holdout = corpus.subset("holdout")
-    labelled, labels = consensus_labels(holdout.emo_class)
+    labelled, labels = holdout.consensus()
     holdout = holdout.take(labelled)
     if len(holdout.ids) == 0:
         raise ValueError(
@@ -663,7 +674,7 @@ def load_holdout(
     dataset = ClipDataset(holdout.ids, holdout.feature_paths, settings.max_frames)
     batches = BatchPlan(sorted_batches(dataset.lengths, 2 * plan.settings.batch_size))
     loader = make_loader(dataset, batches, settings.num_workers, device, persistent=True)
-    return Holdout(labels, dataset, loader, device, settings.amp)
+    return Holdout(labels, holdout.classes, dataset, loader, device, settings.amp)
 
 
 def build_or_load_model(
@@ -672,11 +683,12 @@ def build_or_load_model(
     input_dims: list[int],
     frame_pooling: list[int],
     train_set: ClipDataset,
+    classes: Sequence[str],
 ) -> DeepSER:
-    """A fresh DeepSER, inputs standardised with the training frames' statistics when
-    `standardise_inputs`; or (stage 2) the stage-1 weights, their statistics included."""
+    """A fresh DeepSER for `classes`, inputs standardised with the training frames' statistics
+    when `standardise_inputs`; or (stage 2) the stage-1 weights, their statistics included."""
     torch.manual_seed(settings.seed)
-    model = build_model(settings, input_dims, frame_pooling)
+    model = build_model(settings, input_dims, frame_pooling, len(classes))
     if plan.init_checkpoint is None:
         if settings.standardise_inputs:
             model.set_input_statistics(feature_statistics(train_set))
@@ -686,6 +698,11 @@ def build_or_load_model(
             )
         return model
     checkpoint = load_torch(plan.init_checkpoint)
+    if checkpoint_classes(checkpoint) != tuple(classes):
+        raise ValueError(
+            f"{plan.init_checkpoint}: trained on classes {checkpoint_classes(checkpoint)}, "
+            f"the manifest has {tuple(classes)}"
+        )
     if checkpoint["input_dims"] != input_dims or checkpoint["features"] != list(settings.features):
         raise ValueError(
             f"{plan.init_checkpoint}: trained on {checkpoint['features']} "
@@ -836,18 +853,18 @@ def log_epoch(plan: StagePlan, progress: Progress, stats: dict, bal: dict, full:
 def evaluate_dev(
     model: DeepSER, settings: ModelSettings, corpus: Corpus, device: torch.device
 ) -> dict | None:
-    """Metrics of `model` on dev's 8-class consensus files (X/O excluded); None without dev."""
+    """Metrics of `model` on dev's consensus files (X/O excluded); None without dev."""
     if "dev" not in corpus.feature_paths:
         log.info("no dev features given: dev metrics skipped")
         return None
     dev = corpus.subset("dev")
-    labelled, labels = consensus_labels(dev.emo_class)
+    labelled, labels = dev.consensus()
     dev = dev.take(labelled)
     if len(dev.ids) == 0:
         log.info("dev has no file with a consensus class and features: dev metrics skipped")
         return None
     probs, _ = predict_clips(model, dev.ids, dev.feature_paths, settings, device)
-    return classification_metrics(labels, probs.argmax(axis=1))
+    return classification_metrics(labels, probs.argmax(axis=1), classes=dev.classes)
 
 
 def stage_metrics(
@@ -869,7 +886,7 @@ def stage_metrics(
         "stopped_early": progress.stopped,
         "train_files": len(train.subset.ids),
         "targets": settings.targets,
-        "class_weights": dict(zip(CLASS_LETTERS, class_weights, strict=True)),
+        "class_weights": dict(zip(train.subset.classes, class_weights, strict=True)),
         "balanced_holdout": bal,
         "holdout": full,
         "dev": dev,
@@ -878,7 +895,11 @@ def stage_metrics(
 
 
 def stage_checkpoint(
-    plan: StagePlan, progress: Progress, model_cfg: dict, input_dims: list[int]
+    plan: StagePlan,
+    progress: Progress,
+    model_cfg: dict,
+    input_dims: list[int],
+    classes: Sequence[str],
 ) -> dict:
     """The best epoch's weights with what rebuilds the model (`load_checkpoint`)."""
     return {
@@ -886,9 +907,15 @@ def stage_checkpoint(
         "model_cfg": model_cfg,
         "input_dims": list(input_dims),
         "features": list(model_cfg["features"]),
+        "classes": list(classes),
         "stage": plan.stage,
         "epoch": progress.best["epoch"],
     }
+
+
+def checkpoint_classes(checkpoint: Mapping) -> tuple[str, ...]:
+    """The class codes a checkpoint predicts, in logit order (MSP-Podcast's when unrecorded)."""
+    return tuple(checkpoint.get("classes", CLASS_LETTERS))
 
 
 def write_outputs(out_dir: Path, checkpoint: dict, history: list[dict], metrics: dict) -> None:
@@ -938,7 +965,9 @@ def train_stage(
 
     # Build the model (stage 1) or load the stage-1 weights (stage 2), and a fresh AdamW.
     frame_pooling = modality_frame_pooling(settings.frame_pooling, feature_paths["train"])
-    model = build_or_load_model(plan, settings, input_dims, frame_pooling, train.dataset).to(device)
+    classes = train.subset.classes
+    model = build_or_load_model(plan, settings, input_dims, frame_pooling, train.dataset, classes)
+    model = model.to(device)
     optimizer = adamw(model, plan.settings)
 
     # Resume after the last completed epoch of this very run, or start.
@@ -962,7 +991,7 @@ def train_stage(
     model.load_state_dict(progress.best["state"])
     dev = evaluate_dev(model, settings, corpus, device)
     metrics = stage_metrics(plan, settings, progress, train, dev)
-    checkpoint = stage_checkpoint(plan, progress, model_cfg, input_dims)
+    checkpoint = stage_checkpoint(plan, progress, model_cfg, input_dims, classes)
     write_outputs(Path(out_dir), checkpoint, progress.history, metrics)
     shutil.rmtree(resume_dir, ignore_errors=True)
     return metrics
@@ -1044,7 +1073,8 @@ def load_checkpoint(
     """(model in eval mode on `device`, the checkpoint dict)."""
     checkpoint = load_torch(path)
     settings, frame_pooling = settings_of(checkpoint)
-    model = build_model(settings, checkpoint["input_dims"], frame_pooling)
+    classes = checkpoint_classes(checkpoint)
+    model = build_model(settings, checkpoint["input_dims"], frame_pooling, len(classes))
     model.load_state_dict(checkpoint["model_state"])
     return model.to(device).eval(), checkpoint
 
@@ -1062,8 +1092,9 @@ def write_posteriors(
     `test` rows, ``medusa.partitions.unlabelled_manifest``); `feature_paths` maps each subset
     to write to the model's feature files of the audio partition that holds it.
 
-    HDF5 layout: one group per subset with `ids` (utf-8, sorted), `probs` float32 [N, 8]
-    (class order A S H U F D C N) and `attributes` float32 [N, 3] (act, val, dom).
+    HDF5 layout: one group per subset with `ids` (utf-8, sorted), `probs` float32 [N, C]
+    (class order: the file's `classes` attribute, codes joined by commas, e.g. A,S,H,U,F,D,C,N)
+    and `attributes` float32 [N, 3] (act, val, dom).
     """
     device = torch.device(device)
     model, checkpoint = load_checkpoint(checkpoint_path, device)
@@ -1081,20 +1112,23 @@ def write_posteriors(
     for name in sorted(feature_paths):
         subset = corpus.subset(name)
         ids = sorted(subset.ids)
-        probs = np.zeros((0, len(CLASS_LETTERS)), dtype=np.float32)
+        probs = np.zeros((0, len(checkpoint_classes(checkpoint))), dtype=np.float32)
         attrs = np.zeros((0, len(ATTRIBUTES)), dtype=np.float32)
         if ids:
             probs, attrs = predict_clips(model, ids, subset.feature_paths, settings, device)
         results[name] = (ids, probs, attrs)
         log.info(f"posteriors: {name}: {len(ids)} files")
-    _write_posterior_file(Path(out_path), settings.name, checkpoint_path, results)
+    classes = checkpoint_classes(checkpoint)
+    _write_posterior_file(Path(out_path), settings.name, checkpoint_path, classes, results)
 
 
-def _write_posterior_file(out_path: Path, model: str, checkpoint_path, results: dict) -> None:
+def _write_posterior_file(
+    out_path: Path, model: str, checkpoint_path, classes: Sequence[str], results: dict
+) -> None:
     def write(tmp: Path) -> None:
         with h5py.File(tmp, "w", userblock_size=USERBLOCK_BYTES) as f:
             f.attrs["model"] = model
-            f.attrs["classes"] = "".join(CLASS_LETTERS)
+            f.attrs["classes"] = ",".join(classes)
             f.attrs["attributes"] = ",".join(ATTRIBUTES)
             f.attrs["checkpoint"] = str(checkpoint_path)
             for name, (ids, probs, attrs) in results.items():
