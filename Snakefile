@@ -15,6 +15,7 @@ localrules:
     all,
     soup,
     ablations,
+    folds,
 
 
 include: "workflow/rules/common.smk"
@@ -27,6 +28,7 @@ include: "workflow/rules/training.smk"
 include: "workflow/rules/ensemble.smk"
 include: "workflow/rules/ablations.smk"
 include: "workflow/rules/bundle.smk"
+include: "workflow/rules/folds.smk"
 
 
 rule all:

@@ -18,13 +18,17 @@ from medusa.data import (
     labelled_audio_indexes,
     normalise_primary,
     parse_emo_detail,
+    prepare,
     read_detailed_votes,
     soft_targets,
     speaker_disjoint_holdout,
 )
+from medusa.emotions import MSP_PODCAST_CLASSES, ClassSet
 from medusa.manifest import (
     MANIFEST_COLUMNS,
     ManifestError,
+    consensus_labels,
+    manifest_columns,
     read_manifest,
     subset_paths,
     write_manifest,
@@ -400,3 +404,78 @@ def test_meta_subset_is_carved_from_the_holdout_by_speaker(tmp_path):
     assert set(manifest.loc[manifest["subset"].isin(["holdout", "meta"]), "id"]) == set(
         without.loc[held, "id"]
     )
+
+
+def test_a_four_class_set_on_the_msp_layout(tmp_path):
+    """Votes and consensus classes outside the configured set are reported, soft targets
+    count only the set's classes, and an outside consensus is kept as written, not scored."""
+    root = _corpus(tmp_path)
+    classes = ClassSet(("A", "S", "H", "N"), ("Angry", "Sad", "Happy", "Neutral"))
+    manifest, problems, summary = build_manifest(
+        root, labelled_audio_indexes(root), 0.25, split_seed=1, classes=classes
+    )
+    assert list(manifest.columns) == manifest_columns(("A", "S", "H", "N"))
+    rows = manifest.set_index("id")
+    # 0000 Angry, 0001 Sad, 0004 Fear (all 3 votes outside the set), 0100 Happy + a secondary.
+    np.testing.assert_array_equal(
+        rows.loc["MSP-PODCAST_0000_0001", ["A", "S", "H", "N"]], [1, 0, 0, 0]
+    )
+    np.testing.assert_array_equal(
+        rows.loc["MSP-PODCAST_0100_0001", ["A", "S", "H", "N"]], [0, 0, 1, 0]
+    )
+    assert rows.loc["MSP-PODCAST_0004_0001", ["A", "S", "H", "N"]].isna().all()
+    assert rows.loc["MSP-PODCAST_0004_0001", "emo_class"] == "F"  # kept as written
+    scored, _ = consensus_labels(manifest["emo_class"], classes.letters)
+    assert set(manifest.loc[scored, "emo_class"]) == {"A", "S", "H", "N"}
+    labelled = manifest[manifest["A"].notna()]
+    np.testing.assert_allclose(labelled[["A", "S", "H", "N"]].sum(axis=1), 1.0)
+    # U F D C: 3 files each with 3 votes (0003 has no audio, but its labels are read).
+    assert problems.count("vote outside the class set") == 4 * 3 * 3
+    assert "labels_detailed.csv line 11: 'Surprise'" in problems.items["vote outside the class set"]
+    outside = problems.items["consensus outside the class set"]
+    assert len(outside) == 4 * 3 and "MSP-PODCAST_0004_0001.wav: EmoClass='F'" in outside
+    assert "MSP-PODCAST_0102_0001.wav" in problems.items["no vote in the class set"]  # all Other
+    assert problems.count("no 8-class vote") == 0
+    report = format_report(manifest, problems, summary, classes=classes)
+    assert "| with soft target | A | S | H | N | O | X |" in report
+    assert "| vote outside the class set | 36 |" in report
+    assert "Classes: A (Angry), S (Sad), H (Happy), N (Neutral)." in report
+
+
+def test_a_class_code_naming_another_emotion_never_scores_msp_consensus_as_it(tmp_path):
+    """Classes are matched by name: with A meaning "Anger", MSP-Podcast's A (Angry) is
+    outside the set, and its consensus letter must not be scored as the set's A."""
+    root = _corpus(tmp_path)
+    classes = ClassSet(("A", "N"), ("Anger", "Neutral"))
+    manifest, problems, _ = build_manifest(
+        root, labelled_audio_indexes(root), 0.25, split_seed=1, classes=classes
+    )
+    rows = manifest.set_index("id")
+    assert rows.loc["MSP-PODCAST_0000_0001", "emo_class"] == ""
+    assert rows.loc["MSP-PODCAST_0000_0001", ["A", "N"]].isna().all()
+    assert (
+        "MSP-PODCAST_0000_0001.wav: EmoClass='A'"
+        in problems.items["consensus outside the class set"]
+    )
+
+
+def test_prepare_reads_the_data_config_and_names_its_keys(tmp_path):
+    root = _corpus(tmp_path)
+    data = {"holdout_fraction": 0.25, "split_seed": 1, "min_duration_s": 0.5}
+    data |= {"meta_fraction": 0.0, "layout": "msp_podcast", "table": "clips.csv", "fold": None}
+    out = tmp_path / "out"
+
+    def run(**changes):
+        config = {k: v for k, v in (data | changes).items() if v != "absent"}
+        return prepare(root, labelled_audio_indexes(root), out / "m.tsv", out / "r.md", config,
+                       MSP_PODCAST_CLASSES)  # fmt: skip
+
+    manifest = run()  # data.table is not read by the MSP-Podcast layout
+    expected, _, _ = build_manifest(root, labelled_audio_indexes(root), 0.25, split_seed=1)
+    pd.testing.assert_frame_equal(manifest, expected)
+    with pytest.raises(DataError, match=r"data\.fold: 2 is only read with data\.layout: table"):
+        run(fold=2)
+    with pytest.raises(DataError, match=r"config: missing data\.layout"):
+        run(layout="absent")
+    with pytest.raises(DataError, match=r"data\.layout: 'iemocap' is not one of msp_podcast"):
+        run(layout="iemocap")

@@ -12,7 +12,7 @@ import soundfile as sf
 
 import medusa.content_hash
 from medusa.content_hash import CACHE_HEADER, read_cache
-from medusa.manifest import MANIFEST_COLUMNS
+from medusa.manifest import MANIFEST_COLUMNS, manifest_columns
 from medusa.partitions import (
     UNLABELLED,
     PartitionError,
@@ -165,6 +165,13 @@ def test_audio_index_keeps_unusable_files_with_their_problem(corpus, tmp_path):
     manifest = unlabelled_manifest(tmp_path / "u.tsv")
     assert list(manifest.columns) == MANIFEST_COLUMNS
     assert list(manifest["subset"]) == ["test"] and manifest["A"].isna().all()
+    four = unlabelled_manifest(tmp_path / "u.tsv", classes=("A", "S", "H", "N"))
+    assert list(four.columns) == manifest_columns(("A", "S", "H", "N"))
+
+
+def test_an_unknown_layout_is_named(corpus, tmp_path):
+    with pytest.raises(PartitionError, match=r"data\.layout: 'iemocap' is not one of"):
+        corpus_fingerprints(corpus, tmp_path / "cache.tsv", layout="iemocap")
 
 
 def test_a_consensus_file_without_split_set_is_named(corpus):

@@ -243,7 +243,7 @@ def test_models_figure_draws_an_interval_that_misses_its_point_estimate():
         }
     )
     main = {"vote_scores": {"Soft voting": {"dev": {"macro_f1": 0.45}}}}
-    fig = _models_figure(table1, main)
+    fig = _models_figure(table1, main, CLASS_LETTERS)
     fig.savefig(BytesIO(), format="png")
     (bars,) = [c for c in fig.axes[0].collections if c.get_label().startswith("95% interval")]
     drawn = [sorted(segment[:, 1]) for segment in bars.get_segments()]

@@ -46,7 +46,7 @@ from safetensors.torch import load_file, save_file
 
 import medusa
 from medusa.atomic import atomic_directory
-from medusa.emotions import ATTRIBUTES, CLASS_LETTERS, CLASS_NAMES
+from medusa.emotions import ATTRIBUTES, ClassSet
 from medusa.fetch import FetchError, hub_model, verified_hub_copy, whisper_checkpoint
 from medusa.integrity import load_torch, torch_bytes_sealed
 
@@ -318,6 +318,7 @@ def build_bundle(sources: BundleSources, out_dir: str | os.PathLike) -> Path:
             f"of {sorted(sources.checkpoints)}"
         )
     feature_sets = _feature_set_records(sources)
+    _check_classes(sources, head_info)
     out_dir = Path(out_dir)
     with atomic_directory(out_dir) as tmp:
         # Weights as safetensors + JSON, the metrics, the manifest, the card, the checksums.
@@ -332,6 +333,29 @@ def build_bundle(sources: BundleSources, out_dir: str | os.PathLike) -> Path:
         (tmp / "README.md").write_text(model_card(manifest, sources), encoding="utf-8")
         write_checksums(tmp)
     return out_dir
+
+
+def bundle_classes(config: Mapping) -> ClassSet:
+    """The class set a bundle records: the workflow config's `classes` (MSP-Podcast's when the
+    config predates class sets)."""
+    return ClassSet.from_config(config.get("classes"))
+
+
+def _check_classes(sources: BundleSources, head_info: Mapping) -> None:
+    """The config's classes are the head's and every model's (they were trained on them)."""
+    from medusa.ensemble import head_classes
+    from medusa.training import checkpoint_classes
+
+    classes = bundle_classes(sources.config).letters
+    trained = {"the head": head_classes(head_info)} | {
+        model: checkpoint_classes(load_torch(path)) for model, path in sources.checkpoints.items()
+    }
+    for what, codes in trained.items():
+        if tuple(codes) != classes:
+            raise BundleError(
+                f"{what} predicts classes {list(codes)}, the config's classes are "
+                f"{list(classes)}: rebuild the models with this config first"
+            )
 
 
 def _feature_set_records(sources: BundleSources) -> dict[str, dict]:
@@ -388,8 +412,8 @@ def _manifest(sources: BundleSources, head_info: dict, model_files: dict, featur
         "format": BUNDLE_FORMAT,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "medusa_version": medusa.__version__,
-        "classes": list(CLASS_LETTERS),
-        "class_names": list(CLASS_NAMES),
+        "classes": list(bundle_classes(sources.config).letters),
+        "class_names": list(bundle_classes(sources.config).names),
         "attributes": list(ATTRIBUTES),
         "sample_rate": 16000,
         "models": list(head_info["models"]),
@@ -538,12 +562,12 @@ medusa predict --bundle path/to/bundle --backbone-root path/to/training/run reco
 ```
 
 Output: `predictions.csv` (one row per segment: `file, start_s, end_s, transcript, emotion`,
-the 8 posteriors, `act, val, dom`), `predictions.summary.csv` (one row per file) and
+the {len(manifest["classes"])} class posteriors, `act, val, dom`), `predictions.summary.csv` (one row per file) and
 `predictions.skipped.csv` (unreadable, empty or silent files, with the reason).
 
 A recording up to {seg["max_segment_s"]:g} s long is one segment, scored whole as the
 workflow scores a clip; a longer one is cut into segments of {seg["window_s"]:g} s (hop
-{seg["hop_s"]:g} s; a last piece shorter than {seg["min_segment_s"]:g} s is dropped), and each segment gets the 8 class posteriors (`{" ".join(manifest["classes"])}` =
+{seg["hop_s"]:g} s; a last piece shorter than {seg["min_segment_s"]:g} s is dropped), and each segment gets the {len(manifest["classes"])} class posteriors (`{" ".join(manifest["classes"])}` =
 {", ".join(manifest["class_names"])}), the predicted class and the three attributes
 (`act`, `val`, `dom`, on the 1-7 scale of MSP-Podcast). A per-file summary weights the
 segments by duration.
@@ -808,14 +832,31 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
             f"{path / MANIFEST}: bundle format {manifest.get('format')!r}, this medusa reads "
             f"{BUNDLE_FORMAT}"
         )
-    if list(manifest.get("classes", [])) != list(CLASS_LETTERS):
-        raise BundleError(f"{path / MANIFEST}: class order {manifest.get('classes')}")
+    classes = manifest.get("classes")
+    if not isinstance(classes, list) or len(classes) < 2:
+        raise BundleError(f"{path / MANIFEST}: no class list (classes: {classes!r})")
     checkpoints = {}
     for model in manifest["models"]:
         files = manifest["model_files"][model]
         checkpoints[model] = read_checkpoint(path / Path(files["weights"]).with_suffix(""))
     head_checkpoint = read_checkpoint(path / HEAD_STEM)
+    _check_bundle_classes(path, classes, checkpoints, head_checkpoint)
     return Bundle(path, manifest, checkpoints, head_checkpoint)
+
+
+def _check_bundle_classes(path: Path, classes: list, checkpoints: Mapping, head: Mapping) -> None:
+    """The manifest's class order is the one every model and the head were trained on."""
+    from medusa.ensemble import head_classes
+    from medusa.training import checkpoint_classes
+
+    trained = {"head": head_classes(head)} | {
+        m: checkpoint_classes(c) for m, c in checkpoints.items()
+    }
+    for what, codes in trained.items():
+        if list(codes) != list(classes):
+            raise BundleError(
+                f"{path / MANIFEST}: class order {classes}, but {what} predicts {list(codes)}"
+            )
 
 
 def sources_from_snakemake(inputs, config: Mapping, models: Sequence[str]) -> BundleSources:

@@ -7,8 +7,9 @@ replace or remove a user's corpus. The Snakefile therefore calls
 ``refuse_outputs_in_corpus`` once every rule is defined: any output, log or benchmark pattern
 that could land inside ``data.root`` stops the parse with the rule and the path named.
 
-The one rule allowed to write a corpus is ``demo_corpus``, and only into the demo's fixed home
-``DEMO_CORPUS_HOME`` (the workflow defines that rule only when ``data.root`` is that home).
+The rules allowed to write a corpus are ``demo_corpus`` and ``demo_table_corpus``, each only
+into its demo corpus's fixed home (``DEMO_CORPUS_HOME``, ``DEMO_TABLE_HOME``; the workflow
+defines each rule only when ``data.root`` is that home).
 """
 
 from __future__ import annotations
@@ -20,6 +21,10 @@ from medusa.config import ConfigError
 
 DEMO_CORPUS_HOME = "resources/demo/msp-podcast"
 DEMO_CORPUS_RULE = "demo_corpus"
+# The second demo corpus: CREMA-D-like, in the table layout (medusa.demo.table_corpus).
+DEMO_TABLE_HOME = "resources/demo/table-corpus"
+DEMO_TABLE_RULE = "demo_table_corpus"
+DEMO_HOMES = {DEMO_CORPUS_RULE: DEMO_CORPUS_HOME, DEMO_TABLE_RULE: DEMO_TABLE_HOME}
 # Snakemake's own records (metadata, locks, conda environments) in the working directory.
 SNAKEMAKE_RECORDS = ("Snakemake itself", ".snakemake/")
 
@@ -29,9 +34,9 @@ def resolved(path: str, workdir: str) -> str:
     return os.path.realpath(os.path.join(workdir, os.path.expanduser(path)))
 
 
-def is_demo_home(data_root: str, workdir: str) -> bool:
-    """Whether `data_root` is the demo corpus's fixed home under `workdir`."""
-    return resolved(data_root, workdir) == resolved(DEMO_CORPUS_HOME, workdir)
+def is_demo_home(data_root: str, workdir: str, home: str = DEMO_CORPUS_HOME) -> bool:
+    """Whether `data_root` is a demo corpus's fixed home (`home`) under `workdir`."""
+    return resolved(data_root, workdir) == resolved(home, workdir)
 
 
 def _written_prefix(pattern: str, workdir: str) -> str:
@@ -58,13 +63,12 @@ def outputs_inside_corpus(
 ) -> list[tuple[str, str]]:
     """The (rule, pattern) pairs of `products` that could write inside `data_root`.
 
-    `demo_corpus` is exempt only when `data_root` is the demo's fixed home.
+    A demo corpus's rule is exempt only when `data_root` is that demo corpus's fixed home.
     """
-    demo_home = is_demo_home(data_root, workdir)
     return [
         (rule, pattern)
         for rule, pattern in products
-        if not (demo_home and rule == DEMO_CORPUS_RULE)
+        if not (rule in DEMO_HOMES and is_demo_home(data_root, workdir, DEMO_HOMES[rule]))
         and may_land_inside(pattern, data_root, workdir)
     ]
 
@@ -98,10 +102,27 @@ def _writer(rule: str) -> str:
     return rule if rule == SNAKEMAKE_RECORDS[0] else f"rule {rule}"
 
 
-def missing_corpus_message(data_root: str, demo_home: bool) -> str:
-    """What to do when `data_root` holds no corpus; `demo_home`: the config is the demo's and
-    `data_root` is the demo corpus's home, so the demo_corpus rule builds it."""
+def missing_corpus_message(data_root: str, demo_home: bool, table: str | None = None) -> str:
+    """What to do when `data_root` holds no corpus; `demo_home`: the config is a demo's and
+    `data_root` is that demo corpus's home, so its rule builds it; `table`: the table layout's
+    table (relative to `data_root`)."""
     demo_command = "snakemake demo_corpus --configfile config/demo.yaml --cores 1"
+    if table is not None and demo_home:
+        command = (
+            "snakemake demo_table_corpus --configfile config/demo.yaml config/demo_table.yaml "
+            "--cores 1"
+        )
+        return (
+            f"data.root: no corpus at {data_root!r} yet: the demo table corpus is generated "
+            f"before the workflow can plan ASR and features from its audio. Run `{command}` "
+            "first (with the same --configfile files as this command)."
+        )
+    if table is not None:
+        return (
+            f"data.root: no table {table!r} in {data_root!r} (data.layout: table): set "
+            "data.root to your corpus folder and data.table to the table's path inside it "
+            '(README, "Your own corpus").'
+        )
     if demo_home:
         return (
             f"data.root: no corpus at {data_root!r} yet: the demo corpus is generated before "

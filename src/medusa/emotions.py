@@ -8,7 +8,7 @@ targets, logits and posteriors everywhere.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 # The 8 consensus classes in the order used for soft targets, logits and posteriors.
@@ -67,11 +67,24 @@ class ClassSet:
             raise ClassSetError("classes: " + "; ".join(problems))
 
     @classmethod
-    def from_config(cls, classes: Mapping[str, str] | None) -> ClassSet:
-        """The class set of the config's ``classes:`` mapping (code: name); None: MSP-Podcast's."""
+    def from_config(
+        cls, classes: Sequence[Mapping[str, str]] | Mapping[str, str] | None
+    ) -> ClassSet:
+        """The class set of the config's ``classes:`` (a list of one-entry ``code: name``
+        mappings, in order; a list, so that a config merged on top replaces it whole), or of
+        one ``code: name`` mapping; None: MSP-Podcast's."""
         if classes is None:
             return MSP_PODCAST_CLASSES
-        return cls(tuple(str(k) for k in classes), tuple(str(v) for v in classes.values()))
+        pairs = list(classes.items()) if isinstance(classes, Mapping) else []
+        for i, entry in enumerate([] if isinstance(classes, Mapping) else classes):
+            if not isinstance(entry, Mapping) or len(entry) != 1:
+                raise ClassSetError(f"classes[{i}]: expected one `code: name` entry, got {entry!r}")
+            pairs += list(entry.items())
+        return cls(tuple(str(k) for k, _ in pairs), tuple(str(v) for _, v in pairs))
+
+    def to_config(self) -> list[dict[str, str]]:
+        """The config's form of the class set (what ``from_config`` reads)."""
+        return [{code: name} for code, name in zip(self.letters, self.names, strict=True)]
 
     @classmethod
     def from_letters(cls, letters) -> ClassSet:
@@ -81,9 +94,6 @@ class ClassSet:
         if letters == CLASS_LETTERS:
             return MSP_PODCAST_CLASSES
         return cls(letters, letters)
-
-    def to_config(self) -> dict[str, str]:
-        return dict(zip(self.letters, self.names, strict=True))
 
     def __len__(self) -> int:
         return len(self.letters)

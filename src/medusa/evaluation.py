@@ -6,7 +6,7 @@ that resample whole speakers where the speaker is known (clips of one speaker ar
 independent) and single clips otherwise (``medusa.stats``), seeded from the config's
 ``evaluation.bootstrap`` block. Here:
 
-- ``DevSet``: the scored dev clips (8 consensus classes) with truth, speakers, genders and
+- ``DevSet``: the scored dev clips (a consensus in the class set) with truth, speakers, genders and
   attribute ratings, aligned with ``medusa.ensemble.scored_subsets``'s dev rows;
 - ``interval_columns``: dev macro-F1 and accuracy intervals of one system's predictions, or of
   the mean over several systems (the models' average, the meta seeds);
@@ -24,6 +24,7 @@ independent) and single clips otherwise (``medusa.stats``), seeded from the conf
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -32,7 +33,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from medusa.emotions import ATTRIBUTES, CLASS_LETTERS
-from medusa.ensemble import BALANCED_HOLDOUT, scored_subsets, split_inputs
+from medusa.ensemble import BALANCED_HOLDOUT, ensemble_classes, scored_subsets, split_inputs
 from medusa.partitions import DEV, HOLDOUT
 from medusa.stats import (
     Interval,
@@ -56,21 +57,26 @@ UNRELIABLE = "unreliable_intervals"
 
 @dataclass(frozen=True)
 class DevSet:
-    """The scored dev clips: truth [N], speakers [N], genders [N], attribute ratings [N, 3]."""
+    """The scored dev clips: truth [N], speakers [N], genders [N], attribute ratings [N, 3],
+    and the class codes the truth indexes."""
 
     y: np.ndarray
     speakers: np.ndarray
     genders: np.ndarray
     attributes: np.ndarray
+    classes: tuple[str, ...] = CLASS_LETTERS
 
     @classmethod
-    def of(cls, y: np.ndarray, rows: pd.DataFrame) -> DevSet:
+    def of(
+        cls, y: np.ndarray, rows: pd.DataFrame, classes: Sequence[str] = CLASS_LETTERS
+    ) -> DevSet:
         """From the scored dev clips' truth and manifest rows (``scored_subsets``)."""
         return cls(
             y=y,
             speakers=rows["speaker"].astype(str).to_numpy(),
             genders=rows["gender"].fillna("").astype(str).to_numpy(),
             attributes=rows[list(ATTRIBUTES)].to_numpy(dtype=np.float64),
+            classes=tuple(classes),
         )
 
 
@@ -129,9 +135,10 @@ def per_class_rows(
 
     `predictions`: one {"dev": ..., "holdout": ...} per system averaged (a model: one).
     """
-    columns = [*CLASS_LETTERS, "macro_f1"]
+    columns = [*dev.classes, "macro_f1"]
     dev_preds = [p[DEV] for p in predictions]
-    intervals = bootstrap_intervals(class_f1_figures, (dev.y, *dev_preds), dev.speakers, **boot)
+    figures = functools.partial(class_f1_figures, n_classes=len(dev.classes))
+    intervals = bootstrap_intervals(figures, (dev.y, *dev_preds), dev.speakers, **boot)
     dev_row = {"system": name, "subset": DEV}
     for column, interval in zip(columns, intervals, strict=True):
         dev_row[column] = interval.value
@@ -142,7 +149,7 @@ def per_class_rows(
         holdout = np.full(len(columns), np.nan)
     else:
         holdout_preds = [p[HOLDOUT] for p in predictions]
-        holdout = class_f1_figures(holdout_y, *holdout_preds, balanced=True)
+        holdout = figures(holdout_y, *holdout_preds, balanced=True)
     holdout_row = {
         "system": name,
         "subset": BALANCED_HOLDOUT,
@@ -244,9 +251,11 @@ def ablation_table(
     (``medusa.config.ablation_variants``).
     """
     names = list(posterior_paths)
-    X, y, rows = scored_subsets([posterior_paths[n] for n in names], manifest)[DEV]
-    dev = DevSet.of(y, rows)
-    probs, _ = split_inputs(X)
+    paths = [posterior_paths[n] for n in names]
+    X, y, rows = scored_subsets(paths, manifest)[DEV]
+    classes = ensemble_classes(paths)
+    dev = DevSet.of(y, rows, classes)
+    probs, _ = split_inputs(X, len(classes))
     pred = {name: p.argmax(axis=1) for name, p in zip(names, probs, strict=True)}
     rows = []
     for base in dict.fromkeys(b for b, _ in variants.values()):

@@ -52,7 +52,7 @@ from medusa.atomic import atomic_write_text
 from medusa.content_hash import FileState, file_digests
 from medusa.emotions import ATTRIBUTES, CLASS_LETTERS
 from medusa.manifest import manifest_columns
-from medusa.table_layout import FOLDS, LABELLED, UNLABELLED, read_table
+from medusa.table_layout import LABELLED, UNLABELLED, read_table
 
 # Corpus layouts (data.layout): MSP-Podcast's release, or one table (medusa.table_layout).
 MSP_PODCAST, TABLE = "msp_podcast", "table"
@@ -170,15 +170,22 @@ def _scan(
     return dict(partitions), (), labels
 
 
+def _in_corpus(prefix: str, path: str) -> str:
+    """A table's audio path (relative to the corpus folder, `prefix`, or absolute) as a path
+    to open; strings, not os.path.join: it runs for every clip at every parse."""
+    return path if os.path.isabs(path) else prefix + path
+
+
 def _table_partitions(
     root: Path, table: str | None
 ) -> tuple[dict[str, list[AudioFile]], tuple[str, ...], list[str]]:
     """A table's partitions: every clip whose audio file exists, in table order."""
     checked = read_table(root, table)
     partitions: dict[str, list[AudioFile]] = defaultdict(list)
+    prefix = f"{root}{os.sep}"
     for clip in checked.clips:
         try:
-            stat = os.stat(os.path.join(root, clip.path))
+            stat = os.stat(_in_corpus(prefix, clip.path))
         except OSError:
             continue  # missing audio: the data report names it
         if S_ISREG(stat.st_mode):
@@ -236,12 +243,12 @@ def _corpus_fingerprints(
     audio = [(p, f) for p in sorted(partitions) for f in partitions[p]]
     # Strings, not Path objects: 120k of them at every parse. A table's clip ids are its own
     # (MSP-Podcast's are the file names), so they are part of what its partitions hold.
+    prefix = f"{root}{os.sep}"
     if layout == TABLE:
         names = [f"{f.path}\t{f.id}" for _, f in audio]
-        full = [os.path.join(root, f.path) for _, f in audio]
+        full = [_in_corpus(prefix, f.path) for _, f in audio]
     else:
         names = [f.path for _, f in audio]
-        prefix = f"{root}{os.sep}"
         full = [prefix + name for name in names]
     files = [(path, f.state) for path, (_, f) in zip(full, audio, strict=True)]
     label_paths = [os.path.join(root, name) for name in labels]

@@ -6,6 +6,9 @@ equal inputs give equal outputs, bit for bit (numpy's seeded generator, no globa
 Values may exceed full scale (noise at 0 dB); ``perturb_files`` scales such a clip down as a
 whole when it writes it (a gain changes neither the SNR nor the spectrum).
 
+Built on torchaudio, numpy and soundfile (libsndfile writes MP3 and Opus): an augmentation
+library (audiomentations) would add librosa and numba for transforms of a few lines each.
+
 Kinds (``KINDS``), their parameters, and what they do:
 
 - ``noise``: generated coloured noise (``colour``: white, pink 1/f, brown 1/f^2 power) added
@@ -533,6 +536,17 @@ def to_full_scale(waveform: np.ndarray) -> np.ndarray:
     return waveform / np.float32(peak) if peak > 1 else waveform
 
 
+def _check_apart(root: Path, out_dir: Path) -> None:
+    """The output folder neither is, nor lies in, nor holds the audio root: it is replaced
+    as a whole, and the corpus is never written."""
+    root_real, out_real = root.resolve(), out_dir.resolve()
+    if out_real == root_real or root_real in out_real.parents or out_real in root_real.parents:
+        raise PerturbationError(
+            f"the output folder {out_dir} and the audio root {root} overlap: "
+            "perturbed clips go to a folder of their own"
+        )
+
+
 def perturb_files(
     files: Sequence[str | os.PathLike],
     root: str | os.PathLike,
@@ -544,12 +558,14 @@ def perturb_files(
     replaced as a whole when all are written. Returns the written audio paths.
     """
     root, out_dir = Path(root), Path(out_dir)
+    _check_apart(root, out_dir)
     relative = []
     for file in files:
-        try:
-            relative.append(Path(file).relative_to(root))
-        except ValueError:
-            raise PerturbationError(f"{file} is not below the audio root {root}") from None
+        # Lexically normalised, not resolved: a symlinked clip keeps its name below the root.
+        rel = Path(os.path.relpath(os.path.abspath(file), os.path.abspath(root)))
+        if rel.parts[:1] == ("..",) or rel.is_absolute():
+            raise PerturbationError(f"{file} is not below the audio root {root}")
+        relative.append(rel)
     written = [rel.with_suffix(".wav") for rel in relative]
     if len(set(written)) != len(written):
         raise PerturbationError("two clips would be written to the same file (same name twice)")

@@ -2,8 +2,8 @@
 figures and a short headline.
 
 Everything is recomputed from the posteriors files and the heads' checkpoints, on the same
-scored sets as the ensemble stages (``medusa.ensemble.evaluation_data``): ``dev`` (8 consensus
-classes, X/O excluded) and the class-balanced selection holdout. Dev figures carry 95%
+scored sets as the ensemble stages (``medusa.ensemble.evaluation_data``): ``dev`` (the consensus
+classes of the run's class set, X/O excluded) and the class-balanced selection holdout. Dev figures carry 95%
 bootstrap intervals that resample speakers (``medusa.evaluation``). Files in ``out_dir``:
 
 - ``table1.tsv``: paper Table 1: each DeepSER model's macro-F1 and accuracy, then the rows
@@ -39,11 +39,12 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from medusa.atomic import atomic_write, atomic_write_text
-from medusa.emotions import CLASS_LETTERS, NUM_CLASSES
+from medusa.emotions import NUM_CLASSES
 from medusa.ensemble import (
     BALANCED_HOLDOUT,
     SCORED_VIEWS,
     EnsembleError,
+    ensemble_classes,
     head_outputs,
     in_sample_views,
     load_head,
@@ -76,7 +77,7 @@ log = logging.getLogger(__name__)
 
 SCORED = (DEV, BALANCED_HOLDOUT)
 METRICS = ("macro_f1", "micro_f1", "accuracy")
-CHANCE_F1 = 1.0 / NUM_CLASSES
+CHANCE_F1 = 1.0 / NUM_CLASSES  # MSP-Podcast's 8 classes; ``chance_f1`` for a class set
 # "Product of experts" is the meta-classifier's start and its "stay at the vote" point.
 TECHNIQUES = (
     "Majority voting",
@@ -122,15 +123,16 @@ def build_report(
         raise EnsembleError("build_report: no meta-classifier seed directories given")
     manifest = read_manifest(manifest_path)
     scored = scored_subsets(list(posterior_paths.values()), manifest)
+    classes = ensemble_classes(list(posterior_paths.values()))
     data = {subset: (X, y) for subset, (X, y, _) in scored.items()}
-    dev = DevSet.of(*scored[DEV][1:])
+    dev = DevSet.of(*scored[DEV][1:], classes)
     boot = bootstrap_settings(evaluation)
 
     # Every system's predictions and scores: the models, then each ensemble's votes and heads.
-    per_model = _model_predictions(names, data)
-    model_scores = {name: _score(per_model[name], data) for name in names}
+    per_model = _model_predictions(names, data, classes)
+    model_scores = {name: _score(per_model[name], data, classes) for name in names}
     whole = Ensemble(f"all {len(names)} models", meta_seed_dirs, soup_dir)
-    systems = {e.label: _combine(e, names, data) for e in [whole, *top_ensembles]}
+    systems = {e.label: _combine(e, names, data, classes) for e in [whole, *top_ensembles]}
     main = systems[whole.label]
     fairness = _fairness_systems(names, per_model, model_scores, main)
 
@@ -146,8 +148,8 @@ def build_report(
     }
     for name, table in tables.items():
         _write_tsv(table, out_dir / f"{name}.tsv")
-    _save_figure(_confusion_figure(main["soup_scores"][DEV]), out_dir / "confusion.png")
-    _save_figure(_models_figure(tables["table1"], main), out_dir / "models.png")
+    _save_figure(_confusion_figure(main["soup_scores"][DEV], classes), out_dir / "confusion.png")
+    _save_figure(_models_figure(tables["table1"], main, classes), out_dir / "models.png")
     _save_figure(fairness_figure(dev, fairness), out_dir / "fairness.png")
     atomic_write_text(out_dir / "headline.md", format_headline(out_dir))
     log.info("report: %d models, %d ensembles -> %s", len(names), len(systems), out_dir)
@@ -161,19 +163,24 @@ Predictions = dict[str, np.ndarray]  # scored set -> predicted class indices
 
 
 def _model_predictions(
-    names: Sequence[str], data: Mapping[str, tuple[np.ndarray, np.ndarray]]
+    names: Sequence[str],
+    data: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    classes: Sequence[str],
 ) -> dict[str, Predictions]:
     """{model: its argmax predictions on every scored set}."""
     per_model: dict[str, Predictions] = {name: {} for name in names}
     for subset in data:
-        probs, _ = split_inputs(data[subset][0])
+        probs, _ = split_inputs(data[subset][0], len(classes))
         for name, p in zip(names, probs, strict=True):
             per_model[name][subset] = p.argmax(axis=1)
     return per_model
 
 
 def _combine(
-    ensemble: Ensemble, names: Sequence[str], data: Mapping[str, tuple[np.ndarray, np.ndarray]]
+    ensemble: Ensemble,
+    names: Sequence[str],
+    data: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    classes: Sequence[str],
 ) -> dict:
     """One ensemble's votes, meta seeds and soup: predictions and scores on every scored set.
 
@@ -185,7 +192,7 @@ def _combine(
     own = {s: (reorder_models(X, names, info["models"]), y) for s, (X, y) in data.items()}
     votes: dict[str, Predictions] = {k: {} for k in TECHNIQUES if "Meta" not in k}
     for subset, (X, _) in own.items():
-        probs, _ = split_inputs(X)
+        probs, _ = split_inputs(X, len(classes))
         votes["Majority voting"][subset] = majority_vote(list(probs))
         votes["Soft voting"][subset] = soft_vote(list(probs)).argmax(axis=1)
         votes["Product of experts"][subset] = product_of_experts(list(probs)).argmax(axis=1)
@@ -197,9 +204,9 @@ def _combine(
         "soup": soup,
         "singles": singles,
         "votes": votes,
-        "vote_scores": {k: _score(v, data) for k, v in votes.items()},
-        "single_scores": [_score(p, data, seen) for p in singles],
-        "soup_scores": _score(soup, data, seen),
+        "vote_scores": {k: _score(v, data, classes) for k, v in votes.items()},
+        "single_scores": [_score(p, data, classes, seen) for p in singles],
+        "soup_scores": _score(soup, data, classes, seen),
     }
 
 
@@ -224,13 +231,15 @@ def _predictions_of(model, info: Mapping, names: Sequence[str], data: Mapping) -
 def _score(
     preds: Mapping[str, np.ndarray],
     data: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    classes: Sequence[str],
     in_sample: Sequence[str] = (),
 ) -> dict[str, dict]:
     """Metrics of every scored view (SCORED_VIEWS); views in `in_sample` as NaN."""
     scores = {}
     for view in SCORED:
         subset, balanced = SCORED_VIEWS[view]
-        scores[view] = classification_metrics(data[subset][1], preds[subset], balanced)
+        truth, predicted = data[subset][1], preds[subset]
+        scores[view] = classification_metrics(truth, predicted, balanced, classes=classes)
         if view in in_sample:
             scores[view] = _not_an_evaluation(scores[view])
     return scores
@@ -365,7 +374,7 @@ def _comparisons(names, per_model, model_scores, main, dev, boot) -> pd.DataFram
 def _attributes(names, data, main, dev, boot) -> pd.DataFrame:
     """CCC of the attributes on dev: each model, their mean, the soup's attribute head."""
     X = data[DEV][0]
-    _, attributes = split_inputs(X)  # [K, N, 3]
+    _, attributes = split_inputs(X, len(dev.classes))  # [K, N, 3]
     models = main["info"]["models"]
     _, soup_attributes = head_outputs(main["head"], reorder_models(X, names, models))
     return attributes_table(dict(zip(names, attributes, strict=True)), soup_attributes, dev, boot)
@@ -380,15 +389,15 @@ def _fairness_systems(names, per_model, model_scores, main) -> dict[str, np.ndar
 # Figures
 
 
-def _confusion_figure(dev_scores: Mapping) -> Figure:
+def _confusion_figure(dev_scores: Mapping, classes: Sequence[str]) -> Figure:
     counts = np.asarray(dev_scores["confusion"], dtype=float)
     totals = counts.sum(axis=1, keepdims=True)
     normalised = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
     fig = Figure(figsize=(5.5, 4.8), layout="constrained")
     ax = fig.subplots()
     image = ax.imshow(normalised, vmin=0, vmax=1, cmap="Blues")
-    for i in range(NUM_CLASSES):
-        for j in range(NUM_CLASSES):
+    for i in range(len(classes)):
+        for j in range(len(classes)):
             ax.text(
                 j,
                 i,
@@ -398,15 +407,15 @@ def _confusion_figure(dev_scores: Mapping) -> Figure:
                 fontsize=7,
                 color="white" if normalised[i, j] > 0.5 else "black",
             )
-    ticks = range(NUM_CLASSES)
-    ax.set(xticks=ticks, yticks=ticks, xticklabels=CLASS_LETTERS, yticklabels=CLASS_LETTERS)
+    ticks = range(len(classes))
+    ax.set(xticks=ticks, yticks=ticks, xticklabels=classes, yticklabels=classes)
     ax.set(xlabel="predicted", ylabel="consensus (true)")
     ax.set_title(f"MEDUSA soup on dev (macro-F1 {dev_scores['macro_f1']:.3f}), rows sum to 1")
     fig.colorbar(image, ax=ax, shrink=0.8)
     return fig
 
 
-def _models_figure(table1: pd.DataFrame, main: Mapping) -> Figure:
+def _models_figure(table1: pd.DataFrame, main: Mapping, classes: Sequence[str]) -> Figure:
     """Each model's dev macro-F1 with its interval, against the soft vote, soup and chance."""
     models = table1[table1["id"] != ""]
     soup = table1[table1["model"] == "MEDUSA (soup)"].iloc[0]
@@ -423,12 +432,12 @@ def _models_figure(table1: pd.DataFrame, main: Mapping) -> Figure:
     for value, style, color, label in (
         (soup["dev_macro_f1"], "-", "#c0392b", "MEDUSA soup (band: interval)"),
         (soft, "--", "#2c3e50", "soft voting"),
-        (CHANCE_F1, ":", "grey", "chance (1/8)"),
+        (1.0 / len(classes), ":", "grey", f"chance (1/{len(classes)})"),
     ):
         ax.axhline(value, linestyle=style, color=color, label=label)
     ax.set_xticks(range(len(models)), models["id"].tolist())
     ax.set_xlabel("model (Table 1 id)")
-    ax.set_ylabel("macro-F1 on dev (8 classes)")
+    ax.set_ylabel(f"macro-F1 on dev ({len(classes)} classes)")
     ax.set_ylim(0, min(1.0, max([*models["dev_macro_f1_high"], soup["dev_macro_f1_high"]]) + 0.05))
     ax.set_title("Each DeepSER model vs the ensemble (dev)")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
@@ -474,10 +483,11 @@ def format_headline(out_dir: str | os.PathLike) -> str:
     comparisons = _read_tsv(out_dir / "comparisons.tsv")
     by_model = table1.set_index("model")
     top, soup = by_model.loc["Top DeepSER"], by_model.loc["MEDUSA (soup)"]
+    n_classes = len(report_classes(out_dir))
     lines = [
         "# MEDUSA: results",
         "",
-        "Scored on `dev` (8 consensus classes, X/O excluded), with 95% bootstrap intervals "
+        f"Scored on `dev` ({n_classes} consensus classes, X/O excluded), with 95% bootstrap intervals "
         "(speakers resampled), and on the selection holdout with every clip weighted by 1 / "
         "its class's count (class-balanced). Meta-classifier (single): mean ± sd over seeds, "
         "and the interval of that mean. The holdout column is selection-biased, not out of "
@@ -508,13 +518,20 @@ def format_headline(out_dir: str | os.PathLike) -> str:
     if UNRELIABLE_MARK in "\n".join(lines):
         lines += ["", UNRELIABLE_EXPLANATION, ""]
     lines += [
-        f"- Chance level: macro-F1 {CHANCE_F1:.3f} (1/8, uniform guessing on balanced classes).",
+        f"- Chance level: macro-F1 {1 / n_classes:.3f} (1/{n_classes}, uniform guessing on "
+        "balanced classes).",
         f"- Soup: {soup['note']}.",
         "- An interval that contains 0 for a difference means these data cannot tell the two "
         "systems apart.",
         "",
     ]
     return "\n".join(lines)
+
+
+def report_classes(out_dir: str | os.PathLike) -> tuple[str, ...]:
+    """The class codes a report scored: the per-class table's columns before macro_f1."""
+    columns = list(_read_tsv(Path(out_dir) / "per_class_f1.tsv").columns)
+    return tuple(columns[columns.index("subset") + 1 : columns.index("macro_f1")])
 
 
 def _selection_lines(path: Path) -> list[str]:

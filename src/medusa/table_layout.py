@@ -35,11 +35,12 @@ from __future__ import annotations
 import csv
 import os
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 
 import numpy as np
 
-from medusa.emotions import ClassSet
+from medusa.emotions import ATTRIBUTES, ClassSet
 from medusa.manifest import is_unknown
 
 UNLABELLED = "unlabelled"
@@ -74,16 +75,24 @@ class TableClip:
     """One clip of the table: its first row's fields and every label given for it."""
 
     id: str
-    path: str  # relative to data.root (normalised), or absolute as written
+    path: str  # relative to data.root (normalised), or absolute
     line: int  # the clip's first row
-    partition: str  # as written, stripped
     split: str  # train / development / test, a fold ("3"), or "" when unlabelled
-    fields: dict[str, str]  # the CLIP_FIELDS cells, stripped
+    cells: tuple[str, ...]  # its CLIP_FIELDS cells as written (stripped)
     labels: list[tuple[str, int]] = field(default_factory=list)  # (label as written, line)
 
     @property
-    def labelled(self) -> bool:
-        return bool(self.labels)
+    def speaker(self) -> str:
+        return self.cells[2]
+
+    @property
+    def gender(self) -> str:
+        return self.cells[3]
+
+    @property
+    def attributes(self) -> dict[str, str]:
+        """act, val, dom as written ("" when not rated)."""
+        return dict(zip(ATTRIBUTES, self.cells[4:], strict=True))
 
     def audio_partition(self, style: str) -> str:
         """The audio partition of the clip in a table of partition `style` (split / folds)."""
@@ -135,28 +144,24 @@ def _split_of(value: str) -> str | None:
 def read_table(root: str | os.PathLike, table: str | None) -> Table:
     """Read and check the corpus table (module docstring); raises TableError."""
     path = table_file(root, table)
-    base = os.path.dirname(table)
     with open(path, newline="", encoding="utf-8-sig") as handle:
         reader = csv.reader(handle, delimiter=DELIMITERS[path.suffix.lower()])
         header = [c.strip().lower() for c in next(reader, [])]
-        at = _column_positions(path, header)
+        rows = _Rows(path, _column_positions(path, header), os.path.dirname(table))
         width = len(header)
-        clips: dict[str, TableClip] = {}
-        reader_state = _ReaderState(path, at)
-        rows = 0
         for row in reader:
-            if not any(cell.strip() for cell in row):
-                continue
-            rows += 1
-            row += [""] * (width - len(row))
-            reader_state.add(clips, [c.strip() for c in row], reader.line_num, base)
-    found = list(clips.values())
-    style = reader_state.style
-    _check_speakers(path, found)
+            cells = [c.strip() for c in row]
+            if any(cells):
+                if len(cells) < width:
+                    cells += [""] * (width - len(cells))
+                cells.append("")  # what an absent optional column reads (position -1)
+                rows.add(cells, reader.line_num)
+    clips = list(rows.clips.values())
+    _check_speakers(path, clips)
     folds = ()
-    if style == FOLDS:
-        folds = tuple(sorted({c.split for c in found if c.labels}, key=int))
-    return Table(path, found, style, folds, rows, reader_state.votes, reader_state.duplicates)
+    if rows.style == FOLDS:
+        folds = tuple(sorted({c.split for c in clips if c.labels}, key=int))
+    return Table(path, clips, rows.style, folds, rows.count, rows.votes, rows.duplicates)
 
 
 def _column_positions(path: Path, header: list[str]) -> dict[str, int]:
@@ -175,35 +180,71 @@ def _column_positions(path: Path, header: list[str]) -> dict[str, int]:
     if "label" in header and "votes" in header:
         raise TableError(f"{path}:1: both `label` and `votes` columns: keep one")
     if "annotator" in header and "label" not in header:
-        raise TableError(f"{path}:1: an `annotator` column needs a `label` column (one vote per row)")
+        raise TableError(
+            f"{path}:1: an `annotator` column needs a `label` column (one vote per row)"
+        )
     return {name: i for i, name in enumerate(header) if name}
 
 
-class _ReaderState:
-    """What reading the rows keeps track of: the partition style, vote counts, repeats."""
+class _Rows:
+    """The clips of the rows read so far, and what checking them needs (the partition style,
+    which annotators voted). Rows are lists of stripped cells, "" last (absent columns)."""
 
-    def __init__(self, path: Path, at: dict[str, int]):
+    def __init__(self, path: Path, at: dict[str, int], base: str):
         self.path = path
-        self.at = at
+        self.base = base  # the table's folder, relative to data.root
+        # One C call per row fetches every cell the reader needs (-1: the trailing "").
+        self.cells_of = itemgetter(*(at.get(c, -1) for c in ("id", "label", "votes", "annotator")))
+        self.clip_cells_of = itemgetter(*(at.get(c, -1) for c in CLIP_FIELDS))
+        self.per_vote = "annotator" in at
+        self.vote_column = "votes" in at
+        self.clips: dict[str, TableClip] = {}
+        self.splits: dict[str, str | None] = {}  # partition value -> split (a handful)
         self.style = ""
         self.style_line = 0
-        self.votes = 0
+        self.count = self.votes = 0
         self.duplicates: list[str] = []
-        self.per_vote = "annotator" in at
         self.voted: set[tuple[str, str]] = set()  # (clip id, annotator) of one-vote rows
 
-    def _cell(self, row: list[str], column: str) -> str:
-        position = self.at.get(column)
-        return "" if position is None else row[position]
-
-    def _labels(self, row: list[str]) -> list[str]:
-        if "votes" in self.at:
-            return [v.strip() for v in row[self.at["votes"]].split(VOTE_SEPARATOR) if v.strip()]
-        label = row[self.at["label"]]
-        return [label] if label else []
+    def add(self, row: list[str], line: int) -> None:
+        """One row: a new clip, or (one row per vote) one more vote of a known clip."""
+        self.count += 1
+        clip_id, label, votes, annotator = self.cells_of(row)
+        cells = self.clip_cells_of(row)
+        path = cells[0]
+        if not path:
+            raise TableError(f"{self.path}:{line}: empty path")
+        clip_id = clip_id or os.path.splitext(os.path.basename(path))[0]
+        if self.vote_column:
+            labels = [v.strip() for v in votes.split(VOTE_SEPARATOR) if v.strip()]
+        else:
+            labels = [label] if label else []
+        split = self._split(cells[1], line) if labels else ""
+        clip = self.clips.get(clip_id)
+        if clip is None:
+            full = os.path.normpath(os.path.join(self.base, path) if self.base else path)
+            clip = self.clips[clip_id] = TableClip(clip_id, full, line, split, cells)
+        elif not self.per_vote:
+            raise TableError(
+                f"{self.path}:{line}: id {clip_id!r} appears twice (first at line {clip.line}); "
+                "ids default to the audio file's stem: add an `id` column to tell clips apart"
+            )
+        else:
+            self._same_clip(clip, cells, line)
+            clip.split = clip.split or split
+        if labels and self.per_vote:
+            if annotator and (clip_id, annotator) in self.voted:
+                self.duplicates.append(f"{self.path.name}:{line}: {clip_id} {annotator}")
+                return
+            self.voted.add((clip_id, annotator))
+        clip.labels += [(label, line) for label in labels]
+        self.votes += len(labels)
 
     def _split(self, partition: str, line: int) -> str:
-        split = _split_of(partition)
+        """The split of a labelled row's partition value, checked (value, one style)."""
+        if partition not in self.splits:
+            self.splits[partition] = _split_of(partition)
+        split = self.splits[partition]
         if split is None:
             raise TableError(
                 f"{self.path}:{line}: partition {partition!r} of a labelled row is not train, "
@@ -220,48 +261,15 @@ class _ReaderState:
             )
         return split
 
-    def add(self, clips: dict[str, TableClip], row: list[str], line: int, base: str) -> None:
-        """Add one row: a new clip, or (one row per vote) one more vote of a known clip."""
-        path = row[self.at["path"]]
-        if not path:
-            raise TableError(f"{self.path}:{line}: empty path")
-        clip_id = self._cell(row, "id") or os.path.splitext(os.path.basename(path))[0]
-        labels = self._labels(row)
-        fields = {name: self._cell(row, name) for name in CLIP_FIELDS}
-        split = self._split(fields["partition"], line) if labels else ""
-        clip = clips.get(clip_id)
-        if clip is None:
-            if not os.path.isabs(path):
-                path = os.path.normpath(os.path.join(base, path))
-            clip = TableClip(clip_id, path, line, fields["partition"], split, fields)
-            clips[clip_id] = clip
-        elif not self.per_vote:
-            raise TableError(
-                f"{self.path}:{line}: id {clip_id!r} appears twice (first at line {clip.line}); "
-                "ids default to the audio file's stem: add an `id` column to tell clips apart"
-            )
-        else:
-            self._same_clip(clip, fields, line)
-            if labels and not clip.split:
-                clip.split = split
-        if labels and self.per_vote:
-            annotator = self._cell(row, "annotator")
-            if annotator and (clip_id, annotator) in self.voted:
-                self.duplicates.append(f"{self.path.name}:{line}: {clip_id} {annotator}")
-                return
-            self.voted.add((clip_id, annotator))
-        clip.labels += [(label, line) for label in labels]
-        self.votes += len(labels)
-
-    def _same_clip(self, clip: TableClip, fields: dict[str, str], line: int) -> None:
+    def _same_clip(self, clip: TableClip, cells: tuple[str, ...], line: int) -> None:
+        """The vote rows of one clip repeat its fields (partition in any case)."""
         differ = [
-            name
-            for name in CLIP_FIELDS
-            if (fields[name].lower() if name == "partition" else fields[name])
-            != (clip.fields[name].lower() if name == "partition" else clip.fields[name])
+            (name, first, now)
+            for name, first, now in zip(CLIP_FIELDS, clip.cells, cells, strict=True)
+            if first != now and not (name == "partition" and first.lower() == now.lower())
         ]
         if differ:
-            shown = ", ".join(f"{n} {clip.fields[n]!r} vs {fields[n]!r}" for n in differ)
+            shown = ", ".join(f"{name} {first!r} vs {now!r}" for name, first, now in differ)
             raise TableError(
                 f"{self.path}:{line}: the rows of clip {clip.id!r} (lines {clip.line} and "
                 f"{line}) disagree: {shown}; every row of a clip repeats its fields"
@@ -270,12 +278,11 @@ class _ReaderState:
 
 def _check_speakers(path: Path, clips: list[TableClip]) -> None:
     """A known speaker in two partitions of labelled rows: a TableError listing up to 5."""
-    seen: dict[str, dict[str, int]] = {}
+    seen: dict[str, dict[str, int]] = {}  # speaker -> split -> its first line
     for clip in clips:
-        speaker = clip.fields["speaker"]
-        if clip.labels and not is_unknown(speaker):
-            seen.setdefault(speaker, {}).setdefault(clip.split, clip.line)
-    crossing = sorted(s for s, splits in seen.items() if len(splits) > 1)
+        if clip.labels:
+            seen.setdefault(clip.speaker, {}).setdefault(clip.split, clip.line)
+    crossing = sorted(s for s, splits in seen.items() if len(splits) > 1 and not is_unknown(s))
     if not crossing:
         return
     listed = "; ".join(
@@ -283,7 +290,11 @@ def _check_speakers(path: Path, clips: list[TableClip]) -> None:
         + ", ".join(f"{split} (line {line})" for split, line in seen[speaker].items())
         for speaker in crossing[:MAX_LISTED_SPEAKERS]
     )
-    more = f" (+{len(crossing) - MAX_LISTED_SPEAKERS} more)" if len(crossing) > MAX_LISTED_SPEAKERS else ""
+    more = (
+        f" (+{len(crossing) - MAX_LISTED_SPEAKERS} more)"
+        if len(crossing) > MAX_LISTED_SPEAKERS
+        else ""
+    )
     raise TableError(
         f"{path}: {len(crossing)} speaker(s) in more than one partition: {listed}{more}; "
         "partitions must be speaker-independent (a speaker's clips all in one partition)"
@@ -309,7 +320,9 @@ def held_out_fold(fold: str | int | None, folds: tuple[str, ...], table: str | N
     text = str(fold).strip()
     canonical = str(int(text)) if text.isdigit() else text
     if canonical not in folds:
-        raise TableError(f"data.fold: {fold!r} is not a fold of the table {table!r} (folds: {found})")
+        raise TableError(
+            f"data.fold: {fold!r} is not a fold of the table {table!r} (folds: {found})"
+        )
     return canonical
 
 
@@ -334,4 +347,3 @@ def clip_votes(clip: TableClip, classes: ClassSet) -> tuple[np.ndarray | None, s
     top = np.flatnonzero(counts == counts.max())
     consensus = classes.letters[top[0]] if len(top) == 1 else "X"
     return counts / total, consensus, outside
-

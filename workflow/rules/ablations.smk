@@ -4,12 +4,12 @@ rule table2:
         unpack(table2_inputs),
     output:
         table2=report(
-            "results/report/table2.tsv",
+            RUN + "/report/table2.tsv",
             caption="../report/table2.rst",
             category="Ablations",
         ),
     log:
-        "logs/table2.log",
+        LOGS + "/table2.log",
     conda:
         "../../envs/medusa.yaml"
     params:

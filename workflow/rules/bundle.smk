@@ -1,14 +1,8 @@
 # The trained MEDUSA as a portable folder for `medusa predict` (src/medusa/bundle.py).
 #
 # Uses common.smk's MODELS, final_checkpoint (the checkpoint a model's posteriors come from:
-# stage 2, or stage 1 when its stage 2 is disabled), local_backbone_input, model_job_params.
-
-# The feature sets the enabled models read, in config order.
-BUNDLE_FEATURE_SETS = [
-    fs
-    for fs in config["feature_sets"]
-    if any(fs in config["models"][model]["features"] for model in MODELS)
-]
+# stage 2, or stage 1 when its stage 2 is disabled), bundle_feature_files, local_backbone_input,
+# model_job_params.
 
 
 rule bundle:
@@ -17,21 +11,17 @@ rule bundle:
     set is an input for its attributes (backbone revision, weights checksum, dim)."""
     input:
         checkpoints=[final_checkpoint(model) for model in MODELS],
-        head="results/soup/head.pt",
-        soup_metrics="results/soup/metrics.json",
-        table1="results/report/table1.tsv",
-        table3="results/report/table3.tsv",
-        data_report="results/data/report.md",
-        features=expand(
-            "results/features/{feature_set}/{partition}.h5",
-            feature_set=BUNDLE_FEATURE_SETS,
-            partition=partition_of_subset("train"),
-        ),
+        head=RUN + "/soup/head.pt",
+        soup_metrics=RUN + "/soup/metrics.json",
+        table1=RUN + "/report/table1.tsv",
+        table3=RUN + "/report/table3.tsv",
+        data_report=RUN + "/data/report.md",
+        features=bundle_feature_files,
         asr_model=local_backbone_input(config["asr"]["model"]),
     output:
-        directory("results/bundle"),
+        directory(RUN + "/bundle"),
     log:
-        "logs/bundle.log",
+        LOGS + "/bundle.log",
     localrule: True
     conda:
         "../../envs/medusa.yaml"
@@ -50,6 +40,7 @@ rule bundle:
                 "soup": config["soup"],
                 "evaluation": config["evaluation"],
                 "data": config["data"],
+                "classes": config["classes"],
                 "demo": "demo" in config,
                 "model_store": MODEL_STORE,
             }

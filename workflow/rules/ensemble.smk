@@ -2,14 +2,14 @@ rule meta_select:
     """Stage 3's self-validation: speaker-grouped cross-validation on the meta clips chooses
     the head's prior strength (or "stay at the vote") for every seed."""
     input:
-        manifest="results/data/manifest.tsv",
+        manifest=RUN + "/data/manifest.tsv",
         posteriors=labelled_posteriors,
     output:
-        "results/meta/select.json",
+        RUN + "/meta/select.json",
     log:
-        "logs/meta/select.log",
+        LOGS + "/meta/select.log",
     benchmark:
-        "results/benchmarks/meta/select.tsv"
+        RUN + "/benchmarks/meta/select.tsv"
     conda:
         "../../envs/medusa.yaml"
     params:
@@ -21,14 +21,14 @@ rule meta_select:
 rule meta_select_top:
     """The self-validation of a top-k ensemble (its own models, its own choice)."""
     input:
-        manifest="results/data/manifest.tsv",
+        manifest=RUN + "/data/manifest.tsv",
         posteriors=labelled_posteriors,
     output:
-        "results/meta/top{k}/select.json",
+        RUN + "/meta/top{k}/select.json",
     log:
-        "logs/meta/top{k}/select.log",
+        LOGS + "/meta/top{k}/select.log",
     benchmark:
-        "results/benchmarks/meta/top{k}/select.tsv"
+        RUN + "/benchmarks/meta/top{k}/select.tsv"
     conda:
         "../../envs/medusa.yaml"
     params:
@@ -40,16 +40,16 @@ rule meta_select_top:
 rule meta:
     """Stage 3: a meta-classifier over all models' posteriors, balanced sampling, one seed."""
     input:
-        manifest="results/data/manifest.tsv",
+        manifest=RUN + "/data/manifest.tsv",
         posteriors=labelled_posteriors,
-        selection="results/meta/select.json",
+        selection=RUN + "/meta/select.json",
     output:
-        head="results/meta/seed{seed}/head.pt",
-        metrics="results/meta/seed{seed}/metrics.json",
+        head=RUN + "/meta/seed{seed}/head.pt",
+        metrics=RUN + "/meta/seed{seed}/metrics.json",
     log:
-        "logs/meta/seed{seed}.log",
+        LOGS + "/meta/seed{seed}.log",
     benchmark:
-        "results/benchmarks/meta/seed{seed}.tsv"
+        RUN + "/benchmarks/meta/seed{seed}.tsv"
     conda:
         "../../envs/medusa.yaml"
     params:
@@ -61,16 +61,16 @@ rule meta:
 rule meta_top:
     """Stage 3 for a top-k ensemble (Table 3): the k models with the best selection score."""
     input:
-        manifest="results/data/manifest.tsv",
+        manifest=RUN + "/data/manifest.tsv",
         posteriors=labelled_posteriors,
-        selection="results/meta/top{k}/select.json",
+        selection=RUN + "/meta/top{k}/select.json",
     output:
-        head="results/meta/top{k}/seed{seed}/head.pt",
-        metrics="results/meta/top{k}/seed{seed}/metrics.json",
+        head=RUN + "/meta/top{k}/seed{seed}/head.pt",
+        metrics=RUN + "/meta/top{k}/seed{seed}/metrics.json",
     log:
-        "logs/meta/top{k}/seed{seed}.log",
+        LOGS + "/meta/top{k}/seed{seed}.log",
     benchmark:
-        "results/benchmarks/meta/top{k}/seed{seed}.tsv"
+        RUN + "/benchmarks/meta/top{k}/seed{seed}.tsv"
     conda:
         "../../envs/medusa.yaml"
     params:
@@ -82,14 +82,14 @@ rule meta_top:
 rule model_soup_top:
     """Stage 4 for a top-k ensemble: its seeds averaged into one head."""
     input:
-        manifest="results/data/manifest.tsv",
+        manifest=RUN + "/data/manifest.tsv",
         posteriors=labelled_posteriors,
         heads=top_k_heads,
     output:
-        head="results/soup/top{k}/head.pt",
-        metrics="results/soup/top{k}/metrics.json",
+        head=RUN + "/soup/top{k}/head.pt",
+        metrics=RUN + "/soup/top{k}/metrics.json",
     log:
-        "logs/soup/top{k}.log",
+        LOGS + "/soup/top{k}.log",
     conda:
         "../../envs/medusa.yaml"
     params:
@@ -101,18 +101,18 @@ rule model_soup_top:
 rule model_soup:
     """Stage 4: the meta-classifier seeds averaged into one model (uniform or greedy soup)."""
     input:
-        manifest="results/data/manifest.tsv",
+        manifest=RUN + "/data/manifest.tsv",
         posteriors=labelled_posteriors,
-        heads=expand("results/meta/seed{seed}/head.pt", seed=META_SEEDS),
+        heads=expand(RUN + "/meta/seed{seed}/head.pt", seed=META_SEEDS),
     output:
-        head="results/soup/head.pt",
+        head=RUN + "/soup/head.pt",
         metrics=report(
-            "results/soup/metrics.json",
+            RUN + "/soup/metrics.json",
             caption="../report/soup_metrics.rst",
             category="Ensemble",
         ),
     log:
-        "logs/soup.log",
+        LOGS + "/soup.log",
     conda:
         "../../envs/medusa.yaml"
     params:
@@ -126,16 +126,16 @@ rule predict:
     input:
         index=f"results/audio/{UNLABELLED}.tsv",
         posteriors=unlabelled_posteriors,
-        head="results/soup/head.pt",
+        head=RUN + "/soup/head.pt",
     output:
         letters=report(
-            "results/predictions/test.csv",
+            RUN + "/predictions/test.csv",
             caption="../report/predictions.rst",
             category="Predictions",
         ),
-        posteriors="results/predictions/test_posteriors.csv",
+        posteriors=RUN + "/predictions/test_posteriors.csv",
     log:
-        "logs/predict.log",
+        LOGS + "/predict.log",
     conda:
         "../../envs/medusa.yaml"
     script:
@@ -148,62 +148,62 @@ rule report:
         unpack(report_inputs),
     output:
         table1=report(
-            "results/report/table1.tsv",
+            RUN + "/report/table1.tsv",
             caption="../report/table1.rst",
             category="Ensemble",
         ),
         table3=report(
-            "results/report/table3.tsv",
+            RUN + "/report/table3.tsv",
             caption="../report/table3.rst",
             category="Ensemble",
         ),
         per_class=report(
-            "results/report/per_class_f1.tsv",
+            RUN + "/report/per_class_f1.tsv",
             caption="../report/per_class.rst",
             category="Ensemble",
         ),
         confusion=report(
-            "results/report/confusion.png",
+            RUN + "/report/confusion.png",
             caption="../report/confusion.rst",
             category="Figures",
         ),
         models=report(
-            "results/report/models.png",
+            RUN + "/report/models.png",
             caption="../report/models.rst",
             category="Figures",
         ),
         comparisons=report(
-            "results/report/comparisons.tsv",
+            RUN + "/report/comparisons.tsv",
             caption="../report/comparisons.rst",
             category="Ensemble",
         ),
         attributes=report(
-            "results/report/attributes.tsv",
+            RUN + "/report/attributes.tsv",
             caption="../report/attributes.rst",
             category="Attributes",
         ),
         fairness=report(
-            "results/report/fairness.tsv",
+            RUN + "/report/fairness.tsv",
             caption="../report/fairness.rst",
             category="Fairness",
         ),
         fairness_figure=report(
-            "results/report/fairness.png",
+            RUN + "/report/fairness.png",
             caption="../report/fairness.rst",
             category="Fairness",
         ),
         selection=report(
-            "results/report/meta_selection.tsv",
+            RUN + "/report/meta_selection.tsv",
             caption="../report/meta_selection.rst",
             category="Ensemble",
         ),
         headline=report(
-            "results/report/headline.md",
+            RUN + "/report/headline.md",
             caption="../report/headline.rst",
             category="Ensemble",
         ),
     log:
-        "logs/report.log",
+        LOGS + "/report.log",
     conda:
         "../../envs/medusa.yaml"
     params:

@@ -3,13 +3,13 @@ rule stage1:
     input:
         unpack(stage1_inputs),
     output:
-        checkpoint="results/models/{model}/stage1/checkpoint.pt",
-        metrics="results/models/{model}/stage1/metrics.json",
-        history="results/models/{model}/stage1/history.tsv",
+        checkpoint=RUN + "/models/{model}/stage1/checkpoint.pt",
+        metrics=RUN + "/models/{model}/stage1/metrics.json",
+        history=RUN + "/models/{model}/stage1/history.tsv",
     log:
-        "logs/models/{model}/stage1.log",
+        LOGS + "/models/{model}/stage1.log",
     benchmark:
-        "results/benchmarks/models/{model}/stage1.tsv"
+        RUN + "/benchmarks/models/{model}/stage1.tsv"
     conda:
         "../../envs/medusa.yaml"
     threads: GPU_JOB_THREADS
@@ -17,7 +17,7 @@ rule stage1:
         gpu=1,
     params:
         model=model_params,
-        resume_dir="results/models/{model}/stage1.resume",
+        resume_dir=RUN + "/models/{model}/stage1.resume",
     script:
         "../scripts/train_stage.py"
 
@@ -29,18 +29,18 @@ rule stage2:
     input:
         unpack(stage2_inputs),
     output:
-        checkpoint="results/models/{model}/stage2/checkpoint.pt",
+        checkpoint=RUN + "/models/{model}/stage2/checkpoint.pt",
         metrics=report(
-            "results/models/{model}/stage2/metrics.json",
+            RUN + "/models/{model}/stage2/metrics.json",
             caption="../report/model_metrics.rst",
             category="Models",
             labels={"model": "{model}", "file": "stage-2 metrics"},
         ),
-        history="results/models/{model}/stage2/history.tsv",
+        history=RUN + "/models/{model}/stage2/history.tsv",
     log:
-        "logs/models/{model}/stage2.log",
+        LOGS + "/models/{model}/stage2.log",
     benchmark:
-        "results/benchmarks/models/{model}/stage2.tsv"
+        RUN + "/benchmarks/models/{model}/stage2.tsv"
     wildcard_constraints:
         model=stage2_model_pattern(),
     conda:
@@ -50,7 +50,7 @@ rule stage2:
         gpu=1,
     params:
         model=model_params,
-        resume_dir="results/models/{model}/stage2.resume",
+        resume_dir=RUN + "/models/{model}/stage2.resume",
     script:
         "../scripts/train_stage.py"
 
@@ -63,11 +63,11 @@ rule posteriors:
     input:
         unpack(posterior_inputs),
     output:
-        "results/posteriors/{model}/{posterior_set}.h5",
+        RUN + "/posteriors/{model}/{posterior_set}.h5",
     log:
-        "logs/posteriors/{model}/{posterior_set}.log",
+        LOGS + "/posteriors/{model}/{posterior_set}.log",
     benchmark:
-        "results/benchmarks/posteriors/{model}/{posterior_set}.tsv"
+        RUN + "/benchmarks/posteriors/{model}/{posterior_set}.tsv"
     conda:
         "../../envs/medusa.yaml"
     threads: GPU_JOB_THREADS

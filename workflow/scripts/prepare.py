@@ -8,8 +8,10 @@ sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115 - the log stays open fo
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
 from medusa.data import prepare  # noqa: E402
+from medusa.emotions import ClassSet  # noqa: E402
 
-data = json.loads(snakemake.params.data)["data"]
+# The data sub-config without data.root, the label files' digests and the class set.
+params = json.loads(snakemake.params.data)
 manifest = prepare(
     # From the config, not a param: moving the corpus must not rerun the job (the label
     # files' digests are its params; the manifest's paths are relative to the corpus).
@@ -17,9 +19,7 @@ manifest = prepare(
     audio_indexes=list(snakemake.input.audio),
     manifest_path=snakemake.output.manifest,
     report_path=snakemake.output.report,
-    holdout_fraction=data["holdout_fraction"],
-    split_seed=data["split_seed"],
-    min_duration_s=data["min_duration_s"],
-    meta_fraction=data["meta_fraction"],
+    data=params["data"],
+    classes=ClassSet.from_config(params["classes"]),
 )
 logging.info("manifest: %d rows -> %s", len(manifest), snakemake.output.manifest)
