@@ -69,7 +69,8 @@ def test_six_classes_flow_from_the_table_to_every_output(table_run):
 def test_medusa_predict_on_the_six_class_bundle_writes_six_posteriors(table_run, tmp_path):
     clips = sorted((table_run / "resources/demo/table-corpus/audio").glob("*.wav"))[:2]
     out = tmp_path / "predictions.csv"
-    args = ["predict", "--bundle", str(table_run / "results/fold1/bundle"), "-o", str(out)]
+    bundle = str(table_run / "results/fold1/bundle")
+    args = ["predict", "--bundle", bundle, "--backbone-root", str(table_run), "-o", str(out)]
     assert cli.main([*args, *map(str, clips)]) == 0
     table = pd.read_csv(out)
     assert [c for c in table.columns if c in SIX + ["U", "C"]] == SIX
