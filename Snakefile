@@ -16,6 +16,8 @@ localrules:
     soup,
     ablations,
     folds,
+    cross_corpus,
+    robustness,
 
 
 include: "workflow/rules/common.smk"
@@ -29,6 +31,8 @@ include: "workflow/rules/ensemble.smk"
 include: "workflow/rules/ablations.smk"
 include: "workflow/rules/bundle.smk"
 include: "workflow/rules/folds.smk"
+include: "workflow/rules/cross_corpus.smk"
+include: "workflow/rules/robustness.smk"
 
 
 rule all:

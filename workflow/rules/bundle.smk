@@ -6,8 +6,8 @@
 
 
 rule bundle:
-    """The trained models, the soup, the backbone and ASR definitions, metrics and a model
-    card in one checksummed folder: what `medusa predict` reads. One feature file per feature
+    """The trained models, the soup and its temperature, the backbone and ASR definitions,
+    metrics and a model card in one checksummed folder: what `medusa predict` reads. One feature file per feature
     set is an input for its attributes (backbone revision, weights checksum, dim)."""
     input:
         checkpoints=[final_checkpoint(model) for model in MODELS],
@@ -15,6 +15,8 @@ rule bundle:
         soup_metrics=RUN + "/soup/metrics.json",
         table1=RUN + "/report/table1.tsv",
         table3=RUN + "/report/table3.tsv",
+        calibration=RUN + "/report/calibration.tsv",
+        temperature=RUN + "/soup/temperature.json",
         data_report=RUN + "/data/report.md",
         features=bundle_feature_files,
         asr_model=local_backbone_input(config["asr"]["model"]),

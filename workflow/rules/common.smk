@@ -259,6 +259,7 @@ wildcard_constraints:
     repo=r"[^/@]+",
     revision=r"[^/]+",
     sha256=r"[0-9a-f]{64}",
+    corpus=r"[A-Za-z0-9_-]+",
 
 
 def sharded_path(stem, suffix):
@@ -472,12 +473,14 @@ def top_k_heads(wildcards):
 
 def report_inputs(wildcards):
     """Everything the report scores: every model's posteriors, the meta seeds and soup of
-    the whole ensemble and of each top-k ensemble (Table 3)."""
+    the whole ensemble and of each top-k ensemble (Table 3), the soup's temperature
+    (Table C)."""
     return {
         "manifest": RUN + "/data/manifest.tsv",
         "posteriors": labelled_posteriors(wildcards),
         "meta": expand(RUN + "/meta/seed{seed}/metrics.json", seed=META_SEEDS),
         "soup": RUN + "/soup/head.pt",
+        "temperature": RUN + "/soup/temperature.json",
         "top_meta": expand(
             RUN + "/meta/top{k}/seed{seed}/metrics.json", k=TOP_K, seed=META_SEEDS
         ),
@@ -500,6 +503,20 @@ def bundle_feature_files(wildcards):
         feature_set=BUNDLE_FEATURE_SETS,
         partition=partition_of_subset("train", folds=bool(corpus_state().folds)),
     )
+
+
+# Evaluation corpora of the `cross_corpus` target (name -> table and label mapping).
+CROSS_CORPORA = list(config["cross_corpus"])
+
+
+def cross_corpus_table(wildcards):
+    """The evaluation corpus's table (its audio paths are relative to the table's folder)."""
+    return config["cross_corpus"][wildcards.corpus]["table"]
+
+
+def cross_corpus_params(wildcards):
+    """Only this corpus's entry: editing one corpus's mapping rescores only it."""
+    return canonical_json(config["cross_corpus"][wildcards.corpus])
 
 
 def evaluation_params():
@@ -526,3 +543,115 @@ def ablations_params():
 def model_features_json():
     """Which feature sets each model fuses (for the report's Table 1)."""
     return canonical_json({m: config["models"][m]["features"] for m in MODELS})
+
+
+# ---------------------------------------------------------------- robustness (robustness.smk)
+
+from medusa.robustness import condition_names, condition_spec, spec_json
+
+# The enabled perturbation conditions of the `robustness` target, checked at parse time (a bad
+# entry names its key: robustness.conditions.<name>.<parameter>).
+ROBUSTNESS_CONDITIONS = condition_names(config["robustness"])
+# Perturbed audio, its transcripts and features never read labels: shared by every fold, like
+# results/asr and results/features; the posteriors and Table R depend on the split (RUN).
+ROBUSTNESS = "results/robustness"
+
+
+def robustness_condition_pattern():
+    """The `condition` wildcard: only enabled condition names (letters, digits, _ and -)."""
+    return "|".join(ROBUSTNESS_CONDITIONS) or "(?!)"  # (?!) matches nothing
+
+
+def robustness_partition():
+    """The audio partition holding the dev clips. It is perturbed whole, so that ASR and
+    features stay keyed by audio alone (no manifest: a new split reruns none of them, and a
+    fold-style table's `labelled` partition serves every fold); only its dev clips are scored."""
+    return partition_of_subset("dev", folds=bool(corpus_state().folds))
+
+
+def robustness_babble_partition(wildcards):
+    """The training partition, whose clips a babble condition mixes; None for other kinds."""
+    spec = condition_spec(config["robustness"], wildcards.condition)
+    if spec["kind"] != "babble":
+        return None
+    return partition_of_subset("train", folds=bool(corpus_state().folds))
+
+
+def robustness_perturb_params(wildcards):
+    """Only this condition's kind, seed and parameters: editing one condition reruns only
+    its chain (a babble's clips are an input, the training partition's index)."""
+    return canonical_json(condition_spec(config["robustness"], wildcards.condition))
+
+
+def robustness_audio_params(wildcards):
+    """The content of the partitions the job reads (see rule asr's `audio`)."""
+    partitions = [wildcards.partition, robustness_babble_partition(wildcards)]
+    return canonical_json({p: corpus_partitions()[p] for p in partitions if p})
+
+
+def robustness_perturb_inputs(wildcards):
+    """The partition's clip table, and the training partition's for babble."""
+    inputs = {"index": f"results/audio/{wildcards.partition}.tsv"}
+    babble = robustness_babble_partition(wildcards)
+    if babble:
+        inputs["babble"] = f"results/audio/{babble}.tsv"
+    return inputs
+
+
+def perturbed_clips(wildcards):
+    """A condition's perturbed partition: its clip table (paths relative to the folder)."""
+    stem = f"{ROBUSTNESS}/{wildcards.condition}/audio/{wildcards.partition}"
+    return {"index": stem + ".tsv", "audio": stem}
+
+
+def robustness_asr_inputs(wildcards):
+    """As rule asr's, on the condition's perturbed clips."""
+    return {**asr_inputs(wildcards), **perturbed_clips(wildcards)}
+
+
+def robustness_feature_inputs(wildcards):
+    """As rule features', on the condition's perturbed clips and their own transcripts."""
+    inputs = {**feature_inputs(wildcards), **perturbed_clips(wildcards)}
+    if "transcripts" in inputs:
+        inputs["transcripts"] = (
+            f"{ROBUSTNESS}/{wildcards.condition}/asr/{wildcards.partition}.jsonl"
+        )
+    return inputs
+
+
+def robustness_posterior_inputs(wildcards):
+    """The model's final checkpoint, the manifest (which clips are dev) and the model's
+    features of the condition's perturbed partition."""
+    return {
+        "checkpoint": final_checkpoint(wildcards.model),
+        "manifest": RUN + "/data/manifest.tsv",
+        "dev": expand(
+            ROBUSTNESS + "/{condition}/features/{feature_set}/{partition}.h5",
+            condition=wildcards.condition,
+            feature_set=resolved_model(config, wildcards.model)["features"],
+            partition=robustness_partition(),
+        ),
+    }
+
+
+def robustness_table_inputs(wildcards):
+    """Clean posteriors and soup (the report's), and every condition's posteriors."""
+    if not ROBUSTNESS_CONDITIONS:
+        raise WorkflowError(
+            "robustness.conditions: no enabled condition (config/config.yaml lists them)"
+        )
+    return {
+        "manifest": RUN + "/data/manifest.tsv",
+        "clean": labelled_posteriors(wildcards),
+        "soup": RUN + "/soup/head.pt",
+        "perturbed": expand(
+            RUN + "/robustness/{condition}/posteriors/{model}.h5",
+            condition=ROBUSTNESS_CONDITIONS,
+            model=MODELS,
+        ),
+    }
+
+
+def robustness_table_params():
+    """Every enabled condition's spec, in config order (the table's rows)."""
+    return spec_json(config["robustness"])

@@ -121,6 +121,23 @@ rule model_soup:
         "../scripts/model_soup.py"
 
 
+rule temperature:
+    """Temperature scaling of the soup: one T fitted on the clips the meta-classifier trained
+    on (meta.train_on, never dev); the report and the bundle apply it."""
+    input:
+        manifest=RUN + "/data/manifest.tsv",
+        posteriors=labelled_posteriors,
+        head=RUN + "/soup/head.pt",
+    output:
+        RUN + "/soup/temperature.json",
+    log:
+        LOGS + "/soup/temperature.log",
+    conda:
+        "../../envs/medusa.yaml"
+    script:
+        "../scripts/temperature.py"
+
+
 rule predict:
     """Challenge-format predictions of the soup for every unlabelled clip (Test3)."""
     input:
@@ -143,7 +160,7 @@ rule predict:
 
 
 rule report:
-    """Paper-shaped tables (Table 1, Table 3), per-class F1 and figures."""
+    """Paper-shaped tables (Table 1, Table 3, Table C: calibration), per-class F1 and figures."""
     input:
         unpack(report_inputs),
     output:
@@ -196,6 +213,16 @@ rule report:
             RUN + "/report/meta_selection.tsv",
             caption="../report/meta_selection.rst",
             category="Ensemble",
+        ),
+        calibration=report(
+            RUN + "/report/calibration.tsv",
+            caption="../report/calibration.rst",
+            category="Calibration",
+        ),
+        reliability=report(
+            RUN + "/report/calibration.png",
+            caption="../report/reliability.rst",
+            category="Calibration",
         ),
         headline=report(
             RUN + "/report/headline.md",

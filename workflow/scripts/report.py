@@ -33,4 +33,5 @@ build_report(
     Path(snakemake.output.table1).parent,
     model_features=json.loads(snakemake.params.model_features),
     top_ensembles=top_ensembles,
+    temperature=snakemake.input.temperature,
 )
