@@ -253,6 +253,8 @@ def write_overlays(workdir: Path) -> None:
             content = merged(merged(ci, content), {"data": stand_in})
         elif "root" in content.get("data", {}):  # the reader's corpus: the CI-sized demo
             content = merged(merged(ci, content), {"data": {"root": ci["data"]["root"]}})
+        for corpus in content.get("cross_corpus", {}).values():
+            corpus["table"] = "resources/demo/table-corpus/clips.csv"  # the reader's corpora
         (workdir / name).write_text(yaml.safe_dump(content, sort_keys=False))
 
 
