@@ -29,6 +29,7 @@ ENSEMBLE = [
     ("model_soup_top", "k=1"),
     ("predict", ""),
     ("report", ""),
+    ("temperature", ""),
 ]
 PARTITIONS = ("development", "train", "unlabelled")
 MODELS = ("m05_wavlm_roberta", "m13_whisper_wavlm")
@@ -212,6 +213,7 @@ def test_adding_a_meta_seed_runs_only_that_seed_and_what_follows(completed_ci_ru
             ("model_soup_top", "k=1"),
             ("predict", ""),
             ("report", ""),
+            ("temperature", ""),
         ]
     )
 

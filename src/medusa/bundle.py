@@ -10,8 +10,10 @@ folder renamed into place):
 - ``head.safetensors`` + ``head.json``: the soup meta-classifier, stored the same way;
 - ``bundle.json``: format, class order, attributes, the model order the head expects, the ASR
   and feature-set definitions (backbone id or local path, revision, weights checksum, layer
-  view, dims, batch sizes), the default segmentation, and the configuration blocks used;
-- ``metrics/``: the soup's metrics and the report's Tables 1 and 3;
+  view, dims, batch sizes), the default segmentation, the soup's temperature (``calibration``:
+  T and the clips it was fitted on, ``medusa.temperature``; ``Bundle.calibrate`` applies it),
+  and the configuration blocks used;
+- ``metrics/``: the soup's metrics and the report's Tables 1, 3 and C (calibration);
 - ``README.md``: the model card;
 - ``checksums.sha256``: the sha256 of every other file (``sha256sum -c`` reads it).
 
@@ -41,6 +43,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
@@ -302,6 +305,8 @@ class BundleSources:
     data_report: str
     config: dict  # models (order), model_settings, asr, feature_sets, meta, soup, ...
     demo: bool = False
+    temperature: str | None = None  # results/soup/temperature.json (rule temperature)
+    calibration: str | None = None  # results/report/calibration.tsv (Table C)
     extra: dict = field(default_factory=dict)
 
 
@@ -319,6 +324,7 @@ def build_bundle(sources: BundleSources, out_dir: str | os.PathLike) -> Path:
         )
     feature_sets = _feature_set_records(sources)
     _check_classes(sources, head_info)
+    calibration = calibration_record(sources.temperature, head_models)
     out_dir = Path(out_dir)
     with atomic_directory(out_dir) as tmp:
         # Weights as safetensors + JSON, the metrics, the manifest, the card, the checksums.
@@ -328,7 +334,7 @@ def build_bundle(sources: BundleSources, out_dir: str | os.PathLike) -> Path:
         head_checkpoint = load_torch(sources.head)
         save_checkpoint(head_checkpoint, tmp / HEAD_STEM)
         _copy_metrics(sources, tmp / METRICS_DIR)
-        manifest = _manifest(sources, head_info, model_files, feature_sets)
+        manifest = _manifest(sources, head_info, model_files, feature_sets, calibration)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
         (tmp / "README.md").write_text(model_card(manifest, sources), encoding="utf-8")
         write_checksums(tmp)
@@ -398,17 +404,52 @@ def _write_model(sources: BundleSources, model: str, feature_sets: dict, tmp: Pa
 
 def _copy_metrics(sources: BundleSources, metrics: Path) -> None:
     metrics.mkdir()
-    for name, source in (
-        ("soup_metrics.json", sources.soup_metrics),
-        ("table1.tsv", sources.table1),
-        ("table3.tsv", sources.table3),
-    ):
+    for name, source in _metric_files(sources).items():
         (metrics / name).write_bytes(Path(source).read_bytes())
 
 
-def _manifest(sources: BundleSources, head_info: dict, model_files: dict, feature_sets: dict):
-    """bundle.json: everything prediction needs to know, and where each file is."""
+def _metric_files(sources: BundleSources) -> dict[str, str]:
+    """The file name in ``metrics/`` of each metrics file the bundle carries."""
+    files = {
+        "soup_metrics.json": sources.soup_metrics,
+        "table1.tsv": sources.table1,
+        "table3.tsv": sources.table3,
+    }
+    return files | ({"calibration.tsv": sources.calibration} if sources.calibration else {})
+
+
+def calibration_record(temperature_json: str | None, models: Sequence[str]) -> dict | None:
+    """bundle.json's ``calibration``: the soup's temperature and what it was fitted on (the
+    clip count, not the ids), from rule temperature's file; None without one."""
+    if temperature_json is None:
+        return None
+    from medusa.ensemble import EnsembleError
+    from medusa.temperature import read_temperature
+
+    try:
+        record = read_temperature(temperature_json, models)
+    except EnsembleError as err:
+        raise BundleError(str(err)) from err
+    fitted = record["fitted_on"]
     return {
+        "method": record["method"],
+        "temperature": record["temperature"],
+        "fitted_on": {k: fitted[k] for k in ("subset", "clips", "speakers")},
+        "nll_before": record["before"]["nll"],
+        "nll_after": record["after"]["nll"],
+        "note": record["note"],
+    }
+
+
+def _manifest(
+    sources: BundleSources,
+    head_info: dict,
+    model_files: dict,
+    feature_sets: dict,
+    calibration: dict | None,
+):
+    """bundle.json: everything prediction needs to know, and where each file is."""
+    manifest = {
         "format": BUNDLE_FORMAT,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "medusa_version": medusa.__version__,
@@ -428,9 +469,8 @@ def _manifest(sources: BundleSources, head_info: dict, model_files: dict, featur
         "feature_sets": feature_sets,
         "segmentation": dict(DEFAULT_SEGMENTATION),
         "metrics": {
-            "soup": f"{METRICS_DIR}/soup_metrics.json",
-            "table1": f"{METRICS_DIR}/table1.tsv",
-            "table3": f"{METRICS_DIR}/table3.tsv",
+            Path(name).stem.removesuffix("_metrics"): f"{METRICS_DIR}/{name}"
+            for name in _metric_files(sources)
         },
         "demo": bool(sources.demo),
         # Where fetch_models put the hub backbones and the ASR checkpoint (absolute: the
@@ -442,6 +482,7 @@ def _manifest(sources: BundleSources, head_info: dict, model_files: dict, featur
         ),
         "config": sources.config,
     }
+    return manifest | ({"calibration": calibration} if calibration else {})
 
 
 # --------------------------------------------------------------------------------------------
@@ -488,6 +529,32 @@ def meta_selection_section(record: Mapping | None) -> str:
             chosen = "yes" if point.get("prior_strength") == record.get("choice") else ""
             lines.append(f"| {point.get('setting')} | " + " | ".join(figures) + f" | {chosen} |")
     return "\n".join(lines) + "\n"
+
+
+def calibration_section(record: Mapping | None, table: str | None) -> str:
+    """The model card's account of the soup's temperature scaling and of Table C."""
+    if not record:
+        return "## Calibration\n\nThis bundle records no temperature: posteriors are the soup's.\n"
+    fitted = record["fitted_on"]
+    lines = [
+        "## Calibration",
+        "",
+        f"The soup's posteriors p are temperature-scaled: softmax(ln p / T) with T = "
+        f"{record['temperature']:.4f} (`calibration` in `bundle.json`, `Bundle.calibrate`), "
+        f"{record['note']}: {fitted['clips']} clips of {fitted['speakers']} speaker(s), their "
+        f"negative log-likelihood {record['nll_before']:.4f} before, {record['nll_after']:.4f} "
+        "after. T > 1 softens over-confident posteriors, T < 1 sharpens them; the predicted "
+        "class never changes.",
+        "",
+    ]
+    if table:
+        lines += [
+            "Table C (on dev: expected calibration error over equal-mass bins, Brier score, "
+            "negative log-likelihood, with speaker-bootstrap intervals; lower is better):",
+            "",
+            _tsv_to_markdown(table),
+        ]
+    return "\n".join(lines)
 
 
 def _figure(value) -> str:
@@ -579,7 +646,7 @@ segments by duration.
 | `bundle.json` | class order, model order, ASR and feature-set definitions, segmentation defaults, the configuration used |
 | `models/<model>.safetensors`, `.json` | each DeepSER model's final checkpoint (weights and input statistics; settings) |
 | `head.safetensors`, `head.json` | the soup meta-classifier |
-| `metrics/` | `soup_metrics.json`, Tables 1 and 3 of the report |
+| `metrics/` | `soup_metrics.json`, Tables 1, 3 and C (calibration) of the report |
 | `checksums.sha256` | sha256 of every file; checked on every load (`sha256sum -c checksums.sha256` works too) |
 
 Models (the meta-classifier reads them in this order):
@@ -623,6 +690,7 @@ Table 3 (ensemble techniques; the holdout columns are selection-biased, compare 
 
 {_tsv_to_markdown(sources.table3)}
 {meta_selection_section(soup.get("selection"))}
+{calibration_section(manifest.get("calibration"), sources.calibration)}
 ## Intended use
 
 Research on categorical speech emotion recognition of English podcast-style speech, and
@@ -789,6 +857,20 @@ class Bundle:
     def feature_sets(self) -> dict[str, dict]:
         return self.manifest["feature_sets"]
 
+    @property
+    def temperature(self) -> float:
+        """The soup's temperature T (``bundle_temperature``); 1 for a bundle without one."""
+        return bundle_temperature(self.manifest, self.path / MANIFEST)
+
+    def calibrate(self, probs: np.ndarray) -> np.ndarray:
+        """The soup's posteriors [N, C] temperature-scaled: softmax(ln p / T), the same argmax
+        (``medusa.calibration.temperature_scale``); unchanged for a bundle without T."""
+        from medusa.calibration import temperature_scale
+
+        return (
+            temperature_scale(probs, self.temperature) if "calibration" in self.manifest else probs
+        )
+
     def used_feature_sets(self) -> list[str]:
         """The feature sets the models read, in manifest order."""
         used = {fs for c in self.checkpoints.values() for fs in c["features"]}
@@ -819,6 +901,28 @@ class Bundle:
         return head, info
 
 
+def bundle_temperature(manifest: Mapping, where: str | os.PathLike = MANIFEST) -> float:
+    """T of a bundle manifest's ``calibration`` record, checked (a finite number > 0); 1.0 when
+    the bundle has none (built before temperature scaling). `where` names the file in errors."""
+    record = manifest.get("calibration")
+    if record is None:
+        return 1.0
+    value = record.get("temperature") if isinstance(record, Mapping) else None
+    if (
+        not isinstance(record, Mapping)
+        or record.get("method") != "temperature"
+        or not isinstance(value, int | float)
+        or isinstance(value, bool)
+        or not np.isfinite(value)
+        or value <= 0
+    ):
+        raise BundleError(
+            f"{where}: calibration must be {{method: temperature, temperature: T > 0}}, "
+            f"got {record!r}"
+        )
+    return float(value)
+
+
 def load_bundle(path: str | os.PathLike) -> Bundle:
     """Verify the checksums, then read the manifest and the checkpoints."""
     path = Path(path)
@@ -841,6 +945,7 @@ def load_bundle(path: str | os.PathLike) -> Bundle:
         checkpoints[model] = read_checkpoint(path / Path(files["weights"]).with_suffix(""))
     head_checkpoint = read_checkpoint(path / HEAD_STEM)
     _check_bundle_classes(path, classes, checkpoints, head_checkpoint)
+    bundle_temperature(manifest, path / MANIFEST)
     return Bundle(path, manifest, checkpoints, head_checkpoint)
 
 
@@ -877,4 +982,6 @@ def sources_from_snakemake(inputs, config: Mapping, models: Sequence[str]) -> Bu
         data_report=str(inputs.data_report),
         config=dict(config),
         demo=bool(config.get("demo")),
+        temperature=str(inputs.temperature),
+        calibration=str(inputs.calibration),
     )

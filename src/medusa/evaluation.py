@@ -19,7 +19,9 @@ independent) and single clips otherwise (``medusa.stats``), seeded from the conf
 - ``attributes_table``: concordance correlation (the challenge's Task 2 metric) of arousal,
   valence and dominance per model, for the models' mean and for the soup's attribute head;
 - ``fairness_table`` / ``fairness_figure``: per-gender macro-F1 and the spread of per-speaker
-  accuracy for chosen systems.
+  accuracy for chosen systems;
+- ``calibration_table``: ECE (equal-mass bins, ``calibration_bins``), Brier score and NLL of
+  each system's dev posteriors with intervals (``medusa.calibration``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from medusa.calibration import DEFAULT_BINS, calibration_intervals
 from medusa.emotions import ATTRIBUTES, CLASS_LETTERS
 from medusa.ensemble import BALANCED_HOLDOUT, ensemble_classes, scored_subsets, split_inputs
 from medusa.partitions import DEV, HOLDOUT
@@ -219,6 +222,32 @@ def fairness_table(dev: DevSet, systems: Mapping[str, np.ndarray], boot) -> pd.D
         spread = summarise(per_speaker_accuracy(dev.y, pred, dev.speakers, min_clips=5))
         rows.append({"system": name, "group": "per-speaker accuracy", "clips": len(dev.y),
                      **{f"speaker_{k}": v for k, v in spread.items()}, UNRELIABLE: ""})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+# Equal-mass ECE bins hold at least this many clips: fewer make each bin's accuracy so noisy
+# that the ECE mostly measures sampling error (about 0.1 per bin at 20 clips).
+MIN_CLIPS_PER_BIN = 20
+
+
+def calibration_bins(n_clips: int) -> int:
+    """ECE bins for `n_clips`: ``medusa.calibration.DEFAULT_BINS`` (15), fewer on a small set
+    (at least ``MIN_CLIPS_PER_BIN`` clips each), at least one."""
+    return max(1, min(DEFAULT_BINS, n_clips // MIN_CLIPS_PER_BIN))
+
+
+def calibration_table(dev: DevSet, systems: Mapping[str, np.ndarray], boot) -> pd.DataFrame:
+    """Per system (name -> dev posteriors [N, C] in `dev`'s row order): ECE, Brier score and
+    NLL with speaker-bootstrap intervals, over the same number of bins for every system."""
+    bins = calibration_bins(len(dev.y))
+    rows = []
+    for name, probs in systems.items():
+        intervals = calibration_intervals(probs, dev.y, dev.speakers, bins, **boot)
+        row = {"system": name, "clips": len(dev.y), "bins": bins}
+        for score, interval in intervals.items():
+            row.update({score: interval.value, f"{score}_low": interval.low,
+                        f"{score}_high": interval.high})  # fmt: skip
+        rows.append({**row, UNRELIABLE: unreliable_note(intervals)})
     return pd.DataFrame(rows)
 
 

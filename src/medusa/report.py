@@ -20,6 +20,10 @@ bootstrap intervals that resample speakers (``medusa.evaluation``). Files in ``o
 - ``confusion.png``: the soup's row-normalised confusion matrix on dev.
 - ``models.png``: each model's dev macro-F1 with its interval, against soft voting, the soup
   and chance.
+- ``calibration.tsv`` (Table C), ``calibration.png``: ECE, Brier score and NLL on dev with
+  intervals of each model, the soft vote, the product of experts, the soup and the soup after
+  temperature scaling (``medusa.temperature``: T fitted on the meta clips, never dev); the
+  reliability diagram of the soft vote, the best model and the soup before and after.
 - ``headline.md``: Table 3 and the main comparisons in a few lines (``format_headline``).
 
 Every table with intervals has an ``unreliable_intervals`` column naming the intervals with
@@ -39,6 +43,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from medusa.atomic import atomic_write, atomic_write_text
+from medusa.calibration import reliability_curves, temperature_scale, write_reliability_diagram
 from medusa.emotions import NUM_CLASSES
 from medusa.ensemble import (
     BALANCED_HOLDOUT,
@@ -63,6 +68,7 @@ from medusa.evaluation import (
     DevSet,
     attributes_table,
     bootstrap_settings,
+    calibration_table,
     comparisons_table,
     fairness_figure,
     fairness_table,
@@ -72,6 +78,7 @@ from medusa.evaluation import (
 from medusa.manifest import read_manifest
 from medusa.metrics import classification_metrics
 from medusa.partitions import DEV, HOLDOUT
+from medusa.temperature import read_temperature
 
 log = logging.getLogger(__name__)
 
@@ -107,12 +114,15 @@ def build_report(
     out_dir: str | os.PathLike,
     model_features: Mapping[str, Sequence[str]] | None = None,
     top_ensembles: Sequence[Ensemble] = (),
+    temperature: str | os.PathLike | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Write the report files (module docstring) and return its tables by name.
 
     `posterior_paths` maps model name -> posteriors file, in Table 1 order; `model_features`
     optionally maps model name -> the feature sets it fuses (shown in Table 1);
-    `top_ensembles`: the top-k ensembles' seeds and soups, scored in Table 3 too.
+    `top_ensembles`: the top-k ensembles' seeds and soups, scored in Table 3 too;
+    `temperature`: the soup's ``temperature.json`` (rule temperature), for Table C's
+    temperature-scaled row (without it Table C has no such row).
     """
     out_dir = Path(out_dir)
     names = list(posterior_paths)
@@ -135,6 +145,7 @@ def build_report(
     systems = {e.label: _combine(e, names, data, classes) for e in [whole, *top_ensembles]}
     main = systems[whole.label]
     fairness = _fairness_systems(names, per_model, model_scores, main)
+    calibration, curves = _calibration(names, data, model_scores, main, temperature, dev, boot)
 
     # Tables, figures and the headline.
     tables = {
@@ -145,12 +156,15 @@ def build_report(
         "attributes": _attributes(names, data, main, dev, boot),
         "fairness": fairness_table(dev, fairness, boot),
         "meta_selection": _selection_table(systems),
+        "calibration": calibration,
     }
     for name, table in tables.items():
         _write_tsv(table, out_dir / f"{name}.tsv")
     _save_figure(_confusion_figure(main["soup_scores"][DEV], classes), out_dir / "confusion.png")
     _save_figure(_models_figure(tables["table1"], main, classes), out_dir / "models.png")
     _save_figure(fairness_figure(dev, fairness), out_dir / "fairness.png")
+    title = f"Reliability on dev ({int(calibration['bins'].iloc[0])} equal-mass bin(s))"
+    write_reliability_diagram(out_dir / "calibration.png", curves, title)
     atomic_write_text(out_dir / "headline.md", format_headline(out_dir))
     log.info("report: %d models, %d ensembles -> %s", len(names), len(systems), out_dir)
     return tables
@@ -380,6 +394,47 @@ def _attributes(names, data, main, dev, boot) -> pd.DataFrame:
     return attributes_table(dict(zip(names, attributes, strict=True)), soup_attributes, dev, boot)
 
 
+SOUP_SCALED = "Meta-classifier (soup), temperature-scaled"
+
+
+def _calibration(names, data, model_scores, main, temperature, dev, boot):
+    """Table C (each model, the soft vote, the product of experts, the soup, and the soup
+    after temperature scaling) and the reliability curves of the diagram."""
+    X = data[DEV][0]
+    probs, _ = split_inputs(X, len(dev.classes))
+    soup = predict_probs(main["head"], reorder_models(X, names, main["info"]["models"]))
+    systems = {
+        **dict(zip(names, probs, strict=True)),
+        "Soft voting": soft_vote(list(probs)),
+        "Product of experts": product_of_experts(list(probs)),
+        "Meta-classifier (soup)": soup,
+    }
+    scaled = {}  # the scaled row's (temperature, note)
+    if temperature is not None:
+        record = read_temperature(temperature, main["info"]["models"])
+        systems[SOUP_SCALED] = temperature_scale(soup, record["temperature"])
+        scaled[SOUP_SCALED] = (record["temperature"], _temperature_note(record))
+    table = calibration_table(dev, {k: np.asarray(p, np.float64) for k, p in systems.items()}, boot)
+    table.insert(1, "temperature", [scaled.get(k, (np.nan,))[0] for k in systems])
+    table.insert(len(table.columns) - 1, "note", [scaled.get(k, (0, ""))[1] for k in systems])
+    top = _top_model(names, model_scores)
+    shown = ["Soft voting", top, "Meta-classifier (soup)", SOUP_SCALED]
+    curves = reliability_curves(
+        {f"Top DeepSER ({k})" if k == top else k: systems[k] for k in shown if k in systems},
+        dev.y,
+        int(table["bins"].iloc[0]),
+    )
+    return table, curves
+
+
+def _temperature_note(record: Mapping) -> str:
+    fitted, before, after = record["fitted_on"], record["before"], record["after"]
+    return (
+        f"T = {record['temperature']:.3f}, {record['note']}: {fitted['clips']} clips of "
+        f"{fitted['speakers']} speaker(s), NLL there {before['nll']:.3f} -> {after['nll']:.3f}"
+    )
+
+
 def _fairness_systems(names, per_model, model_scores, main) -> dict[str, np.ndarray]:
     top = _top_model(names, model_scores)
     return {"MEDUSA (soup)": main["soup"][DEV], f"Top DeepSER ({top})": per_model[top][DEV]}
@@ -515,6 +570,7 @@ def format_headline(out_dir: str | os.PathLike) -> str:
             "of resamples."
         )
     lines += _selection_lines(out_dir / "meta_selection.tsv")
+    lines += _calibration_lines(out_dir / "calibration.tsv", top["note"].split(" ")[0])
     if UNRELIABLE_MARK in "\n".join(lines):
         lines += ["", UNRELIABLE_EXPLANATION, ""]
     lines += [
@@ -532,6 +588,40 @@ def report_classes(out_dir: str | os.PathLike) -> tuple[str, ...]:
     """The class codes a report scored: the per-class table's columns before macro_f1."""
     columns = list(_read_tsv(Path(out_dir) / "per_class_f1.tsv").columns)
     return tuple(columns[columns.index("subset") + 1 : columns.index("macro_f1")])
+
+
+def _calibration_lines(path: Path, top: str) -> list[str]:
+    """Table C in the headline: the soup before and after temperature scaling, the soft vote
+    and the best model, and what these figures do and do not show."""
+    if not path.is_file():
+        return []
+    table = _read_tsv(path).set_index("system")
+
+    def scores(system: str) -> str:
+        row = table.loc[system]
+        return ", ".join(
+            f"{name} {_with_interval(row, key)}"
+            for name, key in (("ECE", "ece"), ("Brier", "brier"), ("NLL", "nll"))
+        )
+
+    lines = [
+        f"- Calibration on dev (Table C, `calibration.tsv`; ECE over {table['bins'].iloc[0]} "
+        "equal-mass bin(s) of the top posterior, Brier score, NLL in nats; lower is better): "
+        f"soup {scores('Meta-classifier (soup)')}; soft vote {scores('Soft voting')}; best "
+        f"single model ({top}) {scores(top)}."
+    ]
+    if SOUP_SCALED in table.index:
+        lines.append(
+            f"- Soup after temperature scaling: {scores(SOUP_SCALED)}; "
+            f"{table.loc[SOUP_SCALED, 'note']}."
+        )
+    lines.append(
+        "- Table C shows whether the confidence of the predicted class matches how often it is "
+        "right on dev (ECE) and how much probability the true class gets (Brier, NLL); it "
+        "does not show calibration on other speakers or recording conditions, and temperature "
+        "scaling changes no prediction, so every F1 above stays the same."
+    )
+    return lines
 
 
 def _selection_lines(path: Path) -> list[str]:
