@@ -4,12 +4,12 @@ rule table2:
         unpack(table2_inputs),
     output:
         table2=report(
-            RUN + "/report/table2.tsv",
+            run_path("report/table2.tsv"),
             caption="../report/table2.rst",
             category="Ablations",
         ),
     log:
-        LOGS + "/table2.log",
+        log_path("table2.log"),
     conda:
         "../../envs/medusa.yaml"
     params:

@@ -11,19 +11,19 @@ rule bundle:
     set is an input for its attributes (backbone revision, weights checksum, dim)."""
     input:
         checkpoints=[final_checkpoint(model) for model in MODELS],
-        head=RUN + "/soup/head.pt",
-        soup_metrics=RUN + "/soup/metrics.json",
-        table1=RUN + "/report/table1.tsv",
-        table3=RUN + "/report/table3.tsv",
-        calibration=RUN + "/report/calibration.tsv",
-        temperature=RUN + "/soup/temperature.json",
-        data_report=RUN + "/data/report.md",
+        head=run_path("soup/head.pt"),
+        soup_metrics=run_path("soup/metrics.json"),
+        table1=run_path("report/table1.tsv"),
+        table3=run_path("report/table3.tsv"),
+        calibration=run_path("report/calibration.tsv"),
+        temperature=run_path("soup/temperature.json"),
+        data_report=run_path("data/report.md"),
         features=bundle_feature_files,
         asr_model=local_backbone_input(config["asr"]["model"]),
     output:
-        directory(RUN + "/bundle"),
+        directory(run_path("bundle")),
     log:
-        LOGS + "/bundle.log",
+        log_path("bundle.log"),
     localrule: True
     conda:
         "../../envs/medusa.yaml"

@@ -6,24 +6,24 @@
 rule cross_corpus_evaluation:
     """The bundle on one evaluation corpus: metrics with speaker intervals, confusion, CCC."""
     input:
-        bundle=RUN + "/bundle",
+        bundle=run_path("bundle"),
         table=cross_corpus_table,
     output:
         metrics=report(
-            RUN + "/cross_corpus/{corpus}/metrics.tsv",
+            run_path("cross_corpus/{corpus}/metrics.tsv"),
             caption="../report/cross_corpus.rst",
             category="Cross-corpus",
             labels={"corpus": "{corpus}"},
         ),
-        confusion=RUN + "/cross_corpus/{corpus}/confusion.tsv",
-        per_gender=RUN + "/cross_corpus/{corpus}/per_gender.tsv",
-        clips=RUN + "/cross_corpus/{corpus}/clips.csv",
-        excluded=RUN + "/cross_corpus/{corpus}/excluded.tsv",
-        summary=RUN + "/cross_corpus/{corpus}/summary.md",
+        confusion=run_path("cross_corpus/{corpus}/confusion.tsv"),
+        per_gender=run_path("cross_corpus/{corpus}/per_gender.tsv"),
+        clips=run_path("cross_corpus/{corpus}/clips.csv"),
+        excluded=run_path("cross_corpus/{corpus}/excluded.tsv"),
+        summary=run_path("cross_corpus/{corpus}/summary.md"),
     log:
-        LOGS + "/cross_corpus/{corpus}.log",
+        log_path("cross_corpus/{corpus}.log"),
     benchmark:
-        RUN + "/benchmarks/cross_corpus/{corpus}.tsv"
+        run_path("benchmarks/cross_corpus/{corpus}.tsv")
     conda:
         "../../envs/medusa.yaml"
     threads: GPU_JOB_THREADS
@@ -40,4 +40,4 @@ rule cross_corpus_evaluation:
 rule cross_corpus:
     """Target: every evaluation corpus of the config scored with the bundle."""
     input:
-        expand(RUN + "/cross_corpus/{corpus}/metrics.tsv", corpus=CROSS_CORPORA),
+        expand(run_path("cross_corpus/{corpus}/metrics.tsv"), corpus=CROSS_CORPORA),

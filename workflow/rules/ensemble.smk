@@ -2,14 +2,14 @@ rule meta_select:
     """Stage 3's self-validation: speaker-grouped cross-validation on the meta clips chooses
     the head's prior strength (or "stay at the vote") for every seed."""
     input:
-        manifest=RUN + "/data/manifest.tsv",
+        manifest=run_path("data/manifest.tsv"),
         posteriors=labelled_posteriors,
     output:
-        RUN + "/meta/select.json",
+        run_path("meta/select.json"),
     log:
-        LOGS + "/meta/select.log",
+        log_path("meta/select.log"),
     benchmark:
-        RUN + "/benchmarks/meta/select.tsv"
+        run_path("benchmarks/meta/select.tsv")
     conda:
         "../../envs/medusa.yaml"
     params:
@@ -21,14 +21,14 @@ rule meta_select:
 rule meta_select_top:
     """The self-validation of a top-k ensemble (its own models, its own choice)."""
     input:
-        manifest=RUN + "/data/manifest.tsv",
+        manifest=run_path("data/manifest.tsv"),
         posteriors=labelled_posteriors,
     output:
-        RUN + "/meta/top{k}/select.json",
+        run_path("meta/top{k}/select.json"),
     log:
-        LOGS + "/meta/top{k}/select.log",
+        log_path("meta/top{k}/select.log"),
     benchmark:
-        RUN + "/benchmarks/meta/top{k}/select.tsv"
+        run_path("benchmarks/meta/top{k}/select.tsv")
     conda:
         "../../envs/medusa.yaml"
     params:
@@ -40,16 +40,16 @@ rule meta_select_top:
 rule meta:
     """Stage 3: a meta-classifier over all models' posteriors, balanced sampling, one seed."""
     input:
-        manifest=RUN + "/data/manifest.tsv",
+        manifest=run_path("data/manifest.tsv"),
         posteriors=labelled_posteriors,
-        selection=RUN + "/meta/select.json",
+        selection=run_path("meta/select.json"),
     output:
-        head=RUN + "/meta/seed{seed}/head.pt",
-        metrics=RUN + "/meta/seed{seed}/metrics.json",
+        head=run_path("meta/seed{seed}/head.pt"),
+        metrics=run_path("meta/seed{seed}/metrics.json"),
     log:
-        LOGS + "/meta/seed{seed}.log",
+        log_path("meta/seed{seed}.log"),
     benchmark:
-        RUN + "/benchmarks/meta/seed{seed}.tsv"
+        run_path("benchmarks/meta/seed{seed}.tsv")
     conda:
         "../../envs/medusa.yaml"
     params:
@@ -61,16 +61,16 @@ rule meta:
 rule meta_top:
     """Stage 3 for a top-k ensemble (Table 3): the k models with the best selection score."""
     input:
-        manifest=RUN + "/data/manifest.tsv",
+        manifest=run_path("data/manifest.tsv"),
         posteriors=labelled_posteriors,
-        selection=RUN + "/meta/top{k}/select.json",
+        selection=run_path("meta/top{k}/select.json"),
     output:
-        head=RUN + "/meta/top{k}/seed{seed}/head.pt",
-        metrics=RUN + "/meta/top{k}/seed{seed}/metrics.json",
+        head=run_path("meta/top{k}/seed{seed}/head.pt"),
+        metrics=run_path("meta/top{k}/seed{seed}/metrics.json"),
     log:
-        LOGS + "/meta/top{k}/seed{seed}.log",
+        log_path("meta/top{k}/seed{seed}.log"),
     benchmark:
-        RUN + "/benchmarks/meta/top{k}/seed{seed}.tsv"
+        run_path("benchmarks/meta/top{k}/seed{seed}.tsv")
     conda:
         "../../envs/medusa.yaml"
     params:
@@ -82,14 +82,14 @@ rule meta_top:
 rule model_soup_top:
     """Stage 4 for a top-k ensemble: its seeds averaged into one head."""
     input:
-        manifest=RUN + "/data/manifest.tsv",
+        manifest=run_path("data/manifest.tsv"),
         posteriors=labelled_posteriors,
         heads=top_k_heads,
     output:
-        head=RUN + "/soup/top{k}/head.pt",
-        metrics=RUN + "/soup/top{k}/metrics.json",
+        head=run_path("soup/top{k}/head.pt"),
+        metrics=run_path("soup/top{k}/metrics.json"),
     log:
-        LOGS + "/soup/top{k}.log",
+        log_path("soup/top{k}.log"),
     conda:
         "../../envs/medusa.yaml"
     params:
@@ -101,18 +101,18 @@ rule model_soup_top:
 rule model_soup:
     """Stage 4: the meta-classifier seeds averaged into one model (uniform or greedy soup)."""
     input:
-        manifest=RUN + "/data/manifest.tsv",
+        manifest=run_path("data/manifest.tsv"),
         posteriors=labelled_posteriors,
-        heads=expand(RUN + "/meta/seed{seed}/head.pt", seed=META_SEEDS),
+        heads=expand(run_path("meta/seed{seed}/head.pt"), seed=META_SEEDS),
     output:
-        head=RUN + "/soup/head.pt",
+        head=run_path("soup/head.pt"),
         metrics=report(
-            RUN + "/soup/metrics.json",
+            run_path("soup/metrics.json"),
             caption="../report/soup_metrics.rst",
             category="Ensemble",
         ),
     log:
-        LOGS + "/soup.log",
+        log_path("soup.log"),
     conda:
         "../../envs/medusa.yaml"
     params:
@@ -125,13 +125,13 @@ rule temperature:
     """Temperature scaling of the soup: one T fitted on the clips the meta-classifier trained
     on (meta.train_on, never dev); the report and the bundle apply it."""
     input:
-        manifest=RUN + "/data/manifest.tsv",
+        manifest=run_path("data/manifest.tsv"),
         posteriors=labelled_posteriors,
-        head=RUN + "/soup/head.pt",
+        head=run_path("soup/head.pt"),
     output:
-        RUN + "/soup/temperature.json",
+        run_path("soup/temperature.json"),
     log:
-        LOGS + "/soup/temperature.log",
+        log_path("soup/temperature.log"),
     conda:
         "../../envs/medusa.yaml"
     script:
@@ -143,16 +143,16 @@ rule predict:
     input:
         index=f"results/audio/{UNLABELLED}.tsv",
         posteriors=unlabelled_posteriors,
-        head=RUN + "/soup/head.pt",
+        head=run_path("soup/head.pt"),
     output:
         letters=report(
-            RUN + "/predictions/test.csv",
+            run_path("predictions/test.csv"),
             caption="../report/predictions.rst",
             category="Predictions",
         ),
-        posteriors=RUN + "/predictions/test_posteriors.csv",
+        posteriors=run_path("predictions/test_posteriors.csv"),
     log:
-        LOGS + "/predict.log",
+        log_path("predict.log"),
     conda:
         "../../envs/medusa.yaml"
     script:
@@ -165,72 +165,72 @@ rule report:
         unpack(report_inputs),
     output:
         table1=report(
-            RUN + "/report/table1.tsv",
+            run_path("report/table1.tsv"),
             caption="../report/table1.rst",
             category="Ensemble",
         ),
         table3=report(
-            RUN + "/report/table3.tsv",
+            run_path("report/table3.tsv"),
             caption="../report/table3.rst",
             category="Ensemble",
         ),
         per_class=report(
-            RUN + "/report/per_class_f1.tsv",
+            run_path("report/per_class_f1.tsv"),
             caption="../report/per_class.rst",
             category="Ensemble",
         ),
         confusion=report(
-            RUN + "/report/confusion.png",
+            run_path("report/confusion.png"),
             caption="../report/confusion.rst",
             category="Figures",
         ),
         models=report(
-            RUN + "/report/models.png",
+            run_path("report/models.png"),
             caption="../report/models.rst",
             category="Figures",
         ),
         comparisons=report(
-            RUN + "/report/comparisons.tsv",
+            run_path("report/comparisons.tsv"),
             caption="../report/comparisons.rst",
             category="Ensemble",
         ),
         attributes=report(
-            RUN + "/report/attributes.tsv",
+            run_path("report/attributes.tsv"),
             caption="../report/attributes.rst",
             category="Attributes",
         ),
         fairness=report(
-            RUN + "/report/fairness.tsv",
+            run_path("report/fairness.tsv"),
             caption="../report/fairness.rst",
             category="Fairness",
         ),
         fairness_figure=report(
-            RUN + "/report/fairness.png",
+            run_path("report/fairness.png"),
             caption="../report/fairness.rst",
             category="Fairness",
         ),
         selection=report(
-            RUN + "/report/meta_selection.tsv",
+            run_path("report/meta_selection.tsv"),
             caption="../report/meta_selection.rst",
             category="Ensemble",
         ),
         calibration=report(
-            RUN + "/report/calibration.tsv",
+            run_path("report/calibration.tsv"),
             caption="../report/calibration.rst",
             category="Calibration",
         ),
         reliability=report(
-            RUN + "/report/calibration.png",
+            run_path("report/calibration.png"),
             caption="../report/reliability.rst",
             category="Calibration",
         ),
         headline=report(
-            RUN + "/report/headline.md",
+            run_path("report/headline.md"),
             caption="../report/headline.rst",
             category="Ensemble",
         ),
     log:
-        LOGS + "/report.log",
+        log_path("report.log"),
     conda:
         "../../envs/medusa.yaml"
     params:

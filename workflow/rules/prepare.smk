@@ -57,16 +57,16 @@ rule prepare:
     input:
         audio=labelled_audio_indexes,
     output:
-        manifest=RUN + "/data/manifest.tsv",
+        manifest=run_path("data/manifest.tsv"),
         report=report(
-            RUN + "/data/report.md",
+            run_path("data/report.md"),
             caption="../report/data.rst",
             category="Data",
         ),
     log:
-        LOGS + "/prepare.log",
+        log_path("prepare.log"),
     benchmark:
-        RUN + "/benchmarks/prepare.tsv"
+        run_path("benchmarks/prepare.tsv")
     conda:
         "../../envs/medusa.yaml"
     params:

@@ -3,13 +3,13 @@ rule stage1:
     input:
         unpack(stage1_inputs),
     output:
-        checkpoint=RUN + "/models/{model}/stage1/checkpoint.pt",
-        metrics=RUN + "/models/{model}/stage1/metrics.json",
-        history=RUN + "/models/{model}/stage1/history.tsv",
+        checkpoint=run_path("models/{model}/stage1/checkpoint.pt"),
+        metrics=run_path("models/{model}/stage1/metrics.json"),
+        history=run_path("models/{model}/stage1/history.tsv"),
     log:
-        LOGS + "/models/{model}/stage1.log",
+        log_path("models/{model}/stage1.log"),
     benchmark:
-        RUN + "/benchmarks/models/{model}/stage1.tsv"
+        run_path("benchmarks/models/{model}/stage1.tsv")
     conda:
         "../../envs/medusa.yaml"
     threads: GPU_JOB_THREADS
@@ -17,7 +17,7 @@ rule stage1:
         gpu=1,
     params:
         model=model_params,
-        resume_dir=RUN + "/models/{model}/stage1.resume",
+        resume_dir=run_path("models/{model}/stage1.resume"),
     script:
         "../scripts/train_stage.py"
 
@@ -29,18 +29,18 @@ rule stage2:
     input:
         unpack(stage2_inputs),
     output:
-        checkpoint=RUN + "/models/{model}/stage2/checkpoint.pt",
+        checkpoint=run_path("models/{model}/stage2/checkpoint.pt"),
         metrics=report(
-            RUN + "/models/{model}/stage2/metrics.json",
+            run_path("models/{model}/stage2/metrics.json"),
             caption="../report/model_metrics.rst",
             category="Models",
             labels={"model": "{model}", "file": "stage-2 metrics"},
         ),
-        history=RUN + "/models/{model}/stage2/history.tsv",
+        history=run_path("models/{model}/stage2/history.tsv"),
     log:
-        LOGS + "/models/{model}/stage2.log",
+        log_path("models/{model}/stage2.log"),
     benchmark:
-        RUN + "/benchmarks/models/{model}/stage2.tsv"
+        run_path("benchmarks/models/{model}/stage2.tsv")
     wildcard_constraints:
         model=stage2_model_pattern(),
     conda:
@@ -50,7 +50,7 @@ rule stage2:
         gpu=1,
     params:
         model=model_params,
-        resume_dir=RUN + "/models/{model}/stage2.resume",
+        resume_dir=run_path("models/{model}/stage2.resume"),
     script:
         "../scripts/train_stage.py"
 
@@ -63,11 +63,11 @@ rule posteriors:
     input:
         unpack(posterior_inputs),
     output:
-        RUN + "/posteriors/{model}/{posterior_set}.h5",
+        run_path("posteriors/{model}/{posterior_set}.h5"),
     log:
-        LOGS + "/posteriors/{model}/{posterior_set}.log",
+        log_path("posteriors/{model}/{posterior_set}.log"),
     benchmark:
-        RUN + "/benchmarks/posteriors/{model}/{posterior_set}.tsv"
+        run_path("benchmarks/posteriors/{model}/{posterior_set}.tsv")
     conda:
         "../../envs/medusa.yaml"
     threads: GPU_JOB_THREADS
