@@ -24,6 +24,7 @@ from medusa.partitions import (
     unlabelled_manifest,
     write_audio_index,
 )
+from medusa.scan_cache import SCAN_CACHE_NAME
 
 HEADER = "FileName,EmoClass,EmoAct,EmoVal,EmoDom,SpkrID,Gender,Split_Set\n"
 
@@ -136,6 +137,7 @@ def test_digests_are_read_from_the_cache_until_a_file_changes(corpus, tmp_path, 
     monkeypatch.setattr(
         medusa.content_hash, "file_digest", lambda path: read.append(path) or real_digest(path)
     )
+    cache.with_name(SCAN_CACHE_NAME).unlink()  # the digest cache alone, not the cached scan
     assert corpus_fingerprints(corpus, cache) == first and read == []  # warm: no file read
     assert cache.stat().st_mtime_ns == written  # and not rewritten
     time.sleep(0.3)

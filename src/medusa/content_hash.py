@@ -21,6 +21,8 @@ file keyed by the file's identity:
   holds is ever wrong, only possibly incomplete.
 
 ``file_digests(files, cache_path)`` is the API; ``FileState.of(stat)`` the key of one file.
+A parse of an unchanged corpus does not even get here: the scan's whole result is cached by
+the state of the folders and label files it read (``medusa.scan_cache``).
 """
 
 from __future__ import annotations

@@ -17,7 +17,8 @@ labelled. ``audio_partitions(root, layout=, table=)`` lists them;
 ``corpus_fingerprints(root, cache_path, layout=, table=)`` gives a fingerprint of each partition
 (its files' names relative to the corpus folder, with the clip ids for a table, and the digests
 of their bytes, ``medusa.content_hash``; never absolute paths of the corpus or times), the
-digest of each label file (the table) and a table's folds. The workflow passes a
+digest of each label file (the table) and a table's folds; the whole result is cached by the
+state of the folders and files it read (``medusa.scan_cache``). The workflow passes a
 partition's fingerprint to its ``audio_index``, ``asr`` and ``features`` jobs, so replaced
 audio, and only that, is indexed, transcribed and extracted again, while a corpus moved or
 copied without its times reruns nothing.
@@ -37,6 +38,8 @@ import gc
 import hashlib
 import os
 import re
+import sys
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -48,6 +51,7 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
+from medusa import content_hash, scan_cache, table_layout
 from medusa.atomic import atomic_write_text
 from medusa.content_hash import FileState, file_digests
 from medusa.emotions import ATTRIBUTES, CLASS_LETTERS
@@ -109,14 +113,22 @@ class AudioFile(NamedTuple):  # a tuple: 120k of them are made at every parse
         return os.path.basename(self.path)
 
 
-def list_audio(audio_dir: Path) -> list[AudioFile]:
-    """Every ``*.wav`` of the (flat) audio folder with its file state, sorted by name."""
+def _audio_entries(audio_dir: Path) -> list[tuple[str, os.stat_result]]:
+    """(name, stat) of every ``*.wav`` file of the (flat) audio folder, in listing order."""
     with os.scandir(audio_dir) as entries:
-        files = [
-            AudioFile(e.name[: -len(AUDIO_SUFFIX)], f"{AUDIO_DIR}/{e.name}", FileState.of(e.stat()))
+        return [
+            (e.name, e.stat())
             for e in entries
             if e.name.lower().endswith(AUDIO_SUFFIX) and e.is_file()
         ]
+
+
+def list_audio(audio_dir: Path) -> list[AudioFile]:
+    """Every ``*.wav`` of the (flat) audio folder with its file state, sorted by name."""
+    files = [
+        AudioFile(name[: -len(AUDIO_SUFFIX)], f"{AUDIO_DIR}/{name}", FileState.of(stat))
+        for name, stat in _audio_entries(audio_dir)
+    ]
     return sorted(files, key=lambda f: f.path)
 
 
@@ -151,23 +163,33 @@ def audio_partitions(
 ) -> dict[str, list[AudioFile]]:
     """Partition -> its audio files (see module docstring). Labelled rows without audio are
     not here: the data stage reports them."""
-    return _scan(Path(root), layout, table)[0]
+    return _scan(Path(root), layout, table).partitions
 
 
-def _scan(
-    root: Path, layout: str, table: str | None
-) -> tuple[dict[str, list[AudioFile]], tuple[str, ...], list[str]]:
-    """(partition -> audio files, a table's folds, label files relative to the corpus folder)."""
+class _Scan(NamedTuple):
+    partitions: dict[str, list[AudioFile]]
+    folds: tuple[str, ...]  # a fold-style table's
+    labels: list[str]  # the label files read, relative to the corpus folder
+    # What the cached scan is checked against (medusa.scan_cache): the folders holding the
+    # audio with their states, and every audio file's (path, state; None: absent).
+    folders: list[tuple[str, scan_cache.State]]
+    files: list[tuple[str, FileState | None]]
+
+
+def _scan(root: Path, layout: str, table: str | None) -> _Scan:
     if layout == TABLE:
         return _table_partitions(root, table)
     if layout != MSP_PODCAST:
         raise PartitionError(f"data.layout: {layout!r} is not one of {', '.join(LAYOUTS)}")
+    folders = scan_cache.watch([str(root / AUDIO_DIR)])  # before listing it
     splits = labelled_split_sets(root / "Labels" / "labels_consensus.csv")
     partitions: dict[str, list[AudioFile]] = defaultdict(list)
-    for audio in list_audio(root / AUDIO_DIR):
+    listing = list_audio(root / AUDIO_DIR)
+    for audio in listing:
         partitions[splits.get(audio.name, UNLABELLED)].append(audio)
     labels = [name for name in LABEL_FILES if (root / name).is_file()]
-    return dict(partitions), (), labels
+    files = [(audio.path, audio.state) for audio in listing]
+    return _Scan(dict(partitions), (), labels, folders, files)
 
 
 def _in_corpus(prefix: str, path: str) -> str:
@@ -176,22 +198,47 @@ def _in_corpus(prefix: str, path: str) -> str:
     return path if os.path.isabs(path) else prefix + path
 
 
-def _table_partitions(
-    root: Path, table: str | None
-) -> tuple[dict[str, list[AudioFile]], tuple[str, ...], list[str]]:
+def _audio_state(path: str) -> FileState | None:
+    """A table's audio file's state; None when it is missing (the data report names it) or
+    not a file."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return FileState.of(stat) if S_ISREG(stat.st_mode) else None
+
+
+def _table_partitions(root: Path, table: str | None) -> _Scan:
     """A table's partitions: every clip whose audio file exists, in table order."""
     checked = read_table(root, table)
     partitions: dict[str, list[AudioFile]] = defaultdict(list)
     prefix = f"{root}{os.sep}"
-    for clip in checked.clips:
-        try:
-            stat = os.stat(_in_corpus(prefix, clip.path))
-        except OSError:
-            continue  # missing audio: the data report names it
-        if S_ISREG(stat.st_mode):
-            audio = AudioFile(clip.id, clip.path, FileState.of(stat))
+    paths = [_in_corpus(prefix, clip.path) for clip in checked.clips]
+    folders = scan_cache.watch(sorted({os.path.dirname(path) for path in paths}))
+    files = []
+    for clip, path in zip(checked.clips, paths, strict=True):
+        state = _audio_state(path)
+        files.append((clip.path, state))
+        if state is not None:
+            audio = AudioFile(clip.id, clip.path, state)
             partitions[clip.audio_partition(checked.style)].append(audio)
-    return dict(partitions), checked.folds, [str(table)]
+    return _Scan(dict(partitions), checked.folds, [str(table)], folders, files)
+
+
+def _files_digest(root: Path, layout: str, paths: list[str]) -> str:
+    """The digest of every audio file's state now (scan_cache check 3), as _Scan.files gives
+    it: MSP-Podcast's folder listed again, a table's clip `paths` (as stored) stat'ed again.
+    No AudioFile objects: this is what a warm parse costs."""
+    if layout == TABLE:
+        prefix = f"{root}{os.sep}"
+        line = scan_cache.state_line
+        lines = [line(path, _audio_state(_in_corpus(prefix, path))) for path in paths]
+    else:  # scan_cache.state_line of (path, FileState), spelled out: 120k calls fewer
+        lines = [
+            f"{AUDIO_DIR}/{name}\t{s.st_ino} {s.st_size} {s.st_mtime_ns} {s.st_ctime_ns}\n"
+            for name, s in _audio_entries(root / AUDIO_DIR)
+        ]
+    return scan_cache.files_digest(lines)
 
 
 def fingerprint(files: list[tuple[str, str]]) -> str:
@@ -214,12 +261,15 @@ def corpus_fingerprints(
     *,
     layout: str = MSP_PODCAST,
     table: str | None = None,
+    check_files: bool = True,
 ) -> CorpusFingerprints:
     """The fingerprint of every audio partition, the digest of each label file and a
     table's folds, with file digests cached in `cache_path` (``medusa.content_hash``; read once
-    per file version)."""
+    per file version) and the whole result next to it (``medusa.scan_cache``: reused while the
+    audio folders and label files are unchanged and, with `check_files`, every audio file's
+    state too; without it, a file rewritten in place is not seen)."""
     with _without_cyclic_gc():
-        return _corpus_fingerprints(Path(root), cache_path, layout, table)
+        return _cached_fingerprints(Path(root), cache_path, layout, table, check_files)
 
 
 @contextlib.contextmanager
@@ -235,10 +285,54 @@ def _without_cyclic_gc():
             gc.enable()
 
 
-def _corpus_fingerprints(
-    root: Path, cache_path: str | os.PathLike, layout: str, table: str | None
+def _label_files(root: Path, layout: str, table: str | None) -> list[str]:
+    """Every label file a scan may read (the table), present or not."""
+    if layout == TABLE:
+        return [os.path.join(root, table)] if table else []
+    return [os.path.join(root, name) for name in LABEL_FILES]
+
+
+def _cached_fingerprints(
+    root: Path, cache_path: str | os.PathLike, layout: str, table: str | None, check_files: bool
 ) -> CorpusFingerprints:
-    partitions, folds, labels = _scan(root, layout, table)
+    """The cached scan while it is valid (medusa.scan_cache), else a scan, cached when settled."""
+    cache = scan_cache.scan_cache_path(cache_path)
+    key = {"root": os.path.abspath(root), "layout": layout, "table": table, "code": _code()}
+    entry = scan_cache.load(cache, key)
+    if entry is not None and (
+        not check_files or _files_digest(root, layout, entry["paths"]) == entry["files"]
+    ):
+        result = entry["result"]
+        return CorpusFingerprints(result["partitions"], result["labels"], tuple(result["folds"]))
+    started = time.time_ns()
+    watched = scan_cache.watch(_label_files(root, layout, table))  # before reading them
+    scan = _scan(root, layout, table)
+    fingerprints = _fingerprints(root, cache_path, layout, scan)
+    watched += scan.folders
+    if scan_cache.settled([s for _, s in watched] + [s for _, s in scan.files], started):
+        lines = [scan_cache.state_line(path, state) for path, state in scan.files]
+        result = {
+            "partitions": fingerprints.partitions,
+            "labels": fingerprints.labels,
+            "folds": list(fingerprints.folds),
+        }
+        # A table's clip paths, to stat again (MSP-Podcast's folder is listed again instead).
+        paths = [path for path, _ in scan.files] if layout == TABLE else []
+        entry = {"key": key, "watched": watched, "files": scan_cache.files_digest(lines)}
+        scan_cache.store(cache, {**entry, "paths": paths, "result": result})
+    return fingerprints
+
+
+def _code() -> str:
+    """The digest of the modules that compute a scan (a cached scan of older code is stale)."""
+    modules = (sys.modules[__name__], table_layout, content_hash, scan_cache)
+    return scan_cache.code_digest(modules)
+
+
+def _fingerprints(
+    root: Path, cache_path: str | os.PathLike, layout: str, scan: _Scan
+) -> CorpusFingerprints:
+    partitions, folds, labels = scan.partitions, scan.folds, scan.labels
     partitions.setdefault(UNLABELLED, [])
     audio = [(p, f) for p in sorted(partitions) for f in partitions[p]]
     # Strings, not Path objects: 120k of them at every parse. A table's clip ids are its own
