@@ -226,3 +226,22 @@ def test_remote_models_are_told_from_local_paths_and_bad_settings_named():
         whisper_checkpoint({"model": "https://mirror.example/whisper/large-v3.pt"})
     with pytest.raises(ValueError, match="asr.model 'huge-v9'"):
         whisper_checkpoint({"model": "huge-v9"})
+
+
+def test_whisper_releases_come_from_the_package_source_without_importing_torch():
+    """Every parse reads the release table: it must not pay for importing torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from medusa.fetch import whisper_releases; "
+        "table = whisper_releases(); print(len(table), 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    count, torch_imported = out.stdout.split()
+    assert torch_imported == "False"
+    import whisper
+
+    from medusa.fetch import whisper_releases
+
+    assert whisper_releases() == whisper._MODELS and int(count) == len(whisper._MODELS)

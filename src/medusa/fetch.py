@@ -22,7 +22,10 @@ Local paths (the demo's backbones, a user's own folder or checkpoint) are used a
 
 from __future__ import annotations
 
+import ast
+import functools
 import hashlib
+import importlib.util
 import json
 import os
 import re
@@ -117,6 +120,28 @@ class WhisperCheckpoint:
         return Path(store) / "whisper" / f"{self.name}-{self.sha256}.pt"
 
 
+@functools.cache
+def whisper_releases() -> dict[str, str]:
+    """openai-whisper's release table (name -> URL), read from the installed package's source.
+
+    Every parse of the workflow asks for it (``whisper_checkpoint``): importing openai-whisper
+    would import torch, about 3 s of each parse and of each cluster job's. The table is a
+    literal in ``whisper/__init__.py``; if that ever changes, the import is the fallback.
+    """
+    spec = importlib.util.find_spec("whisper")
+    try:
+        tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+        for node in tree.body:
+            targets = [getattr(t, "id", None) for t in getattr(node, "targets", [])]
+            if isinstance(node, ast.Assign) and "_MODELS" in targets:
+                return dict(ast.literal_eval(node.value))
+    except (OSError, SyntaxError, ValueError, TypeError, AttributeError):
+        pass
+    import whisper
+
+    return dict(whisper._MODELS)
+
+
 def whisper_checkpoint(asr: dict) -> WhisperCheckpoint | None:
     """The checkpoint to fetch for the ASR config, or None for a local checkpoint file.
 
@@ -130,14 +155,13 @@ def whisper_checkpoint(asr: dict) -> WhisperCheckpoint | None:
     elif is_local_path(model):
         return None
     else:
-        import whisper  # here: only configs that name a release pay for importing it
-
-        if model not in whisper._MODELS:
+        releases = whisper_releases()
+        if model not in releases:
             raise ValueError(
                 f"asr.model {model!r} is neither a local checkpoint file, a URL, nor one of "
-                f"openai-whisper's models {sorted(whisper._MODELS)}"
+                f"openai-whisper's models {sorted(releases)}"
             )
-        url = whisper._MODELS[model]
+        url = releases[model]
     in_url = [part for part in url.split("/") if SHA256.match(part)]
     sha256 = revision or (in_url[-1] if in_url else None)
     if not sha256 or not SHA256.match(sha256):
