@@ -51,6 +51,18 @@ CLASSES = ClassSet.from_config(config["classes"])
 FOLD = None if config["data"]["fold"] is None else str(int(config["data"]["fold"]))
 RUN = "results" if FOLD is None else f"results/fold{FOLD}"
 LOGS = "logs" if FOLD is None else f"logs/fold{FOLD}"
+
+
+def run_path(path):
+    """`path` under the split-dependent results folder (results/ or results/fold<k>/)."""
+    return f"{RUN}/{path}"
+
+
+def log_path(path):
+    """`path` under the split-dependent logs folder (logs/ or logs/fold<k>/)."""
+    return f"{LOGS}/{path}"
+
+
 # The demo_corpus rule exists only in the demo's config and only when data.root is the demo
 # corpus's fixed home: it can never write into a user's corpus (medusa.corpus_guard).
 DEMO_CORPUS = "demo" in config and is_demo_home(DATA_ROOT, os.getcwd())
@@ -113,8 +125,14 @@ def corpus_state():
                     table=DATA_TABLE,
                 )
             )
+        # The scan is cached (medusa.scan_cache); a cluster job's parse trusts the folders'
+        # and label files' states, the main process also checks every audio file's.
         state = corpus_fingerprints(
-            DATA_ROOT, CONTENT_DIGEST_CACHE, layout=DATA_LAYOUT, table=DATA_TABLE
+            DATA_ROOT,
+            CONTENT_DIGEST_CACHE,
+            layout=DATA_LAYOUT,
+            table=DATA_TABLE,
+            check_files=workflow.is_main_process,
         )
         check_fold(state.folds)
         _CORPUS_STATE.append(state)
@@ -398,7 +416,7 @@ def feature_files(model, subset):
 def stage1_inputs(wildcards):
     """Manifest and the features of train, holdout and dev: nothing of the unlabelled
     partition, so new unlabelled audio never retrains a model."""
-    inputs = {"manifest": RUN + "/data/manifest.tsv"}
+    inputs = {"manifest": run_path("data/manifest.tsv")}
     for subset in TRAINING_SUBSETS:
         inputs[subset] = feature_files(wildcards.model, subset)
     return inputs
@@ -437,18 +455,18 @@ def posterior_inputs(wildcards):
     if wildcards.posterior_set == "unlabelled":
         inputs["index"] = f"results/audio/{UNLABELLED}.tsv"
     else:
-        inputs["manifest"] = RUN + "/data/manifest.tsv"
+        inputs["manifest"] = run_path("data/manifest.tsv")
     for subset in posterior_subsets(wildcards):
         inputs[subset] = feature_files(wildcards.model, subset)
     return inputs
 
 
 def labelled_posteriors(wildcards):
-    return expand(RUN + "/posteriors/{model}/labelled.h5", model=MODELS)
+    return expand(run_path("posteriors/{model}/labelled.h5"), model=MODELS)
 
 
 def unlabelled_posteriors(wildcards):
-    return expand(RUN + "/posteriors/{model}/unlabelled.h5", model=MODELS)
+    return expand(run_path("posteriors/{model}/unlabelled.h5"), model=MODELS)
 
 
 # ---------------------------------------------------------------- ensemble
@@ -467,7 +485,7 @@ TOP_K = sorted(set(config["meta"]["top_k"]), reverse=True)
 
 def top_k_heads(wildcards):
     return expand(
-        RUN + "/meta/top{k}/seed{seed}/head.pt", k=wildcards.k, seed=META_SEEDS
+        run_path("meta/top{k}/seed{seed}/head.pt"), k=wildcards.k, seed=META_SEEDS
     )
 
 
@@ -476,15 +494,15 @@ def report_inputs(wildcards):
     the whole ensemble and of each top-k ensemble (Table 3), the soup's temperature
     (Table C)."""
     return {
-        "manifest": RUN + "/data/manifest.tsv",
+        "manifest": run_path("data/manifest.tsv"),
         "posteriors": labelled_posteriors(wildcards),
-        "meta": expand(RUN + "/meta/seed{seed}/metrics.json", seed=META_SEEDS),
-        "soup": RUN + "/soup/head.pt",
-        "temperature": RUN + "/soup/temperature.json",
+        "meta": expand(run_path("meta/seed{seed}/metrics.json"), seed=META_SEEDS),
+        "soup": run_path("soup/head.pt"),
+        "temperature": run_path("soup/temperature.json"),
         "top_meta": expand(
-            RUN + "/meta/top{k}/seed{seed}/metrics.json", k=TOP_K, seed=META_SEEDS
+            run_path("meta/top{k}/seed{seed}/metrics.json"), k=TOP_K, seed=META_SEEDS
         ),
-        "top_soups": expand(RUN + "/soup/top{k}/head.pt", k=TOP_K),
+        "top_soups": expand(run_path("soup/top{k}/head.pt"), k=TOP_K),
     }
 
 
@@ -531,8 +549,8 @@ def table2_inputs(wildcards):
     """The labelled posteriors of every ablated model and of each of its ablations."""
     models = sorted({base for base, _ in ABLATIONS.values()} | set(ABLATIONS))
     return {
-        "manifest": RUN + "/data/manifest.tsv",
-        "posteriors": expand(RUN + "/posteriors/{model}/labelled.h5", model=models),
+        "manifest": run_path("data/manifest.tsv"),
+        "posteriors": expand(run_path("posteriors/{model}/labelled.h5"), model=models),
     }
 
 
@@ -565,7 +583,8 @@ def robustness_condition_pattern():
 def robustness_partition():
     """The audio partition holding the dev clips. It is perturbed whole, so that ASR and
     features stay keyed by audio alone (no manifest: a new split reruns none of them, and a
-    fold-style table's `labelled` partition serves every fold); only its dev clips are scored."""
+    fold-style table's `labelled` partition serves every fold); only its dev clips are scored.
+    """
     return partition_of_subset("dev", folds=bool(corpus_state().folds))
 
 
@@ -601,7 +620,7 @@ def robustness_perturb_inputs(wildcards):
 def perturbed_clips(wildcards):
     """A condition's perturbed partition: its clip table (paths relative to the folder)."""
     stem = f"{ROBUSTNESS}/{wildcards.condition}/audio/{wildcards.partition}"
-    return {"index": stem + ".tsv", "audio": stem}
+    return {"index": f"{stem}.tsv", "audio": stem}
 
 
 def robustness_asr_inputs(wildcards):
@@ -624,9 +643,9 @@ def robustness_posterior_inputs(wildcards):
     features of the condition's perturbed partition."""
     return {
         "checkpoint": final_checkpoint(wildcards.model),
-        "manifest": RUN + "/data/manifest.tsv",
+        "manifest": run_path("data/manifest.tsv"),
         "dev": expand(
-            ROBUSTNESS + "/{condition}/features/{feature_set}/{partition}.h5",
+            "results/robustness/{condition}/features/{feature_set}/{partition}.h5",
             condition=wildcards.condition,
             feature_set=resolved_model(config, wildcards.model)["features"],
             partition=robustness_partition(),
@@ -641,11 +660,11 @@ def robustness_table_inputs(wildcards):
             "robustness.conditions: no enabled condition (config/config.yaml lists them)"
         )
     return {
-        "manifest": RUN + "/data/manifest.tsv",
+        "manifest": run_path("data/manifest.tsv"),
         "clean": labelled_posteriors(wildcards),
-        "soup": RUN + "/soup/head.pt",
+        "soup": run_path("soup/head.pt"),
         "perturbed": expand(
-            RUN + "/robustness/{condition}/posteriors/{model}.h5",
+            run_path("robustness/{condition}/posteriors/{model}.h5"),
             condition=ROBUSTNESS_CONDITIONS,
             model=MODELS,
         ),

@@ -12,8 +12,8 @@ rule robustness_perturb:
     input:
         unpack(robustness_perturb_inputs),
     output:
-        audio=directory(ROBUSTNESS + "/{condition}/audio/{partition}"),
-        index=ROBUSTNESS + "/{condition}/audio/{partition}.tsv",
+        audio=directory("results/robustness/{condition}/audio/{partition}"),
+        index="results/robustness/{condition}/audio/{partition}.tsv",
     log:
         "logs/robustness/{condition}/perturb/{partition}.log",
     benchmark:
@@ -32,7 +32,7 @@ rule robustness_asr:
     input:
         unpack(robustness_asr_inputs),
     output:
-        ROBUSTNESS + "/{condition}/asr/{partition}.jsonl",
+        "results/robustness/{condition}/asr/{partition}.jsonl",
     log:
         "logs/robustness/{condition}/asr/{partition}.log",
     benchmark:
@@ -53,7 +53,7 @@ rule robustness_features:
     input:
         unpack(robustness_feature_inputs),
     output:
-        ROBUSTNESS + "/{condition}/features/{feature_set}/{partition}.h5",
+        "results/robustness/{condition}/features/{feature_set}/{partition}.h5",
     log:
         "logs/robustness/{condition}/features/{feature_set}/{partition}.log",
     benchmark:
@@ -74,11 +74,11 @@ rule robustness_posteriors:
     input:
         unpack(robustness_posterior_inputs),
     output:
-        RUN + "/robustness/{condition}/posteriors/{model}.h5",
+        run_path("robustness/{condition}/posteriors/{model}.h5"),
     log:
-        LOGS + "/robustness/{condition}/posteriors/{model}.log",
+        log_path("robustness/{condition}/posteriors/{model}.log"),
     benchmark:
-        RUN + "/benchmarks/robustness/{condition}/posteriors/{model}.tsv"
+        run_path("benchmarks/robustness/{condition}/posteriors/{model}.tsv")
     conda:
         "../../envs/medusa.yaml"
     threads: GPU_JOB_THREADS
@@ -97,17 +97,17 @@ rule robustness_table:
         unpack(robustness_table_inputs),
     output:
         table=report(
-            RUN + "/report/robustness.tsv",
+            run_path("report/robustness.tsv"),
             caption="../report/robustness.rst",
             category="Robustness",
         ),
         markdown=report(
-            RUN + "/report/robustness.md",
+            run_path("report/robustness.md"),
             caption="../report/robustness.rst",
             category="Robustness",
         ),
     log:
-        LOGS + "/robustness/table.log",
+        log_path("robustness/table.log"),
     conda:
         "../../envs/medusa.yaml"
     params:
