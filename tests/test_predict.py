@@ -2,14 +2,17 @@
 
 The bundle comes from `snakemake bundle` in the session's completed CI run (`completed_ci_run`):
 2 models trained for a few epochs on 100 synthetic clips. What is checked: the bundle's files
-and checksums, the workflow's own numbers on the Test3 clips, segmentation of a long recording,
-any rate and channel count, bad files reported while the rest go on, an altered bundle refused,
-the console script's outputs and exit status, and freshly synthesised sentences.
+and checksums, the workflow's own numbers on the Test3 clips, speech turns (VAD) and fixed
+windows of a long recording, its timeline and the HTML page (in a headless chromium), output
+columns that follow the bundle's classes, any rate and channel count, bad files reported while
+the rest go on, an altered bundle refused, the console script's outputs and exit status, and
+freshly synthesised sentences.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -30,14 +33,14 @@ from medusa.bundle import (
     resolve_source,
     verify_checksums,
 )
-from medusa.emotions import ATTRIBUTES, CLASS_LETTERS
+from medusa.emotions import ATTRIBUTES, CLASS_LETTERS, MSP_PODCAST_CLASSES
 from medusa.partitions import clip_paths
 from medusa.recognize import (
-    SEGMENT_COLUMNS,
+    GAP_COLUMNS,
     SKIPPED_COLUMNS,
-    SUMMARY_COLUMNS,
     Recognizer,
-    segment_bounds,
+    segment_columns,
+    summary_columns,
 )
 from medusa.transcripts import transcript_texts
 
@@ -45,6 +48,9 @@ from workflow_runner import CI_CONFIGS, run_snakemake
 
 MEDUSA = str(Path(sys.executable).parent / "medusa")
 SR = 16000
+SEGMENT_COLUMNS = segment_columns(MSP_PODCAST_CLASSES)
+SUMMARY_COLUMNS = summary_columns(MSP_PODCAST_CLASSES)
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +84,7 @@ def check_columns(predictions) -> None:
     assert list(predictions.segments.columns) == SEGMENT_COLUMNS
     assert list(predictions.summary.columns) == SUMMARY_COLUMNS
     assert list(predictions.skipped.columns) == SKIPPED_COLUMNS
+    assert list(predictions.gaps.columns) == GAP_COLUMNS
     probs = predictions.segments[list(CLASS_LETTERS)].to_numpy()
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     attributes = predictions.segments[list(ATTRIBUTES)].to_numpy()
@@ -88,25 +95,6 @@ def check_columns(predictions) -> None:
 
 # --------------------------------------------------------------------------------------------
 # Pure functions
-
-
-def test_segment_bounds():
-    second = SR
-    assert segment_bounds(3 * second, 8, 8, 1) == [(0, 3 * second)]
-    assert segment_bounds(8 * second, 8, 8, 1) == [(0, 8 * second)]
-    # 60 s: seven full windows and a 4 s tail.
-    bounds = segment_bounds(60 * second, 8, 8, 1)
-    assert bounds == [(i * 8 * second, min((i + 1) * 8, 60) * second) for i in range(8)]
-    # A tail under min_segment_s is dropped; overlapping windows with a hop.
-    assert segment_bounds(int(16.5 * second), 8, 8, 1) == [
-        (0, 8 * second),
-        (8 * second, 16 * second),
-    ]
-    assert segment_bounds(12 * second, 8, 4, 1) == [(0, 8 * second), (4 * second, 12 * second)]
-    # A clip up to max_segment_s is scored whole, as the workflow scores it; a longer one is cut.
-    assert segment_bounds(int(9.16 * second), 8, 8, 1, 12) == [(0, int(9.16 * second))]
-    assert segment_bounds(12 * second, 8, 8, 1, 12) == [(0, 12 * second)]
-    assert segment_bounds(13 * second, 8, 8, 1, 12) == [(0, 8 * second), (8 * second, 13 * second)]
 
 
 def test_backbone_sources_are_found_through_the_path_map_and_the_root(tmp_path):
@@ -231,31 +219,361 @@ def test_test3_clips_reproduce_the_workflow_predictions(recognizer, test3_clips,
         assert summary.loc[row.file, "emotion"] == row.emotion
 
 
-def test_a_long_recording_is_cut_into_segments(recognizer, completed_ci_run, tmp_path):
-    pieces, total = [], 0
-    for path in labelled_clips(completed_ci_run):
-        audio, rate = sf.read(path, dtype="float32")
+# Silences between the clips of the talk: the third one is the 10 s silence.
+TALK_SILENCES_S = (1.0, 1.5, 2.0, 10.0, 2.5, 1.2, 1.5)
+
+
+def noise(seconds: float, rng: np.random.Generator) -> np.ndarray:
+    """A room without speech: white noise at -60 dBFS."""
+    return (rng.standard_normal(round(seconds * SR)) * 10 ** (-60 / 20)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def talk(completed_ci_run, tmp_path_factory) -> tuple[Path, list[tuple[float, float]]]:
+    """(a recording of six demo clips of 2 s or more separated by silences, the clips' [start,
+    end) in it). Clips of 2 s or more: no turn is widened to the 1.5 s minimum."""
+    folder = tmp_path_factory.mktemp("talk")
+    rng = np.random.default_rng(0)
+    clips = [p for p in labelled_clips(completed_ci_run) if sf.info(p).duration >= 2.0][:6]
+    pieces, spans, t = [noise(TALK_SILENCES_S[0], rng)], [], TALK_SILENCES_S[0]
+    for clip, silence in zip(clips, TALK_SILENCES_S[1:], strict=True):
+        audio, rate = sf.read(clip, dtype="float32")
         assert rate == SR
-        pieces.append(audio)
-        total += len(audio)
-        if total >= 60 * SR:
-            break
-    long = np.concatenate(pieces)[: 60 * SR]
-    path = tmp_path / "podcast.wav"
-    sf.write(path, long, SR)
-    predictions = recognizer.predict([path])
-    check_columns(predictions)
-    segments = predictions.segments
-    assert list(segments["start_s"]) == [8.0 * i for i in range(8)]
-    assert list(segments["end_s"]) == [8.0 * (i + 1) for i in range(7)] + [60.0]
-    assert (segments["file"] == str(path)).all()
-    summary = predictions.summary
-    assert len(summary) == 1 and summary.loc[0, "segments"] == 8
-    assert summary.loc[0, "duration_s"] == pytest.approx(60.0)
+        spans.append((t, t + len(audio) / SR))
+        pieces += [audio, noise(silence, rng)]
+        t += len(audio) / SR + silence
+    path = folder / "talk.wav"
+    sf.write(path, np.concatenate(pieces), SR)
+    return path, spans
+
+
+def predict_cli(bundle: Path, workdir: Path, out: Path, *args: str) -> subprocess.CompletedProcess:
+    """`medusa predict` as a user runs it (one CPU thread, as the workflow's demo jobs)."""
+    command = [MEDUSA, "predict", "--bundle", str(bundle), "--backbone-root", str(workdir)]
+    command += ["--device", "cpu", "--threads", "1", "--no-progress", "-o", str(out), *args]
+    return subprocess.run(command, capture_output=True, text=True, cwd=out.parent, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def vad_run(demo_bundle, completed_ci_run, talk, test3_clips, tmp_path_factory):
+    """`medusa predict --html` (VAD, the default) on the talk, 20 s without speech, a Test3
+    clip: (the output folder, the run)."""
+    out = tmp_path_factory.mktemp("vad-run")
+    quiet = out / "inputs/quiet.wav"
+    quiet.parent.mkdir()
+    sf.write(quiet, noise(20.0, np.random.default_rng(1)), SR)
+    inputs = [str(talk[0]), str(quiet), str(test3_clips[0])]
+    run = predict_cli(demo_bundle, completed_ci_run, out / "pred.csv", "--html", *inputs)
+    assert run.returncode == 0, run.stderr[-4000:]
+    return out, run
+
+
+def test_vad_finds_one_segment_per_spoken_clip_and_none_in_the_silences(vad_run, talk, test3_clips):
+    out, run = vad_run
+    path, spans = talk
+    segments = pd.read_csv(out / "pred.csv")
+    assert list(segments.columns) == SEGMENT_COLUMNS
+    spoken = segments[segments["file"] == str(path)]
+    assert len(spoken) == len(spans) == 6
+    for (start, end), row in zip(spans, spoken.itertuples(), strict=True):
+        assert abs(row.start_s - start) <= 0.3 and abs(row.end_s - end) <= 0.3, (row, start, end)
+    # Nothing scored inside the 10 s silence; it is a gap.
+    silence = (spans[2][1], spans[3][0])
+    assert silence[1] - silence[0] == pytest.approx(10.0, abs=1e-3)
+    inside = (spoken["end_s"] > silence[0] + 0.3) & (spoken["start_s"] < silence[1] - 0.3)
+    assert not inside.any()
+    gaps = pd.read_csv(out / "pred.gaps.csv")
+    assert list(gaps.columns) == GAP_COLUMNS
+    talk_gaps = gaps[gaps["file"] == str(path)]
+    assert (
+        (talk_gaps["start_s"] <= silence[0] + 0.3) & (talk_gaps["end_s"] >= silence[1] - 0.3)
+    ).any()
+    # Every second of the talk is either in a segment or in a gap (gaps under 0.1 s unlisted).
+    covered = (spoken["end_s"] - spoken["start_s"]).sum() + (
+        talk_gaps["end_s"] - talk_gaps["start_s"]
+    ).sum()
+    assert covered == pytest.approx(sf.info(path).duration, abs=0.1 * len(spans))
+    # A recording without speech is skipped with its reason; a short clip is scored whole.
+    skipped = pd.read_csv(out / "pred.skipped.csv")
+    assert list(skipped.itertuples(index=False, name=None)) == [
+        (str(out / "inputs/quiet.wav"), "no speech found")
+    ]
+    assert "no speech found" in run.stderr
+    clip = segments[segments["file"] == str(test3_clips[0])]
+    assert len(clip) == 1 and clip.iloc[0]["start_s"] == 0
+    assert clip.iloc[0]["end_s"] == pytest.approx(sf.info(test3_clips[0]).duration, abs=1e-3)
+    assert gaps[gaps["file"] == str(test3_clips[0])].empty
+    summary = pd.read_csv(out / "pred.summary.csv").set_index("file")
+    assert summary.loc[str(path), "segments"] == 6
+
+
+def test_every_predicted_file_has_a_timeline_png(vad_run):
+    from matplotlib.image import imread
+
+    out, run = vad_run
+    pngs = sorted((out / "pred.timelines").iterdir())
+    # Numbered in the summary's order (the files' sorted paths).
+    summary = pd.read_csv(out / "pred.summary.csv")
+    assert [p.name for p in pngs] == [
+        f"{i + 1:04d}_{Path(f).name}.png" for i, f in enumerate(summary["file"])
+    ]
+    for png in pngs:
+        height, width, _ = imread(png).shape
+        assert width >= 600 and height >= 300
+    assert str(out / "pred.timelines") in run.stderr
+
+
+def chromium() -> str:
+    """Debian's chromium, installed with apt-get when missing (root only; else skip)."""
+    found = shutil.which("chromium")
+    if found:
+        return found
+    if os.geteuid() != 0:
+        pytest.skip("the browser test needs chromium, or root to install it with apt-get")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = subprocess.run(
+        "apt-get update -qq && apt-get install -y -qq chromium",
+        shell=True,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=1200,
+    )
+    if install.returncode != 0 or not shutil.which("chromium"):
+        message = f"apt-get could not install chromium:\n{install.stderr[-2000:]}"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return shutil.which("chromium")
+
+
+# Appended to a copy of the page for the test only: after load, writes into the DOM how many
+# images the page has and how many of them the browser decoded whole (every pixel drawn:
+# matplotlib's PNGs are opaque, a truncated one leaves transparent rows or fails to decode).
+IMAGE_PROBE = """<script>
+addEventListener("load", async () => {
+  const images = [...document.images];
+  let whole = 0;
+  for (const image of images) {
+    try {
+      await image.decode();
+      const canvas = document.createElement("canvas");
+      canvas.width = image.naturalWidth;
+      canvas.height = image.naturalHeight;
+      const context = canvas.getContext("2d");
+      context.drawImage(image, 0, 0);
+      const pixels = context.getImageData(0, 0, canvas.width, canvas.height).data;
+      let transparent = 0;
+      for (let i = 3; i < pixels.length; i += 4) if (pixels[i] === 0) transparent++;
+      if (canvas.width > 0 && transparent === 0) whole++;
+    } catch (error) {
+      console.log(`image not decoded: ${error}`);
+    }
+  }
+  const probe = document.createElement("p");
+  probe.id = "probe";
+  probe.textContent = `IMAGES ${images.length} WHOLE ${whole}`;
+  document.body.append(probe);
+});
+</script>"""
+
+
+def page_requests(netlog: Path) -> list[str]:
+    """URLs the page asked for (Chromium's net log; the browser's own background requests,
+    which have no initiator origin, are left out)."""
+    log = json.loads(netlog.read_text())
+    start_job = log["constants"]["logEventTypes"]["URL_REQUEST_START_JOB"]
+    return [
+        event["params"]["url"]
+        for event in log["events"]
+        if event["type"] == start_job
+        and "url" in event.get("params", {})
+        and event["params"].get("initiator") != "not an origin"
+        and not event["params"]["url"].startswith(("file:", "data:"))
+    ]
+
+
+def test_the_html_page_renders_offline_in_a_headless_browser(vad_run, talk, test3_clips, tmp_path):
+    """The page in Debian's chromium with every host name unresolvable: every file's timeline
+    image is decoded whole, every file has its section and segments, and the page asks for
+    nothing (Chromium's net log, where a page's requests carry its origin)."""
+    out, _ = vad_run
+    page = (out / "pred.html").read_text(encoding="utf-8")
+    probed = tmp_path / "probed.html"
+    probed.write_text(page.replace("</body>", IMAGE_PROBE + "</body>"), encoding="utf-8")
+    netlog = tmp_path / "netlog.json"
+    browser = subprocess.run(
+        [
+            chromium(),
+            "--headless",
+            "--no-sandbox",  # root in a container
+            "--disable-gpu",
+            "--no-first-run",
+            "--host-resolver-rules=MAP * ~NOTFOUND",
+            f"--log-net-log={netlog}",
+            "--virtual-time-budget=5000",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--dump-dom",
+            probed.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert browser.returncode == 0, browser.stderr[-3000:]
+    dom = browser.stdout
+    files = [str(talk[0]), str(test3_clips[0])]
+    assert f"IMAGES {len(files)} WHOLE {len(files)}" in dom, dom[-2000:]
+    for file in files:
+        assert f'alt="timeline of {file}"' in dom
+    assert "no speech found" in dom  # the skipped file and its reason
+    for transcript in pd.read_csv(out / "pred.csv")["transcript"].dropna():
+        assert transcript.replace("&", "&amp;").replace("<", "&lt;") in dom
+    assert page_requests(netlog) == []
+
+
+def test_fixed_windows_still_cut_the_recording_as_before(
+    demo_bundle, completed_ci_run, talk, tmp_path
+):
+    """`--segments fixed`: 8 s windows from 0 over the whole recording, silence included,
+    no gaps; the summary weighs them by duration."""
+    path, _ = talk
+    out = tmp_path / "fixed.csv"
+    run = predict_cli(demo_bundle, completed_ci_run, out, "--segments", "fixed", str(path))
+    assert run.returncode == 0, run.stderr[-4000:]
+    segments = pd.read_csv(out)
+    duration = sf.info(path).duration
+    n = int(np.ceil(duration / 8))
+    assert duration - 8 * (n - 1) >= 1.0  # the last piece is kept
+    assert list(segments["start_s"]) == [8.0 * i for i in range(n)]
+    np.testing.assert_allclose(
+        segments["end_s"], [8.0 * (i + 1) for i in range(n - 1)] + [duration], atol=1e-3
+    )
+    assert pd.read_csv(tmp_path / "fixed.gaps.csv").empty
+    summary = pd.read_csv(tmp_path / "fixed.summary.csv")
+    assert len(summary) == 1 and summary.loc[0, "segments"] == n
+    assert summary.loc[0, "duration_s"] == pytest.approx(duration, abs=1e-3)
     weights = (segments["end_s"] - segments["start_s"]).to_numpy()
     expected = np.average(segments[list(CLASS_LETTERS)].to_numpy(), axis=0, weights=weights)
-    np.testing.assert_allclose(summary.loc[0, list(CLASS_LETTERS)].to_numpy(float), expected)
+    np.testing.assert_allclose(
+        summary.loc[0, list(CLASS_LETTERS)].to_numpy(float), expected, atol=2e-6
+    )
     assert summary.loc[0, "emotion"] == CLASS_LETTERS[int(expected.argmax())]
+
+
+# The demo bundle's 8 classes under other codes and names: what a bundle of another corpus's
+# class set looks like to `medusa predict` (its soup gives as many posteriors as it has codes).
+OTHER_CODES = ("ang", "sad", "hap", "sur", "fea", "dis", "con", "neu")
+OTHER_NAMES = ("angry", "sad", "happy", "surprised", "afraid", "disgusted", "scornful", "calm")
+
+
+def test_output_columns_follow_the_bundles_classes(
+    demo_bundle, completed_ci_run, test3_clips, monkeypatch, capsys, tmp_path
+):
+    """Segments, summary and page name the classes as the bundle's manifest does (its
+    `classes` codes and `class_names`; the codes when it has no names), never the MSP-Podcast
+    letters; the numbers are the soup's, column for column."""
+    from medusa import cli, recognize
+
+    real_load = recognize.load_bundle
+
+    def renamed(codes, names):
+        def load(path):
+            bundle = real_load(path)
+            bundle.manifest["classes"] = list(codes)
+            if names is None:
+                bundle.manifest.pop("class_names", None)
+            else:
+                bundle.manifest["class_names"] = list(names)
+            return bundle
+
+        return load
+
+    clip = str(test3_clips[0])
+    args = ["predict", "--bundle", str(demo_bundle), "--backbone-root", str(completed_ci_run)]
+    args += ["--device", "cpu", "--threads", "1", "--no-progress", "--html"]
+    monkeypatch.setattr(recognize, "load_bundle", renamed(OTHER_CODES, OTHER_NAMES))
+    assert cli.main([*args, "-o", str(tmp_path / "named.csv"), clip]) == 0
+    monkeypatch.setattr(recognize, "load_bundle", renamed(OTHER_CODES, None))
+    assert cli.main([*args, "-o", str(tmp_path / "codes.csv"), clip]) == 0
+    monkeypatch.setattr(recognize, "load_bundle", real_load)
+    assert cli.main([*args, "-o", str(tmp_path / "msp.csv"), clip]) == 0
+
+    msp = pd.read_csv(tmp_path / "msp.csv")
+    for stem, names in (("named", OTHER_NAMES), ("codes", OTHER_CODES)):
+        segments = pd.read_csv(tmp_path / f"{stem}.csv")
+        assert list(segments.columns[5:13]) == list(OTHER_CODES)
+        assert not set(CLASS_LETTERS) & set(segments.columns)
+        np.testing.assert_allclose(
+            segments[list(OTHER_CODES)].to_numpy(float), msp[list(CLASS_LETTERS)].to_numpy(float)
+        )
+        code = OTHER_CODES[CLASS_LETTERS.index(msp.loc[0, "emotion"])]
+        assert segments.loc[0, "emotion"] == code
+        summary = pd.read_csv(tmp_path / f"{stem}.summary.csv")
+        assert list(summary.columns[4:12]) == list(OTHER_CODES)
+        page = (tmp_path / f"{stem}.html").read_text()
+        name = names[OTHER_CODES.index(code)]
+        assert (name if name == code else f"{name} ({code})") in page
+        assert "Angry" not in page
+
+    # A manifest naming fewer classes than the soup gives posteriors: refused, named.
+    monkeypatch.setattr(recognize, "load_bundle", renamed(OTHER_CODES[:6], None))
+    assert cli.main([*args, "-o", str(tmp_path / "six.csv"), clip]) == 2
+    error = capsys.readouterr().err
+    assert "the soup gives 8 posteriors, the manifest names 6 classes" in error
+    assert "bundle.json" in error
+
+
+def test_a_long_recording_is_read_and_scored_in_bounded_pieces(
+    recognizer, talk, monkeypatch, tmp_path
+):
+    """Memory that does not grow with a recording's length: a 4-minute 44.1 kHz stereo
+    recording, read in blocks of 30 s and scored in chunks of 30 s of segment audio, is never
+    read more than a block (plus the resampling margin) at a time, no chunk holds more than 30 s
+    of segments, and the result is the one of reading and scoring it in one piece (the same
+    turns; posteriors up to the rounding of other batches)."""
+    from medusa import recognize, stream
+
+    audio, _ = sf.read(talk[0], dtype="float32")
+    audio = np.tile(audio, int(np.ceil(240 * SR / len(audio))))[: 240 * SR]
+    resampled = torchaudio.functional.resample(torch.from_numpy(audio), SR, 44100).numpy()
+    path = tmp_path / "long.flac"
+    sf.write(path, np.stack([resampled, 0.5 * resampled], axis=1), 44100, subtype="PCM_24")
+
+    reads, chunks = [], []
+    real_read, real_chunk = stream._read_mono, recognizer._predict_chunk
+
+    def read(path, start, stop):
+        reads.append(stop - start)
+        return real_read(path, start, stop)
+
+    def chunk(planned, segments):
+        chunks.append(sum(seg.end - seg.start for seg in segments) / SR)
+        return real_chunk(planned, segments)
+
+    monkeypatch.setattr(stream, "_read_mono", read)
+    monkeypatch.setattr(recognizer, "_predict_chunk", chunk)
+    monkeypatch.setattr(recognize, "BLOCK_S", 30.0)
+    monkeypatch.setattr(recognizer, "max_chunk_s", 30.0)
+    pieces = recognizer.predict([path])
+    assert max(reads) <= (30 + 2 * stream.MARGIN_S) * 44100 + 2
+    assert len(chunks) >= 3 and max(chunks) <= 30.0
+
+    monkeypatch.setattr(recognize, "BLOCK_S", 1e9)
+    monkeypatch.setattr(recognizer, "max_chunk_s", 1e9)
+    reads.clear()
+    chunks.clear()
+    whole = recognizer.predict([path])
+    assert max(reads) == sf.info(path).frames and len(chunks) == 1
+    check_columns(pieces)
+    assert len(pieces.segments) == len(whole.segments) >= 6 * 6
+    for column in ("start_s", "end_s"):
+        np.testing.assert_allclose(pieces.segments[column], whole.segments[column], atol=0.1)
+    np.testing.assert_allclose(
+        pieces.segments[list(CLASS_LETTERS)].to_numpy(float),
+        whole.segments[list(CLASS_LETTERS)].to_numpy(float),
+        atol=0.02,
+    )
 
 
 def test_any_rate_and_channel_count_give_the_same_emotion(recognizer, test3_clips, tmp_path):

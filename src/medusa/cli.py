@@ -85,9 +85,7 @@ def _parser() -> argparse.ArgumentParser:
         help=f"vad: speech separated by a shorter pause is one turn (default: "
         f"{DEFAULT_MAX_PAUSE_S:g})",
     )
-    predict.add_argument(
-        "--window-s", type=float, help="fixed: segment length (bundle default: 8)"
-    )
+    predict.add_argument("--window-s", type=float, help="fixed: segment length (bundle default: 8)")
     predict.add_argument("--hop-s", type=float, help="fixed: segment hop (bundle default: 8)")
     predict.add_argument(
         "--max-segment-s",
@@ -95,9 +93,7 @@ def _parser() -> argparse.ArgumentParser:
         help="a recording up to this long is scored whole, as the workflow scores a clip "
         "(with vad: if it holds speech; bundle default: 12)",
     )
-    predict.add_argument(
-        "--no-timelines", action="store_true", help="no timeline PNG per file"
-    )
+    predict.add_argument("--no-timelines", action="store_true", help="no timeline PNG per file")
     predict.add_argument(
         "--html",
         action="store_true",

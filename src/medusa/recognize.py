@@ -27,21 +27,26 @@ workflow gives it (``results/predictions/test_posteriors.csv`` for Test3):
 The posterior columns are the bundle's classes (its manifest's codes, in its order), whatever
 the class set the bundle was trained with.
 
+Memory does not grow with a recording's length or the number of files: a file is read in
+blocks of ``BLOCK_S`` seconds for its checks and speech detection (``medusa.stream``), then
+the segments of all files, in order, are scored in chunks of at most ``max_chunk_s`` seconds of
+segment audio, each segment read from its file when its chunk comes (a short file: all of it,
+exactly as ``load_audio`` reads it); every stage batches across the segments of a chunk.
 Segments are identified internally by (file number, segment number), and files are taken in
-sorted path order, so the batches over a folder of clips are the workflow's batches over the
-same clips. Work is done in chunks of at most ``max_chunk_s`` seconds of audio (memory); every
-stage batches across the files and segments of a chunk. Everything runs on one device:
-``acquire_device`` (a free GPU when there is one, else the CPU), or the one asked for.
+sorted path order, so the batches over a folder of clips up to ``max_chunk_s`` long in all are
+the workflow's batches over the same clips. Everything runs on one device: ``acquire_device``
+(a free GPU when there is one, else the CPU), or the one asked for.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import math
 import os
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,11 +56,11 @@ import soundfile as sf
 import torch
 from tqdm import tqdm
 
-from medusa.audio import SAMPLE_RATE, load_audio
+from medusa.audio import SAMPLE_RATE, AudioError
 from medusa.bundle import (
     DEFAULT_SEGMENTATION,
-    Bundle,
     MANIFEST,
+    Bundle,
     BundleError,
     fetched_asr,
     fetched_backbone,
@@ -76,6 +81,7 @@ from medusa.segments import (
     gaps,
     speech_turns,
 )
+from medusa.stream import AudioInfo, audio_info, blocks, read_range
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +105,10 @@ SKIPPED_COLUMNS = ["file", "reason"]
 GAP_COLUMNS = ["file", "start_s", "end_s"]
 # Gaps shorter than this (the pauses between turns cut from one stretch of speech) are not listed.
 MIN_GAP_S = 0.1
-# Audio per chunk of work (about 230 MB of float32 samples at 16 kHz).
-DEFAULT_MAX_CHUNK_S = 3600.0
+# Segment audio per chunk of work: what ASR, features and models hold at a time.
+DEFAULT_MAX_CHUNK_S = 120.0
+# A recording is checked and its speech found in blocks of this many seconds.
+BLOCK_S = 300.0
 
 
 def segment_columns(classes: ClassSet) -> list[str]:
@@ -160,33 +168,26 @@ def find_audio(paths: Iterable[str | os.PathLike]) -> tuple[list[Path], list[tup
     return sorted(found.values(), key=str), missing
 
 
-def audio_problem(audio: np.ndarray, silence_rms: float) -> str:
-    """Why a decoded recording cannot be used ('' if it can)."""
-    if audio.size == 0:
-        return "empty audio"
-    if not np.isfinite(audio).all():
-        return "audio contains NaN or infinite samples"
-    rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
-    if rms < silence_rms:
-        return f"silent audio (RMS {rms:.2e} < {silence_rms:g})"
-    return ""
-
-
-def _header(path: Path) -> tuple[float, str]:
-    """(duration in seconds, problem) from the file header."""
+def release_freed_memory() -> None:
+    """Hand the memory a chunk freed back to the system. glibc keeps freed blocks in its heaps,
+    and each chunk's tensors have other shapes, so without this the resident size grows chunk
+    by chunk although nothing is kept (a 6-minute recording in 30 s chunks, demo bundle: 1276
+    to 1428 MB after 6 chunks; with it 1121 to 1131 MB). No-op without glibc."""
     try:
-        info = sf.info(str(path))
-    except Exception as err:  # soundfile raises several types for corrupt files
-        return 0.0, f"unreadable audio: {err}"
-    if info.frames <= 0:
-        return 0.0, "empty audio"
-    return info.frames / info.samplerate, ""
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc
+        return
+    libc.malloc_trim(0)
+
+
+class _Unusable(ValueError):
+    """A recording that is skipped; the message is the reason."""
 
 
 @dataclass
 class _Segment:
     key: str  # sorts as (file, segment)
-    file: int  # index into the chunk's files
+    file: int  # index into the planned files
     start: int  # samples at 16 kHz
     end: int
 
@@ -209,6 +210,7 @@ class Recognizer:
     `max_segment_s`: a recording up to this long is scored whole; `silence_rms`: the silence
     threshold (defaults: the bundle's).
     `keep_backbones`: keep the ASR model and backbones loaded between calls to `predict`.
+    `max_chunk_s`: seconds of segment audio scored in one pass (memory).
     """
 
     def __init__(
@@ -276,9 +278,18 @@ class Recognizer:
         try:
             self._models = self.bundle.load_models(self.device)
             self._head, _ = self.bundle.load_head()
+            self._check_classes(self._head.n_classes)
         except BaseException:
             self.close()  # release the claimed GPU
             raise
+
+    def _check_classes(self, n_posteriors: int) -> None:
+        letters = self.classes.letters
+        if n_posteriors != len(letters):
+            raise BundleError(
+                f"{self.bundle.path / MANIFEST}: the soup gives {n_posteriors} posteriors, "
+                f"the manifest names {len(letters)} classes ({' '.join(letters)})"
+            )
 
     # ---------------------------------------------------------------- device, lifetime
 
@@ -401,43 +412,26 @@ class Recognizer:
         if isinstance(paths, str | os.PathLike):
             paths = [paths]
         files, skipped = find_audio(paths)
-        chunks: list[list[Path]] = [[]]
-        chunk_s = 0.0
-        for path in files:
-            duration, problem = _header(path)
-            if problem:
-                skipped.append((str(path), problem))
-                continue
-            if chunks[-1] and chunk_s + duration > self.max_chunk_s:
-                chunks.append([])
-                chunk_s = 0.0
-            chunks[-1].append(path)
-            chunk_s += duration
-        segment_tables = []
+        planned: list[tuple[AudioInfo, Bounds]] = []
         gap_rows: list[tuple[str, float, float]] = []
-        durations: dict[str, float] = {}
-        for chunk in chunks:
-            audios = []
-            for path in chunk:
-                try:
-                    audio = load_audio(path, SAMPLE_RATE)
-                except Exception as err:  # unreadable after all: report it, go on
-                    skipped.append((str(path), f"unreadable audio: {err}"))
-                    continue
-                problem = audio_problem(audio, self.silence_rms)
-                bounds = [] if problem else self.segment(audio)
-                if not bounds:
-                    skipped.append((str(path), problem or NO_SPEECH))
-                    continue
-                audios.append((path, audio, bounds))
-                durations[str(path)] = len(audio) / SAMPLE_RATE
-                min_gap = round(MIN_GAP_S * SAMPLE_RATE)
-                gap_rows += [
-                    (str(path), start / SAMPLE_RATE, end / SAMPLE_RATE)
-                    for start, end in gaps(bounds, len(audio), min_gap)
-                ]
-            if audios:
-                segment_tables.append(self._predict_chunk(audios))
+        for path in files:
+            try:
+                info, bounds = self._plan(path)
+            except (AudioError, OSError) as err:  # unreadable: report it, go on
+                skipped.append((str(path), f"unreadable audio: {err}"))
+                continue
+            except _Unusable as err:
+                skipped.append((str(path), str(err)))
+                continue
+            planned.append((info, bounds))
+            gap_rows += [
+                (str(path), start / SAMPLE_RATE, end / SAMPLE_RATE)
+                for start, end in gaps(bounds, info.samples, round(MIN_GAP_S * SAMPLE_RATE))
+            ]
+        segment_tables = []
+        for chunk in self._chunks(planned):
+            segment_tables.append(self._predict_chunk(planned, chunk))
+            release_freed_memory()
         for path, reason in skipped:
             log.warning("skipped %s: %s", path, reason)
         segments = (
@@ -445,6 +439,7 @@ class Recognizer:
             if segment_tables
             else pd.DataFrame(columns=segment_columns(self.classes))
         )
+        durations = {str(info.path): info.samples / SAMPLE_RATE for info, _ in planned}
         return Predictions(
             segments,
             summarise(segments, durations, self.classes),
@@ -453,27 +448,65 @@ class Recognizer:
             self.classes,
         )
 
-    def segment(self, audio: np.ndarray) -> Bounds:
-        """[start, end) sample bounds of the segments of a 16 kHz recording; [] if it holds no
-        speech (VAD). A recording up to max_segment_s is one segment (if it holds speech)."""
+    def _plan(self, path: Path) -> tuple[AudioInfo, Bounds]:
+        """(the file's header, its segments), reading it once in blocks of BLOCK_S: the
+        silence and sanity checks and the speech detection never hold the whole recording.
+        Raises _Unusable with the reason a file is skipped."""
+        info = audio_info(path)
+        if info.samples <= 0:
+            raise _Unusable("empty audio")
+        squares, speech = 0.0, []
+        for start, block in blocks(info, BLOCK_S):
+            if not np.isfinite(block).all():
+                raise _Unusable("audio contains NaN or infinite samples")
+            squares += float(np.sum(np.square(block, dtype=np.float64)))
+            if self.segmentation == "vad":
+                speech += [(a + start, b + start) for a, b in self._speech.speech(block)]
+        rms = math.sqrt(squares / info.samples)
+        if rms < self.silence_rms:
+            raise _Unusable(f"silent audio (RMS {rms:.2e} < {self.silence_rms:g})")
+        bounds = self.segment(info.samples, speech)
+        if not bounds:
+            raise _Unusable(NO_SPEECH)
+        return info, bounds
+
+    def segment(self, n_samples: int, speech: Bounds) -> Bounds:
+        """[start, end) sample bounds of the segments of a 16 kHz recording of `n_samples`, of
+        which `speech` holds speech (VAD); [] if none is found. A recording up to
+        max_segment_s is one segment (with VAD: if it holds speech)."""
         if self.segmentation == "fixed":
             return fixed_windows(
-                len(audio), self.window_s, self.hop_s, self.min_segment_s, self.max_segment_s
+                n_samples, self.window_s, self.hop_s, self.min_segment_s, self.max_segment_s
             )
-        speech = self._speech.speech(audio, SAMPLE_RATE)
         if not speech:
             return []
-        if len(audio) <= round(self.max_segment_s * SAMPLE_RATE):
-            return [(0, len(audio))]
-        return speech_turns(speech, len(audio), self.turns, SAMPLE_RATE)
+        if n_samples <= round(self.max_segment_s * SAMPLE_RATE):
+            return [(0, n_samples)]
+        return speech_turns(speech, n_samples, self.turns, SAMPLE_RATE)
 
-    def _predict_chunk(self, audios: Sequence[tuple[Path, np.ndarray, Bounds]]) -> pd.DataFrame:
-        segments = []
-        for f, (_, _, bounds) in enumerate(audios):
+    def _chunks(self, planned: Sequence[tuple[AudioInfo, Bounds]]) -> Iterator[list[_Segment]]:
+        """Every segment, in (file, segment) order, in chunks of at most max_chunk_s seconds of
+        segment audio (at least one segment each): what one pass of ASR, features and models
+        holds at a time."""
+        chunk: list[_Segment] = []
+        chunk_samples = 0
+        limit = self.max_chunk_s * SAMPLE_RATE
+        for f, (_, bounds) in enumerate(planned):
             for s, (start, end) in enumerate(bounds):
-                segments.append(_Segment(f"{f:08d}.{s:06d}", f, start, end))
+                if chunk and chunk_samples + (end - start) > limit:
+                    yield chunk
+                    chunk, chunk_samples = [], 0
+                chunk.append(_Segment(f"{f:08d}.{s:06d}", f, start, end))
+                chunk_samples += end - start
+        if chunk:
+            yield chunk
+
+    def _predict_chunk(
+        self, planned: Sequence[tuple[AudioInfo, Bounds]], segments: list[_Segment]
+    ) -> pd.DataFrame:
+        # Each segment read from its file (a short file: all of it, as load_audio reads it).
+        clips = {seg.key: read_range(planned[seg.file][0], seg.start, seg.end) for seg in segments}
         keys = [seg.key for seg in segments]  # sorted by construction
-        clips = {seg.key: audios[seg.file][1][seg.start : seg.end] for seg in segments}
         feature_sets = self.bundle.used_feature_sets()
         n = len(keys)
         total = n * (1 + len(feature_sets) + len(self._models))
@@ -495,15 +528,11 @@ class Recognizer:
                 bar.update(n)
             bar.set_description("predict")
         probs, attributes = self._ensemble(outputs)
+        self._check_classes(probs.shape[1])
         letters = self.classes.letters
-        if probs.shape[1] != len(letters):
-            raise BundleError(
-                f"{self.bundle.path / MANIFEST}: the soup gives {probs.shape[1]} posteriors, "
-                f"the manifest names {len(letters)} classes ({' '.join(letters)})"
-            )
         table = pd.DataFrame(
             {
-                "file": [str(audios[seg.file][0]) for seg in segments],
+                "file": [str(planned[seg.file][0].path) for seg in segments],
                 "start_s": [seg.start / SAMPLE_RATE for seg in segments],
                 "end_s": [seg.end / SAMPLE_RATE for seg in segments],
                 "transcript": [transcripts[k] for k in keys],

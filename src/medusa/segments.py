@@ -19,6 +19,7 @@ found").
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,10 +53,11 @@ class TurnSettings:
     def __post_init__(self) -> None:
         if not 0 < self.min_turn_s <= self.max_turn_s:
             raise ValueError(
-                f"need 0 < min turn ({self.min_turn_s:g} s) <= max turn ({self.max_turn_s:g} s)"
+                f"min_turn_s ({self.min_turn_s:g} s, --min-turn-s) must be > 0 and at most "
+                f"max_turn_s ({self.max_turn_s:g} s, --max-turn-s)"
             )
         if self.max_pause_s < 0:
-            raise ValueError(f"max pause must be >= 0 s, got {self.max_pause_s:g}")
+            raise ValueError(f"max_pause_s (--max-pause-s) must be >= 0, got {self.max_pause_s:g}")
 
 
 def fixed_windows(
@@ -95,32 +97,35 @@ class SpeechDetector:
 
     def __init__(self) -> None:
         self._model = None
+        self._timestamps = None
 
-    def _load(self):
+    def _load(self) -> None:
         import torch
 
-        if self._model is None:
-            # Importing silero_vad sets torch's CPU threads to 1 for the whole process: keep
-            # the caller's setting (the models and backbones run with it).
-            threads = torch.get_num_threads()
-            try:
-                from silero_vad import load_silero_vad
+        # Importing silero_vad sets torch's CPU threads to 1 for the whole process: keep the
+        # caller's setting (the models and backbones run with it).
+        threads = torch.get_num_threads()
+        try:
+            from silero_vad import get_speech_timestamps, load_silero_vad
 
+            with warnings.catch_warnings():
+                # Its loader uses importlib.resources.path and torch.jit.load, both deprecated.
+                warnings.simplefilter("ignore", DeprecationWarning)
                 self._model = load_silero_vad(onnx=False)
-            finally:
-                torch.set_num_threads(threads)
-        return self._model
+            self._timestamps = get_speech_timestamps
+        finally:
+            torch.set_num_threads(threads)
 
     def speech(self, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> Bounds:
         """[start, end) sample bounds of the speech Silero finds in 16 kHz mono `audio`."""
         import torch
-        from silero_vad import get_speech_timestamps
 
-        model = self._load()
+        if self._model is None:
+            self._load()
         with torch.inference_mode():
-            found = get_speech_timestamps(
+            found = self._timestamps(
                 torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)),
-                model,
+                self._model,
                 threshold=VAD_THRESHOLD,
                 sampling_rate=sample_rate,
                 min_speech_duration_ms=VAD_MIN_SPEECH_MS,

@@ -46,8 +46,10 @@ def timeline_figure(
 ) -> Figure:
     """The timeline of one recording (its rows of the segment and gap tables)."""
     width = float(np.clip(4.0 + duration_s / 20.0, 8.0, 20.0))
-    fig = Figure(figsize=(width, 4.2), layout="constrained")
+    fig = Figure(figsize=(width, 4.2))
     band, curves = fig.subplots(2, 1, sharex=True, height_ratios=(3, 2))
+    # Fixed margins (a constrained layout costs as much again): 1.7 in right for the legends.
+    fig.subplots_adjust(left=0.8 / width, right=1 - 1.7 / width, top=0.93, bottom=0.12, hspace=0.12)
     starts = segments["start_s"].to_numpy(float)
     ends = segments["end_s"].to_numpy(float)
     # Overlapping windows (hop < window): each is drawn up to where the next one starts.
@@ -70,18 +72,20 @@ def timeline_figure(
     band.set_ylim(0, 1)
     band.set_ylabel("posterior")
     band.set_title(file, fontsize=9, loc="left")
-    middles, breaks = (starts + ends) / 2, np.r_[False, starts[1:] > shown_ends[:-1] + 1e-6]
+    # Each segment's rating held over its time, joined to the next one unless a gap lies
+    # between them (a NaN breaks the line there).
+    breaks = np.r_[False, starts[1:] > shown_ends[:-1] + 1e-6]
     for column, (label, colour) in ATTRIBUTE_STYLE.items():
-        values = segments[column].to_numpy(float)
-        # A NaN between two segments a gap separates breaks the curve there.
         x, y = [], []
-        for mid, value, broken in zip(middles, values, breaks, strict=True):
+        for start, end, value, broken in zip(
+            starts, shown_ends, segments[column].to_numpy(float), breaks, strict=True
+        ):
             if broken:
                 x.append(np.nan)
                 y.append(np.nan)
-            x.append(mid)
-            y.append(value)
-        curves.plot(x, y, color=colour, marker="o", markersize=3, label=label)
+            x += [start, end]
+            y += [value, value]
+        curves.plot(x, y, color=colour, linewidth=1.5, label=label)
     curves.set_ylim(1, 7)
     curves.set_ylabel("rating (1-7)")
     curves.set_xlabel("time (s)")
@@ -149,8 +153,10 @@ section { margin-bottom: 2.5em; }
 
 def _cell(value, numeric: bool = False) -> str:
     if numeric:
-        return f'<td class="num">{value:.3f}</td>' if isinstance(value, float) else (
-            f'<td class="num">{html.escape(str(value))}</td>'
+        return (
+            f'<td class="num">{value:.3f}</td>'
+            if isinstance(value, float)
+            else (f'<td class="num">{html.escape(str(value))}</td>')
         )
     return f"<td>{html.escape(str(value))}</td>"
 
@@ -170,18 +176,20 @@ def html_page(predictions, pngs: Mapping[str, bytes], title: str = "") -> str:
     """The whole run's page (see the module docstring)."""
     classes = predictions.classes
     letters = list(classes.letters)
-    gap_seconds = (predictions.gaps["end_s"] - predictions.gaps["start_s"]).groupby(
-        predictions.gaps["file"]
-    ).sum()
+    gap_seconds = (
+        (predictions.gaps["end_s"] - predictions.gaps["start_s"])
+        .groupby(predictions.gaps["file"])
+        .sum()
+    )
     summary_rows = []
-    for i, row in enumerate(predictions.summary.itertuples(index=False)):
-        values = row._asdict()
-        speech = values["duration_s"] - float(gap_seconds.get(values["file"], 0.0))
+    # Records, not named tuples: a class code may be a Python keyword ("in", "or").
+    for i, values in enumerate(predictions.summary.to_dict("records")):
+        scored = values["duration_s"] - float(gap_seconds.get(values["file"], 0.0))
         summary_rows.append(
             [
                 f'<td><a href="#file{i + 1}">{html.escape(values["file"])}</a></td>',
                 _cell(values["duration_s"], True),
-                _cell(speech, True),
+                _cell(scored, True),
                 _cell(values["segments"], True),
                 _cell(_emotion(values["emotion"], classes)),
                 *(_cell(float(values[c]), True) for c in letters),
@@ -202,7 +210,17 @@ def html_page(predictions, pngs: Mapping[str, bytes], title: str = "") -> str:
         "valence and dominance (1-7).</p>",
         "<h2>Summary</h2>",
         _table(
-            ["file", "duration s", "speech s", "segments", "emotion", *letters, "act", "val", "dom"],
+            [
+                "file",
+                "duration s",
+                "scored s",
+                "segments",
+                "emotion",
+                *letters,
+                "act",
+                "val",
+                "dom",
+            ],
             summary_rows,
         ),
     ]
