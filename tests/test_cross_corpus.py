@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from medusa import cli
 from medusa.cross_corpus import (
     EvaluationError,
-    evaluate_table,
     mapped_truth,
     parse_mapping,
     unweighted_average_recall,
@@ -114,14 +114,12 @@ def test_evaluate_reproduces_the_workflow_dev_metrics_on_the_dev_clips(evaluatio
         for r in dev.itertuples()
     ]
     write_table(tmp_path / "dev.csv", rows, ("path", "partition", "speaker", "gender", "label"))
-    metrics = evaluate_table(
-        evaluation_run / "results/bundle",
-        tmp_path / "dev.csv",
-        tmp_path / "out",
-        backbone_root=evaluation_run,
-        progress=False,
-        bootstrap={"n_resamples": 200, "seed": 0, "confidence": 0.95},
-    ).set_index("figure")
+    bundle = str(evaluation_run / "results/bundle")
+    args = ["--bundle", bundle, "--backbone-root", str(evaluation_run), "--resamples", "200"]
+    assert (
+        cli.main(["evaluate", *args, "-o", str(tmp_path / "out"), str(tmp_path / "dev.csv")]) == 0
+    )
+    metrics = pd.read_csv(tmp_path / "out/metrics.tsv", sep="\t").set_index("figure")
     table1 = pd.read_csv(evaluation_run / "results/report/table1.tsv", sep="\t")
     soup = table1.set_index("model").loc["MEDUSA (soup)"]
     assert metrics.loc["macro_f1", "clips"] == len(dev)

@@ -116,6 +116,8 @@ def check_bundle_records_and_predicts_as_the_workflow(workdir: Path, tmp_path: P
     unlabelled = sorted((workdir / AUDIOS).glob("*_test3_*.wav"))
     out = tmp_path / "predictions.csv"
     args = ["--bundle", str(bundle), "--backbone-root", str(workdir), "--threads", "1"]
+    # --uncalibrated: the soup's raw posteriors, which the workflow writes.
+    args.append("--uncalibrated")
     predicted = medusa("predict", *args, "--no-progress", "-o", str(out), *map(str, unlabelled))
     assert predicted.returncode == 0, predicted.stderr[-4000:]
     segments = pd.read_csv(out)

@@ -5,6 +5,7 @@
                    [--window-s W] [--hop-s H] [--device auto|cpu|cuda] [--no-timelines]
                    [--backbone-root DIR] [--path-map OLD=NEW ...] [--model-store DIR] PATH...
     medusa verify [--model-store DIR] DIR
+    medusa evaluate --bundle DIR [--map FROM=TO ...] [--output DIR] TABLE
 
 Exit status of `predict`: 0 when at least one file was predicted (skipped files are listed on
 stderr and in ``<output stem>.skipped.csv``), 1 when nothing could be predicted, 2 for a bad
@@ -95,6 +96,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--no-timelines", action="store_true", help="no timeline PNG per file")
     predict.add_argument(
+        "--uncalibrated",
+        action="store_true",
+        help="the soup's raw posteriors, as the workflow writes them (default: scaled by the "
+        "temperature the bundle records, fitted on the meta-classifier's clips; same classes)",
+    )
+    predict.add_argument(
         "--html",
         action="store_true",
         help="also write <stem>.html: one self-contained page with every file's summary, "
@@ -129,6 +136,29 @@ def _parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("bundle")
     verify.add_argument("--model-store", help=MODEL_STORE_HELP)
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="score the bundle on another labelled corpus (a table, as the workflow's table "
+        "layout reads)",
+        description=(
+            "Predict every labelled clip of TABLE whole and score it: macro-F1, unweighted "
+            "average recall and accuracy with speaker-bootstrap intervals, the confusion "
+            "matrix, CCC of the attributes the table rates, macro-F1 per gender. Labels map "
+            "into the bundle's classes with --map FROM=TO (a label that is a class's code or "
+            "name needs none); the others are left out and counted."
+        ),
+    )
+    evaluate.add_argument("table", metavar="TABLE", help="the corpus table (CSV or TSV)")
+    evaluate.add_argument("--bundle", required=True, help="bundle folder (results/bundle)")
+    evaluate.add_argument(
+        "--map", action="append", default=[], metavar="FROM=TO", help="label mapping, repeatable"
+    )
+    evaluate.add_argument("--output", "-o", default="evaluation", help="output folder")
+    evaluate.add_argument("--backbone-root", help="folder local backbone paths start from")
+    evaluate.add_argument("--model-store", help=MODEL_STORE_HELP)
+    evaluate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    evaluate.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
+    evaluate.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     return parser
 
 
@@ -139,7 +169,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="medusa: %(message)s", stream=sys.stderr)
     if args.command == "verify":
         return _verify(args)
+    if args.command == "evaluate":
+        return _evaluate(args)
     return _predict(args, parser)
+
+
+def _evaluate(args) -> int:
+    from medusa.bundle import BundleError
+    from medusa.cross_corpus import EvaluationError, evaluate_table
+    from medusa.table_layout import TableError
+
+    bootstrap = {"n_resamples": args.resamples, "seed": args.seed, "confidence": 0.95}
+    try:
+        metrics = evaluate_table(
+            args.bundle,
+            args.table,
+            args.output,
+            mapping_pairs=args.map,
+            bootstrap=bootstrap,
+            backbone_root=args.backbone_root,
+            model_store=args.model_store,
+            device=args.device,
+        )
+    except (BundleError, EvaluationError, TableError, OSError, ValueError) as err:
+        print(f"medusa evaluate: error: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    for row in metrics.itertuples():
+        print(f"{row.figure}: {row.value:.3f} [{row.low:.3f}, {row.high:.3f}] ({row.clips} clips)")
+    print(f"medusa evaluate: -> {args.output}/ (summary.md)", file=sys.stderr)
+    return EXIT_OK
 
 
 def _verify(args) -> int:
@@ -195,6 +253,7 @@ def _predict(args, parser: argparse.ArgumentParser) -> int:
             silence_rms=args.silence_rms,
             model_store=args.model_store,
             progress=not args.no_progress,
+            calibrate=not args.uncalibrated,
         ) as recognizer:
             predictions = recognizer.predict(args.paths)
     except (BundleError, OSError, ValueError, RuntimeError) as err:
@@ -215,7 +274,7 @@ def _predict(args, parser: argparse.ArgumentParser) -> int:
         f"medusa predict: {n_files} file(s), {len(predictions.segments)} segment(s) in "
         f"{time.perf_counter() - started:.1f} s -> {paths['segments']} (per file: "
         f"{paths['summary']}; gaps: {paths['gaps']}{extras}); {len(predictions.skipped)} "
-        f"skipped -> {paths['skipped']}",
+        f"skipped -> {paths['skipped']}; posteriors {predictions.calibration}",
         file=sys.stderr,
     )
     return EXIT_OK if n_files else EXIT_NOTHING

@@ -140,6 +140,7 @@ class Predictions:
     skipped: pd.DataFrame  # file, reason
     gaps: pd.DataFrame  # file, start_s, end_s: what no segment covers (VAD: no speech)
     classes: ClassSet  # the posterior columns' codes and names
+    calibration: str = "uncalibrated"  # how the posteriors were calibrated (``calibration_note``)
 
     def __iter__(self):  # segments, summary = recognizer.predict(paths)
         return iter((self.segments, self.summary))
@@ -233,8 +234,12 @@ class Recognizer:
         min_turn_s: float | None = None,
         max_turn_s: float | None = None,
         max_pause_s: float | None = None,
+        calibrate: bool = True,
     ):
         self.bundle: Bundle = load_bundle(bundle_dir)
+        # The soup's temperature (fitted on the meta clips when the bundle was built): the
+        # posteriors' confidence matches how often they are right; argmax is unchanged.
+        self.calibrate = calibrate and "calibration" in self.bundle.manifest
         self.classes = bundle_classes(self.bundle)
         seg = self.bundle.manifest["segmentation"]
         self.window_s = float(window_s if window_s is not None else seg["window_s"])
@@ -446,6 +451,7 @@ class Recognizer:
             pd.DataFrame(skipped, columns=SKIPPED_COLUMNS),
             pd.DataFrame(gap_rows, columns=GAP_COLUMNS),
             self.classes,
+            self.calibration_note,
         )
 
     def _plan(self, path: Path) -> tuple[AudioInfo, Bounds]:
@@ -602,7 +608,19 @@ class Recognizer:
 
         X = np.concatenate(outputs, axis=1).astype(np.float32)
         # One thread, as predict_test: results independent of the core count.
-        return single_threaded(head_outputs)(self._head, X)
+        probs, attributes = single_threaded(head_outputs)(self._head, X)
+        return (self.bundle.calibrate(probs) if self.calibrate else probs), attributes
+
+    @property
+    def calibration_note(self) -> str:
+        """How the output posteriors are calibrated, for the output's summary."""
+        if not self.calibrate:
+            return "uncalibrated (the soup's raw posteriors, as the workflow writes them)"
+        fitted = self.bundle.manifest["calibration"].get("fitted_on", {})
+        return (
+            f"temperature-scaled (T = {self.bundle.temperature:.3g}, fitted on "
+            f"{fitted.get('clips', '?')} {fitted.get('subset', '?')} clips)"
+        )
 
 
 def summarise(

@@ -207,7 +207,8 @@ def html_page(predictions, pngs: Mapping[str, bytes], title: str = "") -> str:
         f"{datetime.now(UTC).isoformat(timespec='seconds')}. Classes: "
         f"{html.escape(', '.join(_emotion(c, classes) for c in letters))}. Posteriors of the "
         "summary are duration-weighted over a file's segments; act, val, dom are arousal, "
-        "valence and dominance (1-7).</p>",
+        "valence and dominance (1-7). Posteriors: "
+        f"{html.escape(getattr(predictions, 'calibration', 'uncalibrated'))}.</p>",
         "<h2>Summary</h2>",
         _table(
             [
