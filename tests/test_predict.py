@@ -558,6 +558,9 @@ def test_a_long_recording_is_read_and_scored_in_bounded_pieces(
 
     monkeypatch.setattr(stream, "_read_mono", read)
     monkeypatch.setattr(recognizer, "_predict_chunk", chunk)
+    # The soup's raw posteriors: the temperature (T < 1 sharpens them) would magnify the
+    # rounding differences of other batches that this comparison allows for.
+    monkeypatch.setattr(recognizer, "calibrate", False)
     monkeypatch.setattr(recognize, "BLOCK_S", 30.0)
     monkeypatch.setattr(recognizer, "max_chunk_s", 30.0)
     pieces = recognizer.predict([path])
