@@ -128,18 +128,25 @@ def whisper_releases() -> dict[str, str]:
     would import torch, about 3 s of each parse and of each cluster job's. The table is a
     literal in ``whisper/__init__.py``; if that ever changes, the import is the fallback.
     """
-    spec = importlib.util.find_spec("whisper")
+    table = _literal_release_table(importlib.util.find_spec("whisper").origin)
+    if table is not None:
+        return table
+    import whisper  # the source no longer holds a literal table: ask the package
+
+    return dict(whisper._MODELS)
+
+
+def _literal_release_table(source: str) -> dict[str, str] | None:
+    """The `_MODELS = {...}` literal of openai-whisper's `__init__.py`; None without one."""
     try:
-        tree = ast.parse(Path(spec.origin).read_text(encoding="utf-8"))
+        tree = ast.parse(Path(source).read_text(encoding="utf-8"))
         for node in tree.body:
             targets = [getattr(t, "id", None) for t in getattr(node, "targets", [])]
             if isinstance(node, ast.Assign) and "_MODELS" in targets:
                 return dict(ast.literal_eval(node.value))
-    except (OSError, SyntaxError, ValueError, TypeError, AttributeError):
-        pass
-    import whisper
-
-    return dict(whisper._MODELS)
+    except (OSError, SyntaxError, ValueError, TypeError):
+        return None
+    return None
 
 
 def whisper_checkpoint(asr: dict) -> WhisperCheckpoint | None:
