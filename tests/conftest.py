@@ -15,6 +15,23 @@ from workflow_runner import (  # noqa: E402
     tree_state,
 )
 
+SESSION_FOLDERS = ("ci-run",)  # tmp_path_factory folders of session fixtures: kept to the end
+
+
+@pytest.fixture(scope="module", autouse=True)
+def remove_module_folders(request, tmp_path_factory):
+    """Each module's tmp_path_factory folders (workflow runs of a few hundred MB each) go when
+    the module's tests have all passed: the suite's disk use stays one module's, not the sum."""
+    base = tmp_path_factory.getbasetemp()
+    before = set(base.iterdir())
+    failed_before = request.session.testsfailed
+    yield
+    if request.session.testsfailed != failed_before:
+        return  # kept for a look at what failed
+    for folder in set(base.iterdir()) - before:
+        if folder.is_dir() and not folder.name.startswith(SESSION_FOLDERS):
+            shutil.rmtree(folder, ignore_errors=True)
+
 
 @pytest.fixture(scope="module")
 def torch_single_thread():
