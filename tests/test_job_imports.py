@@ -55,3 +55,13 @@ def test_modules_import_only_what_they_use(code, allowed):
 
 def test_merging_transcripts_imports_no_model_library():
     assert imported_after(script_imports(SCRIPTS / "asr_merge.py")) == set()
+
+
+def test_the_workflow_parse_imports_no_model_library():
+    """Every parse (the main process's, and each cluster job's) imports what common.smk
+    imports: torch there costs seconds per parse."""
+    common = (REPO / "workflow/rules/common.smk").read_text()
+    imports = [line for line in common.splitlines() if line.startswith("from medusa.")]
+    assert len(imports) >= 5
+    modules = sorted({line.split()[1] for line in imports})
+    assert imported_after("import " + ", ".join(modules)) == set()

@@ -9,20 +9,18 @@ import pytest
 import soundfile as sf
 import yaml
 
-from medusa.partitions import INDEX_COLUMNS, read_audio_index
-from medusa.perturb import PerturbationError
-from medusa.robustness import (
+from medusa.conditions import (
     BABBLE_SOURCE,
     CLEAN,
-    SYSTEMS,
     RobustnessError,
     build_condition,
     condition_names,
     condition_spec,
     enabled_section,
-    perturb_partition,
-    posteriors_by_condition,
 )
+from medusa.partitions import INDEX_COLUMNS, read_audio_index
+from medusa.perturb import PerturbationError
+from medusa.robustness import SYSTEMS, perturb_partition, posteriors_by_condition
 
 from workflow_runner import CI_CONFIGS, REPO, dry_run_jobs, run_snakemake
 

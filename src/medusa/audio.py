@@ -15,8 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import torch
-import torchaudio.functional
 
 SAMPLE_RATE = 16000
 
@@ -36,5 +34,8 @@ def load_audio(path: str | os.PathLike, target_sr: int = SAMPLE_RATE) -> np.ndar
         raise AudioError(f"cannot read audio file {path}: {err}") from err
     wav = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     if sr != target_sr and len(wav) > 0:
+        import torch  # imported here: the workflow's parse reads SAMPLE_RATE, never torch
+        import torchaudio.functional
+
         wav = torchaudio.functional.resample(torch.from_numpy(wav), sr, target_sr).numpy()
     return np.ascontiguousarray(wav, dtype=np.float32)

@@ -80,9 +80,6 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-import torch
-import torchaudio.functional
-import torchaudio.transforms
 
 from medusa.atomic import atomic_directory, atomic_write_json
 from medusa.audio import SAMPLE_RATE, load_audio
@@ -219,6 +216,9 @@ def speed_up_segment(waveform: np.ndarray, seed: int, *, factor: float, span: fl
     # Resampling from factor * rate to rate: as many samples per second of audio as 1 / factor.
     orig, new = int(round(factor * 1000)), 1000
     divisor = math.gcd(orig, new)
+    import torch  # torch in the transforms only: the workflow's parse reads the conditions
+    import torchaudio.functional
+
     segment = torch.from_numpy(wav[start : start + length].copy())
     faster = torchaudio.functional.resample(segment, orig // divisor, new // divisor).numpy()
     return np.concatenate([wav[:start], faster, wav[start + length :]]).astype(np.float32)
@@ -237,6 +237,9 @@ def fade(
     half = len(wav) // 2
     fade_in = min(int(round(fade_in_s * SAMPLE_RATE)), half)
     fade_out = min(int(round(fade_out_s * SAMPLE_RATE)), half)
+    import torch
+    import torchaudio.transforms
+
     ramps = torchaudio.transforms.Fade(fade_in, fade_out, shape)
     return ramps(torch.from_numpy(wav.copy())[None])[0].numpy().astype(np.float32)
 
@@ -258,6 +261,9 @@ def telephone_band(
     wav = _check_waveform(waveform)
     if len(wav) < 2:
         return wav.copy()
+    import torch
+    import torchaudio.functional
+
     narrow = torchaudio.functional.resample(torch.from_numpy(wav.copy()), SAMPLE_RATE, rate)
     narrow = _band_limited(narrow.numpy().astype(np.float64), rate, low_hz, high_hz)
     wide = torchaudio.functional.resample(torch.from_numpy(narrow), rate, SAMPLE_RATE).numpy()

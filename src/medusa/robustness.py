@@ -6,11 +6,8 @@ that audio only, and scores three systems per condition on the dev clips: the be
 model (class-balanced holdout macro-F1 of the clean posteriors, the report's selection), the
 soft vote and the soup head. Here:
 
-- ``enabled_section``, ``condition_names``, ``condition_spec``, ``build_condition``: the config's
-  ``robustness`` block (``medusa.perturb.conditions_from_config``'s shape, plus
-  ``name: {enabled: false}`` to leave a condition out in a config merged on top). A babble
-  condition's clips are the training partition's clips, an input of the job, so its spec
-  (the rule's params) names their source instead of listing them;
+- the config's ``robustness`` block (its conditions, checked) is read by ``medusa.conditions``,
+  a light module the workflow's parse imports;
 - ``perturb_partition``: one condition applied to the usable clips of an audio index, written
   under a folder of their own with an index in the audio-index format whose paths are
   relative to that folder (ASR and features read it as they read the corpus's);
@@ -26,8 +23,6 @@ The soft vote's attributes are the mean of the models' attribute predictions (th
 
 from __future__ import annotations
 
-import copy
-import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -37,6 +32,7 @@ import pandas as pd
 import soundfile as sf
 
 from medusa.atomic import atomic_write_text
+from medusa.conditions import CLEAN, RobustnessError, describe
 from medusa.emotions import ATTRIBUTES
 from medusa.ensemble import (
     EnsembleError,
@@ -54,7 +50,7 @@ from medusa.ensemble import (
 from medusa.evaluation import UNRELIABLE, DevSet, unreliable_note
 from medusa.manifest import consensus_labels, read_manifest
 from medusa.partitions import DEV, INDEX_COLUMNS, clip_paths, read_audio_index
-from medusa.perturb import Condition, conditions_from_config, perturb_files
+from medusa.perturb import Condition, perturb_files
 from medusa.stats import (
     ccc_interval,
     concordance_correlation,
@@ -63,71 +59,8 @@ from medusa.stats import (
     paired_macro_f1,
 )
 
-CLEAN = "clean"
 BEST, VOTE, SOUP = "best single model", "soft vote", "MEDUSA (soup)"
 SYSTEMS = (BEST, VOTE, SOUP)
-# Stands for the babble clips in a spec: they are the training partition's clips, an input.
-BABBLE_SOURCE = "the training partition's usable clips"
-
-
-class RobustnessError(ValueError):
-    """Inputs of Table R that do not fit together; the message names the file or key."""
-
-
-# --------------------------------------------------------------------------------------------
-# Conditions from the config
-
-
-def enabled_section(section: Mapping) -> dict:
-    """The ``robustness`` block without the conditions set to ``{enabled: false}`` (and
-    without that key), in the shape ``conditions_from_config`` reads."""
-    section = copy.deepcopy(dict(section))
-    conditions = {}
-    for name, overrides in (section.get("conditions") or {}).items():
-        overrides = dict(overrides or {})
-        if overrides.pop("enabled", True) is False:
-            continue
-        conditions[name] = overrides or None
-    section["conditions"] = conditions
-    return section
-
-
-def condition_names(section: Mapping) -> list[str]:
-    """The enabled conditions' names, in config order (checked: a bad entry raises)."""
-    names = [c.name for c in _conditions(section, [BABBLE_SOURCE])]
-    if CLEAN in names:
-        raise RobustnessError(f"robustness.conditions.{CLEAN}: names Table R's unperturbed rows")
-    return names
-
-
-def _conditions(section: Mapping, babble_clips: Sequence[str]) -> list[Condition]:
-    return conditions_from_config(enabled_section(section), babble_clips=babble_clips)
-
-
-def condition_spec(section: Mapping, name: str) -> dict:
-    """What decides one condition's audio: kind, seed, parameters (a babble's clips named by
-    their source, ``BABBLE_SOURCE``): the perturb job's params, so that editing one condition
-    reruns only its chain."""
-    spec = build_condition(section, name, [BABBLE_SOURCE]).canonical()
-    if "clips" in spec["params"]:
-        spec["params"]["clips"] = BABBLE_SOURCE
-    return spec
-
-
-def build_condition(section: Mapping, name: str, babble_clips: Sequence[str]) -> Condition:
-    """The enabled condition `name` of the block, a babble mixing `babble_clips`."""
-    enabled = enabled_section(section)
-    if name not in enabled["conditions"]:
-        raise RobustnessError(f"robustness.conditions: no enabled condition {name!r}")
-    only = {**enabled, "conditions": {name: enabled["conditions"][name]}}
-    (condition,) = conditions_from_config(only, babble_clips=babble_clips)
-    return condition
-
-
-def describe(spec: Mapping) -> str:
-    """A spec in a few words, e.g. ``noise colour=pink snr_db=10 (seed 0)``."""
-    params = " ".join(f"{k}={v}" for k, v in sorted(spec["params"].items()) if k != "clips")
-    return f"{spec['kind']} {params} (seed {spec['seed']})".replace("  ", " ")
 
 
 # --------------------------------------------------------------------------------------------
@@ -369,10 +302,3 @@ def write_robustness(
     atomic_write_text(out_tsv, table.to_csv(sep="\t", index=False, float_format="%.6g"))
     atomic_write_text(out_md, format_markdown(table, boot))
     return table
-
-
-def spec_json(section: Mapping) -> str:
-    """[[condition, spec], ...] of every enabled condition in config order, canonical JSON
-    (the table's params; ``dict(json.loads(...))`` reads it back)."""
-    specs = [[name, condition_spec(section, name)] for name in condition_names(section)]
-    return json.dumps(specs, sort_keys=True, separators=(",", ":"))

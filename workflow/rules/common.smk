@@ -565,7 +565,7 @@ def model_features_json():
 
 # ---------------------------------------------------------------- robustness (robustness.smk)
 
-from medusa.robustness import condition_names, condition_spec, spec_json
+from medusa.conditions import condition_names, condition_spec, spec_json
 
 # The enabled perturbation conditions of the `robustness` target, checked at parse time (a bad
 # entry names its key: robustness.conditions.<name>.<parameter>).
