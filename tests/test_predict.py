@@ -11,6 +11,7 @@ freshly synthesised sentences.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import shutil
@@ -27,9 +28,12 @@ import torchaudio
 
 from medusa.bundle import (
     CHECKSUMS,
+    DEFAULT_SEGMENTATION,
     BundleError,
+    BundleSources,
     load_bundle,
     map_path,
+    model_card,
     resolve_source,
     verify_checksums,
 )
@@ -39,9 +43,11 @@ from medusa.recognize import (
     GAP_COLUMNS,
     SKIPPED_COLUMNS,
     Recognizer,
+    output_paths,
     segment_columns,
     summary_columns,
 )
+from medusa.segments import DEFAULT_MAX_PAUSE_S, DEFAULT_MIN_TURN_S
 from medusa.transcripts import transcript_texts
 
 from workflow_runner import CI_CONFIGS, run_snakemake
@@ -117,6 +123,91 @@ def test_backbone_sources_are_found_through_the_path_map_and_the_root(tmp_path):
         resolve_source("resources/backbones/wavlm", True, backbone_root=tmp_path / "elsewhere")
 
 
+CALIBRATION = {
+    "method": "temperature",
+    "temperature": 1.37,
+    "fitted_on": {"subset": "meta", "clips": 50, "speakers": 10},
+    "nll_before": 1.9,
+    "nll_after": 1.7,
+    "note": "fitted on the meta-classifier's clips",
+}
+
+
+def small_card(tmp_path: Path, calibration: dict | None) -> str:
+    """model_card of a bundle manifest without models, from small stand-ins of its sources;
+    whitespace collapsed (the card wraps its lines)."""
+    files = {
+        "soup.json": json.dumps({"dev": {"macro_f1": 0.31, "accuracy": 0.42}}),
+        "data.md": "Corpus: demo\nAudio: 16 kHz\n\n## Subsets\n\n| subset | clips |\n",
+        "table.tsv": "model\tmacro_f1\nsoup\t0.31\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    table = str(tmp_path / "table.tsv")
+    sources = BundleSources(
+        checkpoints={},
+        head="",
+        feature_files={},
+        soup_metrics=str(tmp_path / "soup.json"),
+        table1=table,
+        table3=table,
+        data_report=str(tmp_path / "data.md"),
+        config={},
+    )
+    manifest = {
+        "medusa_version": "0",
+        "created": "today",
+        "classes": list(MSP_PODCAST_CLASSES.letters),
+        "class_names": list(MSP_PODCAST_CLASSES.names),
+        "model_files": {},
+        "feature_sets": {},
+        "asr": {"model": "tiny.en", "local": False, "language": "en"},
+        "segmentation": dict(DEFAULT_SEGMENTATION),
+        "demo": False,
+        "model_store": None,
+    } | ({"calibration": calibration} if calibration else {})
+    return " ".join(model_card(manifest, sources).split())
+
+
+def test_the_model_card_says_how_predict_segments_calibrates_and_writes(tmp_path):
+    card = small_card(tmp_path, CALIBRATION)
+    use = card[card.index("## Use") : card.index("## Contents")]
+    limits = card[card.index("## Limits") :]
+    # Speech turns found by Silero VAD (MIT, as its package says) by default, with the
+    # settings predict uses; fixed windows only on request.
+    classifiers = importlib.metadata.metadata("silero-vad").get_all("Classifier")
+    assert "License :: OSI Approved :: MIT License" in classifiers
+    assert "(`--segments vad`, the default): voice-activity detection with Silero VAD" in use
+    assert "MIT licence" in use
+    assert use.index("Silero VAD") < use.index("`--segments fixed` cuts")
+    assert "cut into segments of" not in card and "cut blindly into fixed windows" not in card
+    assert f"pauses shorter than {DEFAULT_MAX_PAUSE_S:g} s (`--max-pause-s`)" in use
+    assert f"shorter than {DEFAULT_MIN_TURN_S:g} s (`--min-turn-s`)" in use
+    max_s = DEFAULT_SEGMENTATION["max_segment_s"]
+    assert f"longer than {max_s:g} s (`--max-turn-s`, default `--max-segment-s`)" in use
+    assert "a gap: listed, not scored" in use and '("no speech found")' in use
+    # Every output file, with its columns as predict writes them.
+    for path in output_paths("predictions.csv").values():
+        assert f"`{path.name}" in use
+    for columns in (
+        segment_columns(MSP_PODCAST_CLASSES),
+        summary_columns(MSP_PODCAST_CLASSES),
+        GAP_COLUMNS,
+        SKIPPED_COLUMNS,
+    ):
+        assert "`" + ", ".join(columns) + "`" in use
+    assert "`--no-timelines`" in use and "with `--html`" in use
+    # Calibrated posteriors by default, the raw ones on request.
+    assert "calibrated by default: temperature-scaled with T = 1.3700" in use
+    assert "`--uncalibrated` writes the soup's raw posteriors" in use
+    # Limits: turns are not diarisation, VAD errs on music and noise, one temperature.
+    assert "not speaker diarisation: a turn can hold two speakers" in limits
+    assert "music with vocals" in limits and "one temperature for all classes" in limits
+    uncalibrated = small_card(tmp_path, None)
+    assert "This bundle records no temperature" in uncalibrated
+    assert "calibrated by default" not in uncalibrated and "one temperature" not in uncalibrated
+
+
 # --------------------------------------------------------------------------------------------
 # The bundle
 
@@ -149,6 +240,7 @@ def test_bundle_holds_what_prediction_needs_and_no_pickle(demo_bundle):
     )
     card = (demo_bundle / "README.md").read_text()
     assert "synthetic demo" in card and "English only" in card and "clinical" in card
+    assert "Silero VAD" in card and "predictions.gaps.csv" in card and "T = " in card
 
 
 def test_a_model_without_stage_2_is_bundled_from_its_stage_1_checkpoint(completed_ci_run):

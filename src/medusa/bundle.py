@@ -10,9 +10,9 @@ folder renamed into place):
 - ``head.safetensors`` + ``head.json``: the soup meta-classifier, stored the same way;
 - ``bundle.json``: format, class order, attributes, the model order the head expects, the ASR
   and feature-set definitions (backbone id or local path, revision, weights checksum, layer
-  view, dims, batch sizes), the default segmentation, the soup's temperature (``calibration``:
-  T and the clips it was fitted on, ``medusa.temperature``; ``Bundle.calibrate`` applies it),
-  and the configuration blocks used;
+  view, dims, batch sizes), the segmentation settings predict reads (``segmentation``), the
+  soup's temperature (``calibration``: T and the clips it was fitted on, ``medusa.temperature``;
+  ``Bundle.calibrate`` applies it), and the configuration blocks used;
 - ``metrics/``: the soup's metrics and the report's Tables 1, 3 and C (calibration);
 - ``README.md``: the model card;
 - ``checksums.sha256``: the sha256 of every other file (``sha256sum -c`` reads it).
@@ -52,6 +52,7 @@ from medusa.atomic import atomic_directory
 from medusa.emotions import ATTRIBUTES, ClassSet
 from medusa.fetch import FetchError, hub_model, verified_hub_copy, whisper_checkpoint
 from medusa.integrity import load_torch, torch_bytes_sealed
+from medusa.segments import DEFAULT_MAX_PAUSE_S, DEFAULT_MIN_TURN_S, NO_SPEECH, VAD_THRESHOLD
 
 BUNDLE_FORMAT = 1
 MANIFEST = "bundle.json"
@@ -59,13 +60,14 @@ CHECKSUMS = "checksums.sha256"
 HEAD_STEM = "head"
 MODELS_DIR = "models"
 METRICS_DIR = "metrics"
-# Segmentation of long recordings (MSP-Podcast segments are mostly 3-11 s long).
+# bundle.json's `segmentation`: what `medusa predict` reads from a bundle. The other settings of
+# its default, VAD speech turns, are medusa.segments' own (MSP-Podcast segments run 3-11 s).
 DEFAULT_SEGMENTATION = {
-    "window_s": 8.0,  # segment length
-    "hop_s": 8.0,  # distance between segment starts
-    "min_segment_s": 1.0,  # a shorter last segment is dropped (unless it is the whole file)
+    "window_s": 8.0,  # --segments fixed: window length
+    "hop_s": 8.0,  # --segments fixed: distance between window starts
+    "min_segment_s": 1.0,  # fixed: a shorter last window is dropped (unless it is the whole file)
     # A recording up to this long is one segment, scored whole as the workflow scores a clip
-    # (MSP-Podcast clips run to about 11 s); longer ones are cut into windows.
+    # (MSP-Podcast clips run to about 11 s); with VAD also the longest turn (--max-turn-s).
     "max_segment_s": 12.0,
     "silence_rms": 1e-5,  # a file whose RMS is below this (about -100 dBFS) is skipped as silent
 }
@@ -581,6 +583,136 @@ def _asr_where(asr: Mapping) -> str:
     return "official model name"
 
 
+def use_section(manifest: Mapping) -> str:
+    """The model card's "Use": the commands, how predict segments, calibrates and what it
+    writes. The settings are the bundle's (``segmentation``) and medusa.segments' own."""
+    seg = manifest["segmentation"]
+    classes = ClassSet(tuple(manifest["classes"]), tuple(manifest["class_names"]))
+    return f"""## Use
+
+```bash
+medusa predict --bundle path/to/bundle --output predictions.csv recordings/ talk.flac
+# local backbones recorded as relative paths (the demo's resources/backbones/...):
+medusa predict --bundle path/to/bundle --backbone-root path/to/training/run recordings/
+# also one HTML page for the run; fixed windows instead of speech turns:
+medusa predict --bundle path/to/bundle --html --segments fixed -o windows.csv talk.flac
+```
+
+Segments (`--segments vad`, the default): voice-activity detection with Silero VAD (the
+`silero-vad` package, MIT licence; its model ships inside the package and runs on the CPU,
+speech probability threshold {VAD_THRESHOLD:g}) finds the speech. Speech separated by pauses
+shorter than {DEFAULT_MAX_PAUSE_S:g} s (`--max-pause-s`) is one turn; a turn longer than
+{seg["max_segment_s"]:g} s (`--max-turn-s`, default `--max-segment-s`) is split at the pause
+nearest its middle (continuous speech: in its middle); one shorter than {DEFAULT_MIN_TURN_S:g} s
+(`--min-turn-s`) is widened with the audio around it, never over a neighbouring turn. What no
+turn covers (silence, music, noise) is a gap: listed, not scored. A recording in which no speech
+is found is skipped ("{NO_SPEECH}"). A recording up to {seg["max_segment_s"]:g} s
+(`--max-segment-s`) that holds speech is one segment, scored whole as the workflow scores a
+clip. `--segments fixed` cuts every recording, silence included, into windows of
+{seg["window_s"]:g} s every {seg["hop_s"]:g} s (`--window-s`, `--hop-s`; a last piece shorter
+than {seg["min_segment_s"]:g} s is dropped; a recording up to {seg["max_segment_s"]:g} s is one
+segment). Either way a file that cannot be read, is empty or whose RMS is below
+{seg["silence_rms"]:g} (`--silence-rms`) is skipped. Window, hop, whole-clip length and silence
+threshold are this bundle's (`segmentation` in `bundle.json`); the turn settings are those of
+the installed medusa (`medusa.segments`), not recorded in the bundle.
+
+Each segment gets the {len(classes.letters)} class posteriors (`{" ".join(classes.letters)}` =
+{", ".join(classes.names)}), the predicted class and the three attributes (`act`, `val`, `dom`,
+on the 1-7 scale of MSP-Podcast). {_posteriors_text(manifest.get("calibration"))}
+
+{_outputs_text(classes)}"""
+
+
+def _posteriors_text(record: Mapping | None) -> str:
+    """Which posteriors predict writes with this bundle."""
+    if not record:
+        return (
+            "This bundle records no temperature: the posteriors are the soup's, uncalibrated "
+            "(`--uncalibrated` changes nothing)."
+        )
+    return (
+        f"The posteriors are calibrated by default: temperature-scaled with T = "
+        f"{record['temperature']:.4f} (see Calibration), the predicted class unchanged; "
+        "`--uncalibrated` writes the soup's raw posteriors, exactly as the workflow writes them. "
+        "The run's summary line (on stderr) and the HTML page name the calibration applied."
+    )
+
+
+def _outputs_text(classes: ClassSet) -> str:
+    """predict's output files and their columns, from the functions that write them."""
+    # medusa.recognize imports this module: imported here, when the card is written.
+    from medusa.recognize import (
+        GAP_COLUMNS,
+        MIN_GAP_S,
+        SKIPPED_COLUMNS,
+        output_paths,
+        segment_columns,
+        summary_columns,
+    )
+
+    paths = {k: p.name for k, p in output_paths("predictions.csv").items()}
+
+    def columns(names: Sequence[str]) -> str:
+        return "`" + ", ".join(names) + "`"
+
+    return f"""Outputs of `--output predictions.csv` (`--format jsonl`: JSON lines; the other files are
+named after its stem):
+
+- `{paths["segments"]}`: one row per segment: {columns(segment_columns(classes))}; `emotion`
+  is the class of the highest posterior, the posteriors of a row sum to 1;
+- `{paths["summary"]}`: one row per predicted file: {columns(summary_columns(classes))};
+  posteriors and attributes averaged over its segments weighted by their duration (gaps count
+  for nothing), `emotion` the class of those posteriors;
+- `{paths["gaps"]}`: {columns(GAP_COLUMNS)} of what no segment covers (with VAD: no speech
+  found there); gaps shorter than {MIN_GAP_S:g} s are not listed;
+- `{paths["skipped"]}`: {columns(SKIPPED_COLUMNS)} of each file that could not be used (not
+  found, unreadable, empty, silent, {NO_SPEECH}); also printed on stderr;
+- `{paths["timelines"]}/NNNN_<name>.png` (not with `--no-timelines`): one per predicted file,
+  numbered in the summary's order: the class posteriors over time as a stacked band, arousal
+  and valence as curves, the gaps shaded;
+- with `--html`, `{paths["html"]}`: one self-contained page for the run (the summary, the
+  skipped files, and per file its timeline, its segments with transcript and emotion, and its
+  gaps); it loads nothing from anywhere.
+"""
+
+
+def limits_section(manifest: Mapping) -> str:
+    """The model card's "Limits": where the bundle's predictions must not be trusted."""
+    seg = manifest["segmentation"]
+    calibrated = (
+        "- Calibration: one temperature for all classes, fitted on clips of the training "
+        "corpus; on other recordings, conditions or languages the calibrated confidences can "
+        "still be off. The attributes are not calibrated.\n"
+        if manifest.get("calibration")
+        else ""
+    )
+    corpus = (
+        "Synthetic demo: not a model of real emotional speech."
+        if manifest["demo"]
+        else "MSP-Podcast only: podcast audio, mostly American English, perceived (not felt) "
+        "emotion."
+    )
+    return f"""## Limits
+
+- {corpus}
+- English only: the ASR and the text backbones were run in English; other languages get
+  meaningless transcripts and text features.
+- Trained on MSP-Podcast-like segments (a few seconds of one speaker). Speech turns come from
+  voice-activity detection, not speaker diarisation: a turn can hold two speakers who overlap
+  or follow each other with a pause under {DEFAULT_MAX_PAUSE_S:g} s, and a turn widened to
+  {DEFAULT_MIN_TURN_S:g} s takes in the audio around it. A recording up to
+  {seg["max_segment_s"]:g} s is scored whole, silences included.
+- VAD errors: Silero VAD can take singing, music with vocals, laughter or noise for speech
+  (then scored as speech) and miss quiet, distant, whispered or noisy speech (then a gap, not
+  scored, or the file skipped as without speech). Continuous speech longer than
+  {seg["max_segment_s"]:g} s without a pause is cut in its middle, perhaps mid-word.
+- `--segments fixed` cuts windows blindly: they may mix speakers, silence or music.
+{calibrated}- Class imbalance of the training data (Neutral and Happy dominate) shows in the posteriors.
+- Not for clinical, forensic, hiring or any decision about a person without a validation on
+  the target population and setting.
+"""
+
+
 def model_card(manifest: Mapping, sources: BundleSources) -> str:
     """README.md of the bundle: what it is, how it was trained and scored, how to use it, and
     where it must not be trusted."""
@@ -590,7 +722,6 @@ def model_card(manifest: Mapping, sources: BundleSources) -> str:
     corpus_lines = [line for line in report_head[:6] if line.startswith(("Corpus", "Audio"))]
     fs = manifest["feature_sets"]
     models = manifest["model_files"]
-    seg = manifest["segmentation"]
     demo = manifest["demo"]
     model_rows = "\n".join(
         f"| {m} | {' + '.join(info['features'])} | {info['stage']} | {info['epoch']} |"
@@ -620,30 +751,12 @@ posteriors trained over several seeds and averaged into one model soup. This fol
 everything `medusa predict` needs apart from the backbones (see below); it was written by the
 workflow's `bundle` rule (medusa {manifest["medusa_version"]}, {manifest["created"]}).
 
-## Use
-
-```bash
-medusa predict --bundle path/to/bundle --output predictions.csv recordings/ talk.flac
-# local backbones recorded as relative paths (the demo's resources/backbones/...):
-medusa predict --bundle path/to/bundle --backbone-root path/to/training/run recordings/
-```
-
-Output: `predictions.csv` (one row per segment: `file, start_s, end_s, transcript, emotion`,
-the {len(manifest["classes"])} class posteriors, `act, val, dom`), `predictions.summary.csv` (one row per file) and
-`predictions.skipped.csv` (unreadable, empty or silent files, with the reason).
-
-A recording up to {seg["max_segment_s"]:g} s long is one segment, scored whole as the
-workflow scores a clip; a longer one is cut into segments of {seg["window_s"]:g} s (hop
-{seg["hop_s"]:g} s; a last piece shorter than {seg["min_segment_s"]:g} s is dropped), and each segment gets the {len(manifest["classes"])} class posteriors (`{" ".join(manifest["classes"])}` =
-{", ".join(manifest["class_names"])}), the predicted class and the three attributes
-(`act`, `val`, `dom`, on the 1-7 scale of MSP-Podcast). A per-file summary weights the
-segments by duration.
-
+{use_section(manifest)}
 ## Contents
 
 | file | what |
 |---|---|
-| `bundle.json` | class order, model order, ASR and feature-set definitions, segmentation defaults, the configuration used |
+| `bundle.json` | class order, model order, ASR and feature-set definitions, the window, whole-clip and silence settings of `medusa predict` (`segmentation`), the soup's temperature (`calibration`), the configuration used |
 | `models/<model>.safetensors`, `.json` | each DeepSER model's final checkpoint (weights and input statistics; settings) |
 | `head.safetensors`, `head.json` | the soup meta-classifier |
 | `metrics/` | `soup_metrics.json`, Tables 1, 3 and C (calibration) of the report |
@@ -697,17 +810,7 @@ Research on categorical speech emotion recognition of English podcast-style spee
 reproduction of MEDUSA. Predictions are estimates of how annotators of MSP-Podcast would label
 a segment's perceived emotion, not of what the speaker felt.
 
-## Limits
-
-- {"Synthetic demo: not a model of real emotional speech." if demo else "MSP-Podcast only: podcast audio, mostly American English, perceived (not felt) emotion."}
-- English only: the ASR and the text backbones were run in English; other languages get
-  meaningless transcripts and text features.
-- Trained on MSP-Podcast-like segments (a few seconds of one speaker): long recordings are
-  cut blindly into fixed windows, so segments may mix speakers, silence or music.
-- Class imbalance of the training data (Neutral and Happy dominate) shows in the posteriors.
-- Not for clinical, forensic, hiring or any decision about a person without a validation on
-  the target population and setting.
-"""
+{limits_section(manifest)}"""
 
 
 # --------------------------------------------------------------------------------------------
