@@ -33,6 +33,7 @@ include: "workflow/rules/bundle.smk"
 include: "workflow/rules/folds.smk"
 include: "workflow/rules/cross_corpus.smk"
 include: "workflow/rules/robustness.smk"
+include: "workflow/rules/evidence.smk"
 
 
 rule all:

@@ -14,8 +14,8 @@ table has ratings, and macro-F1 per gender.
 
 Files written to the output folder: ``metrics.tsv`` (figure, value, interval, clips),
 ``confusion.tsv``, ``per_gender.tsv``, ``clips.csv`` (each scored clip: truth, prediction,
-posteriors, attributes), ``excluded.tsv`` (each clip left out, with the reason) and
-``summary.md``.
+posteriors, attributes), ``excluded.tsv`` (each clip left out, with the reason),
+``unmapped.tsv`` (each label mapped to no class, with its votes left out) and ``summary.md``.
 """
 
 from __future__ import annotations
@@ -241,6 +241,8 @@ def _write(table_path, scored, paths, summary, classes, out_dir, bootstrap) -> p
     atomic_write_text(out_dir / "clips.csv", per_clip.to_csv(index=False, float_format="%.6f"))
     excluded_table = pd.DataFrame(excluded, columns=["id", "reason"])
     atomic_write_text(out_dir / "excluded.tsv", excluded_table.to_csv(sep="\t", index=False))
+    unmapped = pd.DataFrame(sorted(scored.unmapped.items()), columns=["label", "votes"])
+    atomic_write_text(out_dir / "unmapped.tsv", unmapped.to_csv(sep="\t", index=False))
     atomic_write_text(
         out_dir / "summary.md", _summary(table_path, metrics, scored, excluded_table, classes)
     )

@@ -580,8 +580,24 @@ def format_headline(out_dir: str | os.PathLike) -> str:
         "- An interval that contains 0 for a difference means these data cannot tell the two "
         "systems apart.",
         "",
+        *_evidence_lines(out_dir),
     ]
     return "\n".join(lines)
+
+
+def _evidence_lines(out_dir: Path) -> list[str]:
+    """Where the figures beyond clean dev are: named, never read (the headline is part of
+    `soup`; the evidence document is not, and comes later)."""
+    where = f"{out_dir.as_posix()}/evidence.md" if not out_dir.is_absolute() else "evidence.md"
+    return [
+        "## Beyond the clean dev set",
+        "",
+        "Every figure above is measured on clean dev audio of this corpus. `snakemake evidence` "
+        f"(same config files; not part of `soup`) writes `{where}`: robustness to perturbed "
+        "audio (Table R), calibration (Table C) and each cross-corpus evaluation, each with "
+        "what it shows and what it does not, and the soup against the best single model.",
+        "",
+    ]
 
 
 def report_classes(out_dir: str | os.PathLike) -> tuple[str, ...]:

@@ -674,3 +674,26 @@ def robustness_table_inputs(wildcards):
 def robustness_table_params():
     """Every enabled condition's spec, in config order (the table's rows)."""
     return spec_json(config["robustness"])
+
+
+# ---------------------------------------------------------------- evidence (evidence.smk)
+
+
+def cross_corpus_results(name):
+    """One results file (`name`) of every configured evaluation corpus, in config order."""
+    return expand(run_path(f"cross_corpus/{{corpus}}/{name}"), corpus=CROSS_CORPORA)
+
+
+def evidence_inputs(wildcards):
+    """Table R (robustness), the report's Table C and Table 1 (its best single model and the
+    soup's dev macro-F1), and the cross-corpus results of every configured corpus (none: the
+    document says so)."""
+    return {
+        "robustness_table": run_path("report/robustness.tsv"),
+        "robustness_markdown": run_path("report/robustness.md"),
+        "calibration": run_path("report/calibration.tsv"),
+        "table1": run_path("report/table1.tsv"),
+        "cross_corpus": cross_corpus_results("metrics.tsv"),
+        "cross_corpus_excluded": cross_corpus_results("excluded.tsv"),
+        "cross_corpus_unmapped": cross_corpus_results("unmapped.tsv"),
+    }

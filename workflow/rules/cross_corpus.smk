@@ -13,13 +13,19 @@ rule cross_corpus_evaluation:
             run_path("cross_corpus/{corpus}/metrics.tsv"),
             caption="../report/cross_corpus.rst",
             category="Cross-corpus",
-            labels={"corpus": "{corpus}"},
+            labels={"corpus": "{corpus}", "file": "metrics"},
         ),
         confusion=run_path("cross_corpus/{corpus}/confusion.tsv"),
         per_gender=run_path("cross_corpus/{corpus}/per_gender.tsv"),
         clips=run_path("cross_corpus/{corpus}/clips.csv"),
         excluded=run_path("cross_corpus/{corpus}/excluded.tsv"),
-        summary=run_path("cross_corpus/{corpus}/summary.md"),
+        unmapped=run_path("cross_corpus/{corpus}/unmapped.tsv"),
+        summary=report(
+            run_path("cross_corpus/{corpus}/summary.md"),
+            caption="../report/cross_corpus.rst",
+            category="Cross-corpus",
+            labels={"corpus": "{corpus}", "file": "summary"},
+        ),
     log:
         log_path("cross_corpus/{corpus}.log"),
     benchmark:
