@@ -449,12 +449,14 @@ def chromium() -> str:
 # images the page has and how many of them the browser decoded whole (every pixel drawn:
 # matplotlib's PNGs are opaque, a truncated one leaves transparent rows or fails to decode).
 IMAGE_PROBE = """<script>
-addEventListener("load", async () => {
+addEventListener("load", () => {
+  // Synchronous on purpose: at "load" every image has loaded, and --dump-dom does not wait
+  // for promises (an awaited decode() sometimes finished after the dump).
   const images = [...document.images];
   let whole = 0;
   for (const image of images) {
     try {
-      await image.decode();
+      if (!image.complete || image.naturalWidth === 0) throw new Error(`${image.alt} broken`);
       const canvas = document.createElement("canvas");
       canvas.width = image.naturalWidth;
       canvas.height = image.naturalHeight;
