@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml $(LOCK)
 	$(BIN)/python -m pip install --quiet pip==$(PIP_VERSION)
 	$(BIN)/python -m pip install --quiet --require-hashes -r $(LOCK)
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
-	$(BIN)/python -m medusa.install_check
+	$(BIN)/python -m medusa.core.install_check
 	touch $(STAMP)
 
 # Resolves pyproject.toml (with the demo and dev extras) for every platform, Python 3.11, with

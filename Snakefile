@@ -42,5 +42,5 @@ rule all:
         rules.soup.input,
 
 
-# Last, once every rule is defined: the corpus is only read (medusa.corpus_guard).
+# Last, once every rule is defined: the corpus is only read (medusa.corpus.guard).
 refuse_writes_into_corpus()

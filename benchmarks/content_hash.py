@@ -1,14 +1,14 @@
 """What the content fingerprints of the audio partitions cost at MSP-Podcast scale.
 
 The workflow fingerprints each audio partition from the SHA-256 of every file's bytes
-(``medusa.partitions.corpus_fingerprints``), cached by file identity in a digest cache. This
+(``medusa.corpus.partitions.corpus_fingerprints``), cached by file identity in a digest cache. This
 builds a synthetic corpus shaped like MSP-Podcast (default 120,000 clips, 16 kHz 16-bit mono,
 190 h in all, clip lengths spread around the mean; 15% unlabelled) and measures:
 
 1. the first hash (empty cache): every file read and hashed;
 2. a rescan with the digest cache warm (what a parse pays after the corpus changed): the folder
    listed, the labels read, every file's digest looked up, no file read;
-3. the cached scan (``medusa.scan_cache``) of an unchanged corpus, as the main ``snakemake``
+3. the cached scan (``medusa.corpus.scan_cache``) of an unchanged corpus, as the main ``snakemake``
    process checks it (folder listed, every file's state compared) and as a cluster job's parse
    does (the folders' and label files' states only);
 4. for reference, the listing alone (what the size-and-time fingerprint cost before);
@@ -49,8 +49,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 
-from medusa.partitions import audio_partitions, corpus_fingerprints  # noqa: E402
-from medusa.scan_cache import scan_cache_path  # noqa: E402
+from medusa.corpus.partitions import audio_partitions, corpus_fingerprints  # noqa: E402
+from medusa.corpus.scan_cache import scan_cache_path  # noqa: E402
 
 HOURS = 190.0
 BYTES_PER_SECOND = 16000 * 2  # 16 kHz, 16-bit mono

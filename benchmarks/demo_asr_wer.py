@@ -20,10 +20,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pandas as pd  # noqa: E402
 
-from medusa.asr import load_asr_model, transcribe_clips  # noqa: E402
-from medusa.audio import load_audio  # noqa: E402
-from medusa.metrics import word_error_rate  # noqa: E402
-from medusa.transcripts import read_transcripts  # noqa: E402
+from medusa.asr.transcribe import load_asr_model, transcribe_clips  # noqa: E402
+from medusa.asr.transcripts import read_transcripts  # noqa: E402
+from medusa.core.audio import load_audio  # noqa: E402
+from medusa.core.metrics import word_error_rate  # noqa: E402
 
 
 def transcripts(asr_dir: Path, corpus: Path, truth: pd.DataFrame, model_path: str) -> dict:

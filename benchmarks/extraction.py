@@ -24,11 +24,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from medusa.asr import load_asr_model, transcribe_clips  # noqa: E402
+from medusa.asr.transcribe import load_asr_model, transcribe_clips  # noqa: E402
+from medusa.core.store import FeatureWriter  # noqa: E402
 from medusa.demo.backbones import build_backbone  # noqa: E402
 from medusa.demo.corpus import SENTENCES, Synthesizer  # noqa: E402
-from medusa.features import load_backbone  # noqa: E402
-from medusa.store import FeatureWriter  # noqa: E402
+from medusa.features.backbone import load_backbone
 
 SR = 16000
 FEATURE_BACKBONES = {

@@ -4,7 +4,7 @@ The demo runs the recipe's code on tiny models, which says nothing about the cos
 recipe. This benchmark runs the same code on stand-ins of the recipe's backbones: random
 weights with the published architecture hyperparameters (layers, widths, heads, FFN sizes,
 conv feature encoder, mel bins, vocabularies), written offline with ``save_pretrained`` into a
-cache folder (only ever used here) and loaded through ``medusa.features.load_backbone``, so
+cache folder (only ever used here) and loaded through ``medusa.features.backbone.load_backbone``, so
 every figure is measured on the workflow's own extraction path. Random weights cost the same
 FLOPs as trained ones; only autoregressive decoding depends on the weights (through when it
 stops), so ASR decodes a fixed number of tokens per window.
@@ -12,7 +12,7 @@ stops), so ASR decodes a fixed number of tokens per window.
 Measured, in this order (a --budget-s run skips what no longer fits and says so):
 
 1. ASR: an openai-whisper model of Whisper-large-v3's shape through
-   ``medusa.asr.transcribe_clips`` (fp16 on CUDA, as the workflow runs it), batched at the
+   ``medusa.asr.transcribe.transcribe_clips`` (fp16 on CUDA, as the workflow runs it), batched at the
    recipe's batch size vs one clip at a time. ``DecodingOptions`` gains ``sample_len`` = N and
    end-of-text is suppressed, so every window decodes exactly N tokens (checked).
 2. Feature extraction per backbone (WavLM-large first, then HuBERT-large, the Whisper-large-v3
@@ -21,7 +21,7 @@ Measured, in this order (a --budget-s run skips what no longer fits and says so)
    one clip at a time and batched, in fp32 and (CUDA only) in the bf16 autocast the workflow
    uses on a GPU. The project never autocasts on CPU (bf16 gives wrong results there).
 3. DeepSER training at the recipe's size (config/config.yaml ``model_defaults``): steps/s of
-   ``medusa.training.train_one_epoch`` for every distinct input signature of the 14 models
+   ``medusa.training.loop.train_one_epoch`` for every distinct input signature of the 14 models
    (each feature set's width; ~6 s clips = 300 frames per audio modality, ~20 tokens per text
    modality), batches already on the device: the compute ceiling.
 4. Data wait: the same loop fed from HDF5 files through FeatureReader / ClipDataset /
@@ -74,9 +74,9 @@ import whisper  # noqa: E402
 import yaml  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 
-from medusa import training  # noqa: E402
-from medusa.asr import transcribe_clips  # noqa: E402
-from medusa.atomic import atomic_directory, atomic_write_json  # noqa: E402
+from medusa.asr.transcribe import transcribe_clips  # noqa: E402
+from medusa.core.atomic import atomic_directory, atomic_write_json  # noqa: E402
+from medusa.core.store import FeatureWriter  # noqa: E402
 from medusa.demo.backbones import (  # noqa: E402
     CONV_KERNEL,
     CONV_STRIDE,
@@ -86,9 +86,11 @@ from medusa.demo.backbones import (  # noqa: E402
     _whisper_feature_extractor,
     tokenizer_training_sentences,
 )
-from medusa.features import FeatureSetConfig, load_backbone  # noqa: E402
-from medusa.model import DeepSER, class_weights_from_targets  # noqa: E402
-from medusa.store import FeatureWriter  # noqa: E402
+from medusa.features.backbone import load_backbone
+from medusa.features.extract import FeatureSetConfig
+from medusa.training import data as training_data  # noqa: E402
+from medusa.training import loop  # noqa: E402
+from medusa.training.model import DeepSER, class_weights_from_targets  # noqa: E402
 
 hf_logging.disable_progress_bar()
 # DeepSER's masks (bool key padding, no attention mask) make torch warn once per process.
@@ -452,7 +454,7 @@ def cached_backbone(name: str, plan: Plan) -> tuple[Path, float]:
 
 
 # ---------------------------------------------------------------------------------------------
-# 1. ASR (openai-whisper through medusa.asr)
+# 1. ASR (openai-whisper through medusa.asr.transcribe)
 
 
 def build_asr_model(plan: Plan) -> whisper.Whisper:
@@ -483,7 +485,7 @@ def build_asr_model(plan: Plan) -> whisper.Whisper:
 
 @contextlib.contextmanager
 def fixed_decoding_steps(model: whisper.Whisper, steps: int):
-    """Every window medusa.asr decodes gets exactly `steps` tokens: sample_len = steps and
+    """Every window medusa.asr.transcribe decodes gets exactly `steps` tokens: sample_len = steps and
     end-of-text suppressed. Yields the list of token counts per decoded window."""
     eot = whisper.tokenizer.get_tokenizer(
         model.is_multilingual, num_languages=model.num_languages
@@ -621,7 +623,7 @@ def device_batches(sig: tuple, plan: Plan, n: int) -> list[dict]:
     rng = np.random.default_rng(0)
     batches = []
     for _ in range(n):
-        batch = training.collate(
+        batch = training_data.collate(
             [(i, random_frames(sig, rng, jitter=False)) for i in range(plan.train_batch)]
         )
         batch["features"] = [f.to(plan.device) for f in batch["features"]]
@@ -632,7 +634,7 @@ def device_batches(sig: tuple, plan: Plan, n: int) -> list[dict]:
 
 def build_deepser(cfg: dict, sig: tuple) -> DeepSER:
     """The DeepSER of the recipe's model settings `cfg` for inputs `sig` (the constructor
-    medusa.model.build_model calls; frame pooling, 1 in the recipe, on audio modalities only)."""
+    medusa.training.model.build_model calls; frame pooling, 1 in the recipe, on audio modalities only)."""
     mixup = cfg["mixup"]
     k = int(cfg.get("frame_pooling", 1))
     attention_dropout = cfg.get("attention_dropout")
@@ -675,7 +677,7 @@ class Trainer:
     def epoch(self, loader) -> tuple[dict, float]:
         """train_one_epoch over `loader`: (its stats, wall seconds with the device drained)."""
         run = functools.partial(
-            training.train_one_epoch,
+            loop.train_one_epoch,
             self.model,
             loader,
             self.optimizer,
@@ -759,14 +761,14 @@ def measure_data_wait(sig: tuple, plan: Plan) -> dict:
         ids = [f"clip{i:06d}" for i in range(plan.h5_clips)]
         max_frames = int(plan.deepser["max_frames"])
         # MSP-Podcast feature files (~40-70 GB) are far above the in-memory threshold.
-        with mock.patch.object(training, "IN_MEMORY_MAX_BYTES", 0):
-            dataset = training.ClipDataset(ids, paths, max_frames)
-        batch_plan = training.BatchPlan()
-        loader = training.make_loader(
+        with mock.patch.object(training_data, "IN_MEMORY_MAX_BYTES", 0):
+            dataset = training_data.ClipDataset(ids, paths, max_frames)
+        batch_plan = training_data.BatchPlan()
+        loader = training_data.make_loader(
             dataset, batch_plan, plan.workers, plan.device, persistent=True
         )
         rng = np.random.default_rng(0)
-        batches = training.length_bucketed_batches(
+        batches = training_data.length_bucketed_batches(
             np.arange(len(ids)), dataset.lengths, plan.train_batch, rng
         )
         warm = max(2, len(batches) // 4)

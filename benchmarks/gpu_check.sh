@@ -5,12 +5,12 @@
 #   (a) environment: the machine's python3 and its torch, plus the wheels that
 #       benchmarks/gpu_prepare.py put in .gpu-carry/wheels (installed with pip --no-index into
 #       a scratch folder) and MEDUSA from src/; the image checked against what the wheels
-#       require (.gpu-carry/image-requirements.txt), then `python -m medusa.install_check`;
+#       require (.gpu-carry/image-requirements.txt), then `python -m medusa.core.install_check`;
 #   (b) the CI-sized DAG (config/demo.yaml + tests/config/ci.yaml + benchmarks/gpu_check.yaml:
 #       random backbones only) to `soup` with one GPU slot, in a scratch working directory, on
 #       the corpus carried in .gpu-carry/corpus (or, without it, made by `demo_corpus`);
 #   (c) every GPU job's log (ASR, features, stage 1/2, posteriors) holds exactly one device
-#       line from medusa.devices, and it names a CUDA device;
+#       line from medusa.core.devices, and it names a CUDA device;
 #   (d) benchmarks/full_scale.py --device cuda (full-size stand-ins of the recipe's backbones,
 #       fp32 and bf16) in the time left;
 #   (e) a summary: each step's time against its limit, then the benchmark's targets and its
@@ -114,7 +114,7 @@ setup() {
     fi
     "$PY" -c 'import sys, torch; print(sys.executable, sys.version.split()[0], "torch",
         torch.__version__, "cuda", torch.cuda.is_available(), torch.cuda.device_count())'
-    "$PY" -m medusa.install_check
+    "$PY" -m medusa.core.install_check
 }
 if [[ -d $CARRY/wheels ]]; then
     export PYTHONPATH="$SITE:$REPO/src${PYTHONPATH:+:$PYTHONPATH}"
@@ -168,7 +168,7 @@ step "DAG: soup ($DEVICE, gpu=$GPU_SLOTS)" "$(cap 55 100)" "$OUT/snakemake-soup.
 if [[ -d $WORK/logs ]]; then tar -czf "$OUT/dag-logs.tar.gz" -C "$WORK" logs; fi
 
 # (c) one device per GPU job -------------------------------------------------------------------
-# medusa.devices logs "device: cuda:0 = CUDA device <id> (<name>) of visible [...]" or
+# medusa.core.devices logs "device: cuda:0 = CUDA device <id> (<name>) of visible [...]" or
 # "device: cpu (...)", whatever the log format puts in front.
 check_device_lines() {
     local t0=$SECONDS n=0 bad=0 log lines

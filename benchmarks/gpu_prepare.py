@@ -219,7 +219,7 @@ def prepare_wheels(carry: set[str]) -> Closure:
 
 def prepare_corpus() -> None:
     """The CI-sized corpus, made by the workflow's own rule in a scratch working directory."""
-    from medusa.atomic import atomic_directory
+    from medusa.core.atomic import atomic_directory
 
     snakemake = Path(sys.executable).parent / "snakemake"
     with tempfile.TemporaryDirectory(prefix="medusa-gpu-corpus.") as workdir:

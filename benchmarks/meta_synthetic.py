@@ -1,7 +1,7 @@
 """The meta-classifier (stage 3 + soup) against the soft vote and a class-balanced logistic
 regression, on synthetic 14-model ensembles built the way MEDUSA's meta-classifier is meant to
 help (models biased toward the majority classes, reliability differing per model and per class,
-two useless models; medusa.synthetic), at several holdout sizes, and on hard meta sets.
+two useless models; medusa.ensemble.synthetic), at several holdout sizes, and on hard meta sets.
 
     python benchmarks/meta_synthetic.py                  # sizes 100 300 4000, 5 worlds each
     python benchmarks/meta_synthetic.py --sizes 100 --worlds 2
@@ -18,7 +18,7 @@ the vote"); logistic regression (class_weight=balanced, on log-posteriors; the r
 well-tuned classifier reaches); the recipe's soup (config/config.yaml `meta`: its seeds, the
 prior strength its speaker-grouped cross-validation chooses, shown as `choices`); the soup at
 the configured prior_strength without selection; the soup from random weights (init: random).
-`--no-selection` leaves out what needs medusa.meta_cv (to run this script on older code).
+`--no-selection` leaves out what needs medusa.ensemble.meta_cv (to run this script on older code).
 """
 
 from __future__ import annotations
@@ -33,9 +33,13 @@ import numpy as np
 import torch
 import yaml
 
-from medusa.ensemble import MetaConfig, fit_head, predict_probs, soft_vote, soup_of, split_inputs
-from medusa.metrics import classification_metrics
-from medusa.synthetic import make_models, sample_clips, training_arrays
+from medusa.core.metrics import classification_metrics
+from medusa.ensemble.inputs import split_inputs
+from medusa.ensemble.meta import MetaConfig, predict_probs
+from medusa.ensemble.meta_training import fit_head
+from medusa.ensemble.soup import soup_of
+from medusa.ensemble.synthetic import make_models, sample_clips, training_arrays
+from medusa.ensemble.votes import soft_vote
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIPS_PER_SPEAKER = 5
@@ -85,8 +89,8 @@ def soup(train: dict, X_dev: np.ndarray, cfg: MetaConfig, seeds: list[int]) -> n
 
 
 def selected_config(train: dict, meta: dict) -> tuple[MetaConfig, str]:
-    """The recipe's cross-validated choice (medusa.meta_cv) applied to its config."""
-    from medusa.meta_cv import SelectionConfig, cross_validate
+    """The recipe's cross-validated choice (medusa.ensemble.meta_cv) applied to its config."""
+    from medusa.ensemble.meta_cv import SelectionConfig, cross_validate
 
     cfg = MetaConfig.from_dict(meta)
     record = cross_validate(train, cfg, SelectionConfig.from_dict(meta["selection"]))
@@ -101,7 +105,7 @@ def one_world(size: int, world: int, meta: dict, case: str, selection: bool) -> 
     X_dev, y_dev = sample_clips(models, 3000, seed=2000 + world)
     probs_dev = list(split_inputs(X_dev)[0])
     train, seeds = arrays(X, y), list(meta["seeds"])
-    fixed = MetaConfig.from_dict(meta)  # MetaConfig leaves `selection` to medusa.meta_cv
+    fixed = MetaConfig.from_dict(meta)  # MetaConfig leaves `selection` to medusa.ensemble.meta_cv
     product = np.log(np.clip(np.stack(probs_dev), 1e-4, None)).mean(axis=0).argmax(axis=1)
     scores = {
         "soft vote": macro_f1(y_dev, soft_vote(probs_dev).argmax(axis=1)),

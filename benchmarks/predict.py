@@ -60,9 +60,9 @@ def long_recording(workdir: Path, path: Path, minutes: float, seed: int = 0) -> 
 
 def short_files(workdir: Path, folder: Path, n: int, audio: list[str]) -> list[Path]:
     """`n` distinct copies of the inputs (default: the run's Test3 clips)."""
-    from medusa.corpus_guard import DEMO_CORPUS_HOME
-    from medusa.partitions import clip_paths
-    from medusa.recognize import find_audio
+    from medusa.corpus.audio_index import clip_paths
+    from medusa.corpus.guard import DEMO_CORPUS_HOME
+    from medusa.inference.recognize import find_audio
 
     if audio:
         sources, _ = find_audio(audio)
@@ -82,7 +82,8 @@ def worker(args) -> None:
     """One case in this process: prints one JSON line."""
     import torch
 
-    from medusa.recognize import Recognizer, write_predictions
+    from medusa.inference.recognize import write_predictions
+    from medusa.inference.recognizer import Recognizer
 
     torch.set_num_threads(args.threads)
     files = [Path(p) for p in args.worker_files]

@@ -22,16 +22,11 @@ import numpy as np
 import torch
 import yaml
 
-from medusa.model import build_model, class_weights_from_targets
-from medusa.settings import ModelSettings
-from medusa.store import FeatureReader, FeatureWriter
-from medusa.training import (
-    BatchPlan,
-    ClipDataset,
-    length_bucketed_batches,
-    make_loader,
-    train_one_epoch,
-)
+from medusa.core.store import FeatureReader, FeatureWriter
+from medusa.training.data import BatchPlan, ClipDataset, length_bucketed_batches, make_loader
+from medusa.training.loop import train_one_epoch
+from medusa.training.model import build_model, class_weights_from_targets
+from medusa.training.settings import ModelSettings
 
 FRAME_RATE = 50
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from medusa.partitions import INDEX_COLUMNS
+from medusa.corpus.partitions import INDEX_COLUMNS
 
 
 def partition_index(manifest_tsv: str | Path, subset: str) -> Path:

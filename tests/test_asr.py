@@ -9,18 +9,18 @@ import soundfile as sf
 import torch
 import whisper
 
-import medusa.asr
-from medusa.asr import (
+import medusa.asr.transcribe
+from medusa.asr.transcribe import (
     combine_windows,
     load_asr_model,
     run_asr,
     transcribe_clips,
     window_starts,
 )
+from medusa.asr.transcripts import merge_transcripts, read_provenance, read_transcripts
+from medusa.core.fetch import checkpoint_sha256
 from medusa.demo.backbones import build_backbone
 from medusa.demo.corpus import Synthesizer
-from medusa.fetch import checkpoint_sha256
-from medusa.transcripts import merge_transcripts, read_provenance, read_transcripts
 
 from clip_tables import partition_index
 
@@ -193,7 +193,7 @@ def manifest(tmp_path_factory, speech):
 def test_run_asr_sharded_equals_unsharded(tiny_en, manifest, tmp_path, monkeypatch):
     path, _ = tiny_en
     # Blocks of one batch of 2 clips: 4 clips = 2 blocks, one per shard.
-    monkeypatch.setattr(medusa.asr, "BATCHES_PER_BLOCK", 1)
+    monkeypatch.setattr(medusa.asr.transcribe, "BATCHES_PER_BLOCK", 1)
     kw = {"batch_size": 2, "progress": False}
     assert run_asr(path, partition_index(manifest, "dev"), tmp_path / "all.jsonl", **kw) == 4
     shards = [tmp_path / f"s{k}.jsonl" for k in range(2)]
@@ -222,11 +222,11 @@ def test_empty_output_is_a_valid_transcript(tiny_en, manifest, tmp_path, monkeyp
     def silent_decode(model, mel, options):
         return [_result("", 0, -1.0, 0.99) for _ in range(len(mel))]
 
-    monkeypatch.setattr(medusa.asr.whisper, "decode", silent_decode)
+    monkeypatch.setattr(medusa.asr.transcribe.whisper, "decode", silent_decode)
     run_asr(path, partition_index(manifest, "train"), tmp_path / "t.jsonl", progress=False)
     assert read_transcripts(tmp_path / "t.jsonl")["c6"]["text"] == ""
     # A subset with no clips: a transcript file with only the provenance line; no model loaded.
-    monkeypatch.setattr(medusa.asr, "load_asr_model", None)
+    monkeypatch.setattr(medusa.asr.transcribe, "load_asr_model", None)
     assert run_asr(path, partition_index(manifest, "test"), tmp_path / "e.jsonl") == 0
     assert read_transcripts(tmp_path / "e.jsonl") == {}
     assert read_provenance(tmp_path / "e.jsonl")["revision"] == checkpoint_sha256(path)

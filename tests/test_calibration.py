@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from medusa.calibration import (
+from medusa.evaluation.calibration import (
     MAX_TEMPERATURE,
     MIN_TEMPERATURE,
     CalibrationError,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from medusa.config import (
+from medusa.core.config import (
     ConfigError,
     canonical_json,
     deep_merge,
@@ -18,7 +18,7 @@ from medusa.config import (
     model_job_params,
     validate_config,
 )
-from medusa.settings import ModelSettings
+from medusa.training.settings import ModelSettings
 
 from workflow_runner import CI_CONFIGS, generate_demo_corpus, run_snakemake
 
@@ -90,7 +90,7 @@ def settings_fields(cls, prefix=""):
 
 
 def test_recipe_and_schema_cover_every_model_setting(recipe):
-    """Every field of medusa.settings.ModelSettings is a key of config/config.yaml, typed and
+    """Every field of medusa.training.settings.ModelSettings is a key of config/config.yaml, typed and
     required by the schema: a setting added to the code without its key fails here."""
     config = validate_config(recipe, SCHEMA)
     for model in config["models"]:

@@ -7,8 +7,8 @@ import shutil
 
 import pytest
 
-from medusa.config import ConfigError
-from medusa.corpus_guard import (
+from medusa.core.config import ConfigError
+from medusa.corpus.guard import (
     DEMO_CORPUS_HOME,
     is_demo_home,
     may_land_inside,

@@ -10,14 +10,14 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from medusa.cross_corpus import (
+from medusa.core.emotions import MSP_PODCAST_CLASSES
+from medusa.corpus.table_layout import read_table
+from medusa.inference.cross_corpus import (
     EvaluationError,
     mapped_truth,
     parse_mapping,
     unweighted_average_recall,
 )
-from medusa.emotions import MSP_PODCAST_CLASSES
-from medusa.table_layout import read_table
 
 
 def write_table(path, rows, columns=("path", "partition", "speaker", "gender", "votes")):

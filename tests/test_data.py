@@ -9,22 +9,8 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from medusa.data import (
-    DataError,
-    Problems,
-    Vote,
-    build_manifest,
-    format_report,
-    labelled_audio_indexes,
-    normalise_primary,
-    parse_emo_detail,
-    prepare,
-    read_detailed_votes,
-    soft_targets,
-    speaker_disjoint_holdout,
-)
-from medusa.emotions import MSP_PODCAST_CLASSES, ClassSet
-from medusa.manifest import (
+from medusa.core.emotions import MSP_PODCAST_CLASSES, ClassSet
+from medusa.core.manifest import (
     MANIFEST_COLUMNS,
     ManifestError,
     consensus_labels,
@@ -33,8 +19,25 @@ from medusa.manifest import (
     subset_paths,
     write_manifest,
 )
-from medusa.partitions import UNLABELLED, clip_paths, write_audio_index
-from medusa.stats import group_codes
+from medusa.corpus.audio_index import clip_paths, write_audio_index
+from medusa.corpus.data_report import format_report
+from medusa.corpus.labels import (
+    DataError,
+    Problems,
+    Vote,
+    normalise_primary,
+    parse_emo_detail,
+    read_detailed_votes,
+    soft_targets,
+)
+from medusa.corpus.prepare import (
+    build_manifest,
+    labelled_audio_indexes,
+    prepare,
+    speaker_disjoint_holdout,
+)
+from medusa.corpus.table_layout import UNLABELLED
+from medusa.evaluation.stats import group_codes
 
 from workflow_runner import run_snakemake
 
@@ -174,7 +177,7 @@ def test_unknown_speakers_stay_in_train():
 
 
 def test_unknown_speaker_spellings_mean_the_same_to_the_split_and_the_bootstrap(tmp_path):
-    """One rule (medusa.manifest.is_unknown): clips whose SpkrID is spelled `unknown`,
+    """One rule (medusa.core.manifest.is_unknown): clips whose SpkrID is spelled `unknown`,
     `UNKNOWN`, `None` or blank are unknown speakers for the split (they stay in train, never
     moved to the holdout as one speaker) and for the bootstrap (each clip its own group); the
     manifest writes them `Unknown`, and an unknown gender empty."""

@@ -6,11 +6,11 @@ import torch
 import whisper
 from transformers import AutoFeatureExtractor, AutoModel, AutoTokenizer
 
-from medusa.asr import load_asr_model, transcribe_clips, window_samples
+from medusa.asr.transcribe import load_asr_model, transcribe_clips, window_samples
+from medusa.core.metrics import normalise_words, word_errors
 from medusa.demo import backbones
 from medusa.demo.corpus import Synthesizer
-from medusa.features import MIXED_MASK_TYPES_WARNING
-from medusa.metrics import normalise_words, word_errors
+from medusa.features.backbone import MIXED_MASK_TYPES_WARNING
 
 HF_BACKBONES = {
     # name: (hidden width, number of hidden_states = layers + embeddings)

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from medusa.core.emotions import ALL_CONSENSUS_LETTERS, CLASS_LETTERS, CLASS_NAMES, NAME_TO_LETTER
 from medusa.demo import corpus
 from medusa.demo.corpus import Synthesizer, format_emo_detail, generate_corpus
 from medusa.demo.sentences import SENTENCES, load_sentences
-from medusa.emotions import ALL_CONSENSUS_LETTERS, CLASS_LETTERS, CLASS_NAMES, NAME_TO_LETTER
 
 N_LABELLED, N_TEST = 60, 5
 EMO_DETAIL = re.compile(r"^WORKER(\d+); ([^;]+); ([^;]*); A:(\d); V:(\d); D:(\d);$")

@@ -2,9 +2,10 @@
 
 import pytest
 
-from medusa.data import build_manifest, labelled_audio_indexes
+from medusa.corpus.partitions import audio_partitions
+from medusa.corpus.prepare import build_manifest, labelled_audio_indexes
+from medusa.corpus.table_layout import UNLABELLED
 from medusa.demo.corpus import generate_corpus
-from medusa.partitions import UNLABELLED, audio_partitions
 
 # Generator's planted problem -> the data report's problem kind.
 EXPECTED_REPORT = {

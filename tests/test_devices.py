@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from medusa.devices import claim_device_slot, default_lock_dir
+from medusa.core.devices import claim_device_slot, default_lock_dir
 
 IDS = ["0", "1", "2"]
 
@@ -77,7 +77,7 @@ def _holder(lock_dir, ids=IDS):
     code = textwrap.dedent(
         f"""
         import time
-        from medusa.devices import claim_device_slot
+        from medusa.core.devices import claim_device_slot
         with claim_device_slot({ids!r}, {str(lock_dir)!r}) as device:
             print(device, flush=True)
             time.sleep(60)
@@ -109,7 +109,7 @@ def _acquire_in_job(env):
     code = textwrap.dedent(
         """
         import json, logging, os
-        from medusa.devices import acquire_device
+        from medusa.core.devices import acquire_device
         logging.basicConfig(level=logging.INFO, format="%(message)s")
         with acquire_device() as device:
             inside = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -156,7 +156,7 @@ def test_default_lock_dir(monkeypatch, tmp_path):
 def test_autocast_is_float32_on_cpu_unless_asked():
     import torch
 
-    from medusa.devices import amp_dtype, autocast
+    from medusa.core.devices import amp_dtype, autocast
 
     assert amp_dtype("cpu") is None
     x = torch.randn(4, 4)
@@ -199,7 +199,7 @@ def test_a_second_claim_in_one_process_uses_a_device_cuda_can_address(monkeypatc
     starts with that one; the second must not address a device CUDA never saw."""
     import torch
 
-    from medusa import devices
+    from medusa.core import devices
 
     fake = _FakeCuda()
     monkeypatch.setattr(torch.backends.cuda, "is_built", lambda: True)

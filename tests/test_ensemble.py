@@ -14,34 +14,32 @@ import torch
 import yaml
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, f1_score
 
-from medusa.atomic import atomic_torch_save
-from medusa.emotions import ATTRIBUTES, CLASS_LETTERS, NUM_CLASSES
-from medusa.ensemble import (
+from medusa.core.atomic import atomic_torch_save
+from medusa.core.emotions import ATTRIBUTES, CLASS_LETTERS, NUM_CLASSES
+from medusa.core.integrity import USERBLOCK_BYTES, seal_hdf5
+from medusa.core.manifest import read_manifest
+from medusa.ensemble.inputs import (
     EnsembleError,
+    evaluation_data,
+    load_ensemble_inputs,
+    posterior_model_name,
+    selection_scores,
+    split_inputs,
+    top_models,
+)
+from medusa.ensemble.meta import (
     MetaClassifier,
     MetaConfig,
     build_head,
-    evaluation_data,
-    fit_head,
     head_outputs,
-    load_ensemble_inputs,
     load_head,
-    majority_vote,
-    make_soup,
-    posterior_model_name,
     predict_probs,
-    predict_test,
     score_head,
-    selection_scores,
-    soft_vote,
-    soup_of,
-    split_inputs,
-    top_models,
-    train_meta,
 )
-from medusa.integrity import USERBLOCK_BYTES, seal_hdf5
-from medusa.manifest import read_manifest
-from medusa.synthetic import make_models, sample_clips, training_arrays
+from medusa.ensemble.meta_training import fit_head, train_meta
+from medusa.ensemble.soup import make_soup, predict_test, soup_of
+from medusa.ensemble.synthetic import make_models, sample_clips, training_arrays
+from medusa.ensemble.votes import majority_vote, soft_vote
 
 REPO = Path(__file__).resolve().parents[1]
 # A quick recipe for tests: the recipe's head, start and loss, fewer steps.
@@ -424,7 +422,7 @@ def test_predict_test_fails_when_a_test_clip_has_no_posterior(world, seeds, tmp_
     assert not (tmp_path / "a").exists()
 
 
-# --- the meta-classifier against the votes, on synthetic ensembles (medusa.synthetic) ------
+# --- the meta-classifier against the votes, on synthetic ensembles (medusa.ensemble.synthetic) ------
 
 
 def _synthetic_soup(X, y, meta, seeds=(0, 1, 2)):

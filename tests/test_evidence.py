@@ -16,9 +16,11 @@ from test_cross_corpus import write_table
 from test_robustness import CI_ROBUSTNESS, KEPT
 
 from medusa import cli
-from medusa.conditions import CLEAN
-from medusa.emotions import MSP_PODCAST_CLASSES
-from medusa.evidence import (
+from medusa.core.emotions import MSP_PODCAST_CLASSES
+from medusa.core.manifest import consensus_labels, read_manifest
+from medusa.corpus.audio_index import read_audio_index
+from medusa.evaluation.conditions import CLEAN
+from medusa.evaluation.evidence import (
     TITLE,
     EvidenceError,
     compose_evidence,
@@ -27,9 +29,7 @@ from medusa.evidence import (
     overlap,
     write_evidence,
 )
-from medusa.manifest import consensus_labels, read_manifest
-from medusa.partitions import read_audio_index
-from medusa.robustness import SYSTEMS
+from medusa.evaluation.robustness import SYSTEMS
 
 from workflow_runner import CI_CONFIGS, REPO, dry_run_jobs, run_snakemake
 

@@ -8,11 +8,12 @@ import pytest
 import soundfile as sf
 import torch
 
-from medusa.audio import AudioError, load_audio
+from medusa.core.audio import AudioError, load_audio
+from medusa.core.manifest import subset_paths
+from medusa.core.store import FeatureReader, merge_feature_files
 from medusa.demo.backbones import build_backbone
-from medusa.features import extract_feature_set, layer_view, load_backbone
-from medusa.manifest import subset_paths
-from medusa.store import FeatureReader, merge_feature_files
+from medusa.features.backbone import layer_view, load_backbone
+from medusa.features.extract import extract_feature_set
 
 from clip_tables import partition_index
 
@@ -274,7 +275,7 @@ def test_sharded_and_unsharded_runs_give_identical_files(
     backbones, corpus, tmp_path, name, monkeypatch
 ):
     # Blocks of one batch of 2 clips: 5 clips = 3 blocks, split 1 + 2 over the two shards.
-    monkeypatch.setattr("medusa.features.BATCHES_PER_BLOCK", 1)
+    monkeypatch.setattr("medusa.features.extract.BATCHES_PER_BLOCK", 1)
     cfg = _cfg(backbones, name, batch_size=2)
     args = {"asr_path": corpus / "asr.jsonl", "progress": False}
     manifest = corpus / "manifest.tsv"

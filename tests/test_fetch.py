@@ -23,8 +23,9 @@ import h5py
 import numpy as np
 import pytest
 
-from medusa.asr import checkpoint_to_load
-from medusa.fetch import (
+from medusa.asr.transcribe import checkpoint_to_load
+from medusa.asr.transcripts import read_provenance, read_transcripts
+from medusa.core.fetch import (
     MANIFEST,
     FetchError,
     HubModel,
@@ -32,7 +33,6 @@ from medusa.fetch import (
     verified_hub_copy,
     whisper_checkpoint,
 )
-from medusa.transcripts import read_provenance, read_transcripts
 
 from hub_server import FakeHub
 from workflow_runner import (
@@ -70,8 +70,8 @@ def served(run_copy):
 
 DIRECT_FETCH = f"""
 import sys
-from medusa.fetch import FetchError, HubModel, fetch_hub_model, whisper_checkpoint
-from medusa.fetch import fetch_whisper_checkpoint
+from medusa.core.fetch import FetchError, HubModel, fetch_hub_model, whisper_checkpoint
+from medusa.core.fetch import fetch_whisper_checkpoint
 try:
     fetch_hub_model(HubModel("{REPO_ID}"), sys.argv[1] + "/hub/medusa-test--encoder@main")
 except FetchError as err:
@@ -234,7 +234,7 @@ def test_whisper_releases_come_from_the_package_source_without_importing_torch()
     import sys
 
     code = (
-        "import sys; from medusa.fetch import whisper_releases; "
+        "import sys; from medusa.core.fetch import whisper_releases; "
         "table = whisper_releases(); print(len(table), 'torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -242,6 +242,6 @@ def test_whisper_releases_come_from_the_package_source_without_importing_torch()
     assert torch_imported == "False"
     import whisper
 
-    from medusa.fetch import whisper_releases
+    from medusa.core.fetch import whisper_releases
 
     assert whisper_releases() == whisper._MODELS and int(count) == len(whisper._MODELS)

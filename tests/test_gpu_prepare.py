@@ -120,7 +120,8 @@ def test_gpu_overlay_uses_only_random_backbones_that_fit_their_layer_view(tmp_pa
     from transformers import AutoConfig
 
     from medusa.demo.backbones import BACKBONE_NAMES, build_backbone
-    from medusa.features import FeatureSetConfig, _check_layer
+    from medusa.features.backbone import _check_layer
+    from medusa.features.extract import FeatureSetConfig
 
     config = merged_gpu_config()
     from_wheels = {"whisper-tiny-en-asr", "whisper-tiny-en-15s-asr", "minilm-l6"}

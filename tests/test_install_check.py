@@ -1,4 +1,4 @@
-"""`python -m medusa.install_check` passes on this stack and names a mismatched or drifted package."""
+"""`python -m medusa.core.install_check` passes on this stack and names a mismatched or drifted package."""
 
 import os
 import subprocess
@@ -19,7 +19,7 @@ def run_check(*front: Path) -> subprocess.CompletedProcess:
     path = [str(p) for p in front] + [str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, path))}
     return subprocess.run(
-        [sys.executable, "-m", "medusa.install_check"],
+        [sys.executable, "-m", "medusa.core.install_check"],
         env=env,
         capture_output=True,
         text=True,

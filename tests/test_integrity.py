@@ -1,4 +1,4 @@
-"""Checksums of feature files, posteriors and checkpoints (medusa.integrity): any changed byte,
+"""Checksums of feature files, posteriors and checkpoints (medusa.core.integrity): any changed byte,
 in the data or in the metadata, is caught before the file is used."""
 
 from __future__ import annotations
@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from medusa import integrity
-from medusa.atomic import atomic_torch_save
-from medusa.integrity import CorruptFileError, load_torch, verify_hdf5
-from medusa.store import FeatureReader, FeatureWriter
-from medusa.training import ClipDataset, feature_statistics
+from medusa.core import integrity
+from medusa.core.atomic import atomic_torch_save
+from medusa.core.integrity import CorruptFileError, load_torch, verify_hdf5
+from medusa.core.store import FeatureReader, FeatureWriter
+from medusa.training.data import ClipDataset, feature_statistics
 
 
 def _every_flip_is_caught(path, check) -> list[int]:
@@ -69,7 +69,7 @@ def test_non_finite_frames_name_the_file_and_clip_in_the_statistics(tmp_path):
     standardisation statistics name the file and the clip rather than "must be finite"."""
     import h5py
 
-    from medusa.integrity import seal_hdf5
+    from medusa.core.integrity import seal_hdf5
 
     path = tmp_path / "f.h5"
     with FeatureWriter(path, 2, {}) as writer:

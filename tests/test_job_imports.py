@@ -36,17 +36,21 @@ def imported_after(code: str) -> set[str]:
     ("code", "allowed"),
     [
         # Transcript files, the fetch stage, data preparation: no model library at all.
-        ("import medusa.transcripts, medusa.fetch, medusa.data, medusa.partitions", set()),
+        (
+            "import medusa.asr.transcripts, medusa.core.fetch, medusa.corpus.prepare,"
+            " medusa.corpus.partitions, medusa.corpus.audio_index",
+            set(),
+        ),
         # Scoring (every training epoch, meta seed and report) without scikit-learn.
         (
-            "import numpy as np\nfrom medusa.metrics import classification_metrics\n"
+            "import numpy as np\nfrom medusa.core.metrics import classification_metrics\n"
             "classification_metrics(np.array([0, 1, 2]), np.array([0, 2, 2]), balanced=True)",
             set(),
         ),
-        ("import medusa.training", {"torch"}),
-        ("import medusa.ensemble", {"torch"}),
+        ("import medusa.training.loop, medusa.training.posteriors", {"torch"}),
+        ("import medusa.ensemble.meta_training, medusa.ensemble.soup", {"torch"}),
         # Feature jobs never load whisper's decoder package (text ones read transcripts only).
-        ("import medusa.features", {"torch", "transformers"}),
+        ("import medusa.features.extract", {"torch", "transformers"}),
     ],
 )
 def test_modules_import_only_what_they_use(code, allowed):

@@ -1,4 +1,4 @@
-"""Stage 3's self-validation (medusa.meta_cv) and the head's protection of rare classes."""
+"""Stage 3's self-validation (medusa.ensemble.meta_cv) and the head's protection of rare classes."""
 
 from __future__ import annotations
 
@@ -11,31 +11,22 @@ import torch
 from sklearn.metrics import f1_score
 from test_ensemble import FAST_META, make_world
 
-from medusa.bundle import meta_selection_section
-from medusa.emotions import NUM_CLASSES
-from medusa.ensemble import (
-    VOTE,
-    EnsembleError,
-    MetaConfig,
-    balancing_class_weights,
-    fit_head,
-    make_soup,
-    predict_probs,
-    product_of_experts,
-    soft_vote,
-    soup_of,
-    split_inputs,
-    train_meta,
-)
-from medusa.meta_cv import (
+from medusa.core.emotions import NUM_CLASSES
+from medusa.ensemble.inputs import EnsembleError, split_inputs
+from medusa.ensemble.meta import MetaConfig, balancing_class_weights, predict_probs
+from medusa.ensemble.meta_cv import (
     SelectionConfig,
     cross_validate,
     one_standard_error_choice,
     select_meta,
     speaker_folds,
 )
-from medusa.report import _selection_table
-from medusa.synthetic import make_models, sample_clips, training_arrays
+from medusa.ensemble.meta_training import VOTE, fit_head, train_meta
+from medusa.ensemble.soup import make_soup, soup_of
+from medusa.ensemble.synthetic import make_models, sample_clips, training_arrays
+from medusa.ensemble.votes import product_of_experts, soft_vote
+from medusa.evaluation.report import _selection_table
+from medusa.inference.model_card import meta_selection_section
 
 SAD = 1
 SELECTION = {"enabled": True, "folds": 4, "prior_strengths": [1000.0, 100.0, 10.0], "seed": 0}
@@ -125,7 +116,7 @@ def test_cross_validation_stays_at_the_vote_when_the_head_cannot_beat_it():
 
 
 def test_cross_validation_leaves_the_vote_when_the_head_gains():
-    """Majority-biased models (medusa.synthetic): the head gains far more than the folds'
+    """Majority-biased models (medusa.ensemble.synthetic): the head gains far more than the folds'
     noise, so the choice is a finite prior strength."""
     X, y = sample_clips(make_models(seed=0), 300, seed=1)
     record = cross_validate(

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
-from medusa.emotions import CLASS_LETTERS, NUM_CLASSES
-from medusa.metrics import class_balancing_weights, classification_metrics
+from medusa.core.emotions import CLASS_LETTERS, NUM_CLASSES
+from medusa.core.metrics import class_balancing_weights, classification_metrics
 
 LABELS = list(range(NUM_CLASSES))
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from medusa.model import (
+from medusa.training.model import (
     DeepSER,
     InputStandardiser,
     ManifoldMixUp,
@@ -18,7 +18,7 @@ from medusa.model import (
     soft_cross_entropy,
     total_loss,
 )
-from medusa.settings import ModelSettings, SettingsError
+from medusa.training.settings import ModelSettings, SettingsError
 
 torch.set_num_threads(1)
 
@@ -321,7 +321,7 @@ def test_settings_name_missing_unknown_and_mistyped_keys():
 
 
 def test_frame_pooling_averages_valid_frames_and_ignores_padding():
-    from medusa.model import pool_frames
+    from medusa.training.model import pool_frames
 
     x = torch.arange(2 * 6 * 1, dtype=torch.float32).view(2, 6, 1)
     mask = torch.tensor([[True] * 6, [True] * 3 + [False] * 3])

@@ -10,21 +10,19 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-import medusa.content_hash
-from medusa.content_hash import CACHE_HEADER, read_cache
-from medusa.manifest import MANIFEST_COLUMNS, manifest_columns
-from medusa.partitions import (
-    UNLABELLED,
+import medusa.core.content_hash
+from medusa.core.content_hash import CACHE_HEADER, read_cache
+from medusa.core.manifest import MANIFEST_COLUMNS, manifest_columns
+from medusa.corpus.audio_index import clip_paths, unlabelled_manifest, write_audio_index
+from medusa.corpus.partitions import (
     PartitionError,
     audio_partitions,
-    clip_paths,
     corpus_fingerprints,
     partition_name,
     partition_of_subset,
-    unlabelled_manifest,
-    write_audio_index,
 )
-from medusa.scan_cache import SCAN_CACHE_NAME
+from medusa.corpus.scan_cache import SCAN_CACHE_NAME
+from medusa.corpus.table_layout import UNLABELLED
 
 HEADER = "FileName,EmoClass,EmoAct,EmoVal,EmoDom,SpkrID,Gender,Split_Set\n"
 
@@ -127,15 +125,15 @@ def test_a_moved_or_copied_corpus_has_the_same_fingerprints(corpus, tmp_path):
 def test_digests_are_read_from_the_cache_until_a_file_changes(corpus, tmp_path, monkeypatch):
     cache = tmp_path / "digests.tsv"
     # Files changed within the racy margin are not cached; the corpus was made just now.
-    monkeypatch.setattr(medusa.content_hash, "RACY_MARGIN_NS", 0)
+    monkeypatch.setattr(medusa.core.content_hash, "RACY_MARGIN_NS", 0)
     first = corpus_fingerprints(corpus, cache)
     assert cache.read_text().startswith(CACHE_HEADER + "\n")
     assert len(read_cache(cache)) == 7  # the 6 .wav files and the consensus file
     written = cache.stat().st_mtime_ns
     read = []
-    real_digest = medusa.content_hash.file_digest
+    real_digest = medusa.core.content_hash.file_digest
     monkeypatch.setattr(
-        medusa.content_hash, "file_digest", lambda path: read.append(path) or real_digest(path)
+        medusa.core.content_hash, "file_digest", lambda path: read.append(path) or real_digest(path)
     )
     cache.with_name(SCAN_CACHE_NAME).unlink()  # the digest cache alone, not the cached scan
     assert corpus_fingerprints(corpus, cache) == first and read == []  # warm: no file read
@@ -143,7 +141,9 @@ def test_digests_are_read_from_the_cache_until_a_file_changes(corpus, tmp_path, 
     time.sleep(0.3)
     _wav(corpus / "Audios" / "b.wav", seconds=0.6)  # changed just now: read, not cached
     changed = (corpus / "Audios" / "b.wav").stat().st_ctime_ns
-    monkeypatch.setattr(medusa.content_hash, "RACY_MARGIN_NS", time.time_ns() - changed + 10**8)
+    monkeypatch.setattr(
+        medusa.core.content_hash, "RACY_MARGIN_NS", time.time_ns() - changed + 10**8
+    )
     corpus_fingerprints(corpus, cache)
     corpus_fingerprints(corpus, cache)
     assert read == [str(corpus / "Audios" / "b.wav")] * 2

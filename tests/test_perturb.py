@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from medusa import perturb
-from medusa.perturb import (
+from medusa.evaluation import degrade, perturb
+from medusa.evaluation.degrade import PerturbationError
+from medusa.evaluation.perturb import (
     REGISTRY,
-    PerturbationError,
     conditions_from_config,
     make_condition,
     perturb_files,
@@ -79,7 +79,7 @@ def test_noise_colours_have_their_spectral_slope():
     """White is flat, pink falls 10 dB and brown 20 dB per decade."""
     rng = np.random.default_rng(0)
     for colour, slope in (("white", 0.0), ("pink", -10.0), ("brown", -20.0)):
-        noise = perturb.coloured_noise(10 * SR, colour, rng)
+        noise = degrade.coloured_noise(10 * SR, colour, rng)
         drop = 10 * np.log10(band_power(noise, 1000, 2000) / band_power(noise, 100, 200))
         assert abs(drop - slope) < 1.5, colour
 
@@ -137,7 +137,7 @@ def test_codec_round_trip_is_lossy_low_bitrate_and_keeps_length(name, max_kbps):
     clean = voiced(3.0)[: 3 * SR - 123]  # not a whole number of codec frames
     condition = registered_condition(name)
     params = dict(condition.params)
-    encoded = perturb.encode(clean, params["codec"], params["compression_level"])
+    encoded = degrade.encode(clean, params["codec"], params["compression_level"])
     assert len(encoded) * 8 / (len(clean) / SR) / 1000 < max_kbps
     decoded = condition.apply(clean, "a")
     assert len(decoded) == len(clean)

@@ -27,29 +27,21 @@ import soundfile as sf
 import torch
 import torchaudio
 
-from medusa.bundle import (
+from medusa.asr.transcripts import transcript_texts
+from medusa.core.emotions import ATTRIBUTES, CLASS_LETTERS, MSP_PODCAST_CLASSES
+from medusa.corpus.audio_index import clip_paths
+from medusa.inference.bundle import BundleSources
+from medusa.inference.bundle_files import (
     CHECKSUMS,
     DEFAULT_SEGMENTATION,
     BundleError,
-    BundleSources,
-    load_bundle,
-    map_path,
-    model_card,
-    resolve_source,
     verify_checksums,
 )
-from medusa.emotions import ATTRIBUTES, CLASS_LETTERS, MSP_PODCAST_CLASSES
-from medusa.partitions import clip_paths
-from medusa.recognize import (
-    GAP_COLUMNS,
-    SKIPPED_COLUMNS,
-    Recognizer,
-    output_paths,
-    segment_columns,
-    summary_columns,
-)
-from medusa.segments import DEFAULT_MAX_PAUSE_S, DEFAULT_MIN_TURN_S
-from medusa.transcripts import transcript_texts
+from medusa.inference.bundle_load import load_bundle, map_path, resolve_source
+from medusa.inference.model_card import model_card
+from medusa.inference.recognize import GAP_COLUMNS, SKIPPED_COLUMNS, output_paths, summary_columns
+from medusa.inference.recognizer import Recognizer, segment_columns
+from medusa.inference.segments import DEFAULT_MAX_PAUSE_S, DEFAULT_MIN_TURN_S
 
 from workflow_runner import CI_CONFIGS, run_snakemake
 
@@ -573,9 +565,10 @@ def test_output_columns_follow_the_bundles_classes(
     """Segments, summary and page name the classes as the bundle's manifest does (its
     `classes` codes and `class_names`; the codes when it has no names), never the MSP-Podcast
     letters; the numbers are the soup's, column for column."""
-    from medusa import cli, recognize
+    from medusa import cli
+    from medusa.inference import recognizer as recognizer_module
 
-    real_load = recognize.load_bundle
+    real_load = recognizer_module.load_bundle
 
     def renamed(codes, names):
         def load(path):
@@ -592,11 +585,11 @@ def test_output_columns_follow_the_bundles_classes(
     clip = str(test3_clips[0])
     args = ["predict", "--bundle", str(demo_bundle), "--backbone-root", str(completed_ci_run)]
     args += ["--device", "cpu", "--threads", "1", "--no-progress", "--html"]
-    monkeypatch.setattr(recognize, "load_bundle", renamed(OTHER_CODES, OTHER_NAMES))
+    monkeypatch.setattr(recognizer_module, "load_bundle", renamed(OTHER_CODES, OTHER_NAMES))
     assert cli.main([*args, "-o", str(tmp_path / "named.csv"), clip]) == 0
-    monkeypatch.setattr(recognize, "load_bundle", renamed(OTHER_CODES, None))
+    monkeypatch.setattr(recognizer_module, "load_bundle", renamed(OTHER_CODES, None))
     assert cli.main([*args, "-o", str(tmp_path / "codes.csv"), clip]) == 0
-    monkeypatch.setattr(recognize, "load_bundle", real_load)
+    monkeypatch.setattr(recognizer_module, "load_bundle", real_load)
     assert cli.main([*args, "-o", str(tmp_path / "msp.csv"), clip]) == 0
 
     msp = pd.read_csv(tmp_path / "msp.csv")
@@ -617,7 +610,7 @@ def test_output_columns_follow_the_bundles_classes(
         assert "Angry" not in page
 
     # A manifest naming fewer classes than the soup gives posteriors: refused, named.
-    monkeypatch.setattr(recognize, "load_bundle", renamed(OTHER_CODES[:6], None))
+    monkeypatch.setattr(recognizer_module, "load_bundle", renamed(OTHER_CODES[:6], None))
     assert cli.main([*args, "-o", str(tmp_path / "six.csv"), clip]) == 2
     error = capsys.readouterr().err
     assert "the soup gives 8 posteriors, the manifest names 6 classes" in error
@@ -642,7 +635,8 @@ def test_a_long_recording_is_read_and_scored_in_bounded_pieces(
     read more than a block (plus the resampling margin) at a time, no chunk holds more than 30 s
     of segments, and the result is the one of reading and scoring it in one piece (the same
     turns; posteriors up to the rounding of other batches)."""
-    from medusa import recognize, stream
+    from medusa.inference import recognizer as recognizer_module
+    from medusa.inference import stream
 
     audio, _ = sf.read(talk[0], dtype="float32")
     audio = np.tile(audio, int(np.ceil(240 * SR / len(audio))))[: 240 * SR]
@@ -669,13 +663,13 @@ def test_a_long_recording_is_read_and_scored_in_bounded_pieces(
     # Models load on the first call (allocations tracemalloc would count): load them first.
     sf.write(tmp_path / "warm-up.wav", audio[: 3 * SR], SR)
     recognizer.predict([tmp_path / "warm-up.wav"])
-    monkeypatch.setattr(recognize, "BLOCK_S", 30.0)
+    monkeypatch.setattr(recognizer_module, "BLOCK_S", 30.0)
     monkeypatch.setattr(recognizer, "max_chunk_s", 30.0)
     pieces, pieces_peak = traced_peak(recognizer.predict, [path])
     assert max(reads) <= (30 + 2 * stream.MARGIN_S) * 44100 + 2
     assert len(chunks) >= 3 and max(chunks) <= 30.0
 
-    monkeypatch.setattr(recognize, "BLOCK_S", 1e9)
+    monkeypatch.setattr(recognizer_module, "BLOCK_S", 1e9)
     monkeypatch.setattr(recognizer, "max_chunk_s", 1e9)
     reads.clear()
     chunks.clear()

@@ -23,9 +23,11 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from medusa.bundle import BundleError, asr_record, fetched_asr
-from medusa.emotions import CLASS_LETTERS
-from medusa.fetch import verified_hub_copy
+from medusa.core.emotions import CLASS_LETTERS
+from medusa.core.fetch import verified_hub_copy
+from medusa.inference.bundle import asr_record
+from medusa.inference.bundle_files import BundleError
+from medusa.inference.bundle_load import fetched_asr
 
 from hub_server import FakeHub
 from workflow_runner import CI_CONFIGS, fetch_models_online, online_env, run_snakemake
@@ -188,7 +190,7 @@ def test_a_hub_backbone_without_a_fetched_copy_loads_by_id_at_the_recorded_commi
     features were extracted with; an explicit store without the copy is an error instead."""
     from types import SimpleNamespace
 
-    from medusa.recognize import Recognizer
+    from medusa.inference.recognizer import Recognizer
 
     record = {
         "backbone": REPO_ID,

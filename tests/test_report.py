@@ -16,11 +16,15 @@ from matplotlib.image import imread
 from sklearn.metrics import accuracy_score, f1_score
 from test_ensemble import FAST_META, make_world
 
-from medusa.emotions import CLASS_LETTERS
-from medusa.ensemble import EnsembleError, make_soup, train_meta
-from medusa.evaluation import DevSet, fairness_table
-from medusa.report import Ensemble, _models_figure, build_report, format_headline
-from medusa.stats import bootstrap_interval, per_group_macro_f1
+from medusa.core.emotions import CLASS_LETTERS
+from medusa.ensemble.inputs import EnsembleError
+from medusa.ensemble.meta_training import train_meta
+from medusa.ensemble.soup import make_soup
+from medusa.evaluation.figures import DevSet, fairness_table
+from medusa.evaluation.headline import format_headline
+from medusa.evaluation.report import Ensemble, build_report
+from medusa.evaluation.report_figures import _models_figure
+from medusa.evaluation.stats import bootstrap_interval, per_group_macro_f1
 
 N_MODELS = 4
 EVALUATION = {"bootstrap": {"resamples": 200, "seed": 0, "confidence": 0.95}}
@@ -252,7 +256,7 @@ def test_models_figure_draws_an_interval_that_misses_its_point_estimate():
 
 def test_fairness_groups_genders_with_the_same_unknown_rule_as_per_group_macro_f1():
     """Genders "", "Unknown", "unknown" and "nan" are one pooled group, in fairness.tsv as in
-    per_group_macro_f1 (medusa.manifest.is_unknown decides for the whole library)."""
+    per_group_macro_f1 (medusa.core.manifest.is_unknown decides for the whole library)."""
     genders = np.array(["Female", "Male", "", "Unknown", "unknown", "nan"] * 10)
     rng = np.random.default_rng(0)
     y = rng.integers(0, 3, len(genders))

@@ -10,7 +10,9 @@ import pytest
 import soundfile as sf
 import yaml
 
-from medusa.conditions import (
+from medusa.corpus.audio_index import read_audio_index
+from medusa.corpus.partitions import INDEX_COLUMNS
+from medusa.evaluation.conditions import (
     BABBLE_SOURCE,
     RobustnessError,
     build_condition,
@@ -18,9 +20,8 @@ from medusa.conditions import (
     condition_spec,
     enabled_section,
 )
-from medusa.partitions import INDEX_COLUMNS, read_audio_index
-from medusa.perturb import PerturbationError
-from medusa.robustness import perturb_partition, posteriors_by_condition
+from medusa.evaluation.degrade import PerturbationError
+from medusa.evaluation.robustness import perturb_partition, posteriors_by_condition
 
 from workflow_runner import REPO
 

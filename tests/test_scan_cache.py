@@ -1,4 +1,4 @@
-"""The parse-time corpus scan cached by the state of what it read (medusa.scan_cache): the same
+"""The parse-time corpus scan cached by the state of what it read (medusa.corpus.scan_cache): the same
 result as a scan, reused while the corpus is unchanged (no label file read, no digest looked
 up), scanned again when a folder or a label file changes, and a clip rewritten in place seen by
 the file check (the main `snakemake` process) but not by the folders' states alone (cluster
@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-import medusa.content_hash
-import medusa.partitions as partitions
-from medusa.partitions import UNLABELLED, corpus_fingerprints
-from medusa.scan_cache import SCAN_CACHE_NAME
+import medusa.core.content_hash
+import medusa.corpus.partitions as partitions
+from medusa.corpus.partitions import corpus_fingerprints
+from medusa.corpus.scan_cache import SCAN_CACHE_NAME
+from medusa.corpus.table_layout import UNLABELLED
 
 from workflow_runner import dry_run_jobs
 
@@ -32,7 +33,7 @@ def _wav(path, seed=0, seconds=0.2):
 @pytest.fixture
 def corpus(tmp_path, monkeypatch):
     # The corpus is made just now: cache scans of files younger than the racy margin.
-    monkeypatch.setattr(medusa.content_hash, "RACY_MARGIN_NS", 0)
+    monkeypatch.setattr(medusa.core.content_hash, "RACY_MARGIN_NS", 0)
     root = tmp_path / "corpus"
     (root / "Audios").mkdir(parents=True)
     (root / "Labels").mkdir()
@@ -184,7 +185,7 @@ def _table_corpus(root):
 
 
 def test_a_table_corpus_is_cached_by_its_table_and_audio_folders(tmp_path, monkeypatch, calls):
-    monkeypatch.setattr(medusa.content_hash, "RACY_MARGIN_NS", 0)
+    monkeypatch.setattr(medusa.core.content_hash, "RACY_MARGIN_NS", 0)
     root = tmp_path / "table-corpus"
     table = _table_corpus(root)
     cache = tmp_path / "digests.tsv"
@@ -231,7 +232,7 @@ def test_a_scan_of_files_changed_within_the_racy_margin_is_not_cached(
     corpus, tmp_path, calls, monkeypatch
 ):
     cache = tmp_path / "digests.tsv"
-    monkeypatch.setattr(medusa.content_hash, "RACY_MARGIN_NS", 3_600 * 10**9)
+    monkeypatch.setattr(medusa.core.content_hash, "RACY_MARGIN_NS", 3_600 * 10**9)
     first = corpus_fingerprints(corpus, cache)
     assert not cache.with_name(SCAN_CACHE_NAME).exists()
     assert corpus_fingerprints(corpus, cache, check_files=False) == first

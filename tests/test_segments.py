@@ -1,4 +1,4 @@
-"""Segmentation of `medusa predict` (medusa.segments): fixed windows, speech turns, gaps.
+"""Segmentation of `medusa predict` (medusa.inference.segments): fixed windows, speech turns, gaps.
 
 The turns are checked on speech regions given by hand; Silero VAD itself runs on real speech
 in tests/test_predict.py (a recording of demo clips separated by silences, through the CLI).
@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from medusa.segments import SpeechDetector, TurnSettings, fixed_windows, gaps, speech_turns
+from medusa.inference.segments import (
+    SpeechDetector,
+    TurnSettings,
+    fixed_windows,
+    gaps,
+    speech_turns,
+)
 
 SR = 16000
 

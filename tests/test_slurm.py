@@ -180,7 +180,7 @@ def test_gpu_jobs_get_exactly_one_gpu(slurm_run):
     assert rules >= set(GPU_RULES), rules
 
     # What they saw: SLURM's CUDA_VISIBLE_DEVICES (one of the node's two ids) in every task,
-    # and the same single device in the job's own log line from medusa.devices.
+    # and the same single device in the job's own log line from medusa.core.devices.
     for rule, paths in job_logs(slurm_run).items():
         assert paths, rule
         for path in paths:

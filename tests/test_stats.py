@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from medusa.stats import (
+from medusa.evaluation.stats import (
     Interval,
     PairedComparison,
     accuracy_interval,

@@ -11,15 +11,15 @@ import h5py
 import numpy as np
 import pytest
 
-from medusa.atomic import (
+from medusa.core.atomic import (
     atomic_directory,
     atomic_torch_save,
     atomic_write,
     atomic_write_json,
     atomic_write_text,
 )
-from medusa.integrity import seal_hdf5
-from medusa.store import FeatureReader, FeatureWriter, merge_feature_files, shard_ids
+from medusa.core.integrity import seal_hdf5
+from medusa.core.store import FeatureReader, FeatureWriter, merge_feature_files, shard_ids
 
 DIM = 6
 ATTRS = {"backbone": "tiny", "revision": "abc", "layer": "last", "frame_rate": 50.0}
@@ -81,7 +81,7 @@ def test_reader_in_memory_serves_the_same_frames_without_the_file(tmp_path):
 
 
 def test_small_files_waste_no_chunk_space(tmp_path, monkeypatch):
-    monkeypatch.setattr("medusa.store._CHUNK_BYTES", 2 * DIM * 50)  # chunks of <= 50 rows
+    monkeypatch.setattr("medusa.core.store._CHUNK_BYTES", 2 * DIM * 50)  # chunks of <= 50 rows
     utts = _utterances(12, seed=2)
     _write(tmp_path / "f.h5", utts)
     frames = sum(len(f) for f in utts.values())
@@ -92,7 +92,7 @@ def test_small_files_waste_no_chunk_space(tmp_path, monkeypatch):
 
 
 def test_large_write_crosses_flush_boundary(tmp_path, monkeypatch):
-    monkeypatch.setattr("medusa.store._FLUSH_BYTES", 200)  # force many partial flushes
+    monkeypatch.setattr("medusa.core.store._FLUSH_BYTES", 200)  # force many partial flushes
     utts = _utterances(30, seed=1)
     _write(tmp_path / "f.h5", utts)
     with FeatureReader(tmp_path / "f.h5") as r:
@@ -147,7 +147,7 @@ def test_killed_writer_leaves_nothing_at_the_path(tmp_path):
     script = textwrap.dedent(
         f"""
         import os, signal, numpy as np
-        from medusa.store import FeatureWriter
+        from medusa.core.store import FeatureWriter
         with FeatureWriter({str(path)!r}, {DIM}, {{}}) as w:
             for i in range(50):
                 w.add(f"u{{i}}", np.ones((10, {DIM})))
@@ -231,7 +231,7 @@ def test_merge_of_shards_equals_unsharded_file(tmp_path, n_shards):
 
 
 def test_merge_interleaved_shards_sorts_by_id(tmp_path, monkeypatch):
-    monkeypatch.setattr("medusa.store._FLUSH_BYTES", 100)  # small read blocks in the merge
+    monkeypatch.setattr("medusa.core.store._FLUSH_BYTES", 100)  # small read blocks in the merge
     utts = _utterances(9)
     ids = sorted(utts)
     _write(tmp_path / "whole.h5", {u: utts[u] for u in ids})
@@ -305,7 +305,7 @@ def test_atomic_directory_replaces_whole_folders_or_nothing(tmp_path):
 
 
 def test_atomic_files_get_the_umask_mode_not_owner_only(tmp_path):
-    from medusa.atomic import atomic_write_text
+    from medusa.core.atomic import atomic_write_text
 
     previous = os.umask(0o022)
     try:

@@ -1,4 +1,4 @@
-"""Reading a recording in pieces (medusa.stream): the same samples as reading it whole.
+"""Reading a recording in pieces (medusa.inference.stream): the same samples as reading it whole.
 
 `medusa predict` reads every file through `read_range` and `blocks`; a clip read in full must
 be what `load_audio` (the workflow's reader) gives, bit for bit at 16 kHz, and any range of a
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from medusa.audio import AudioError, load_audio
-from medusa.stream import audio_info, blocks, read_range
+from medusa.core.audio import AudioError, load_audio
+from medusa.inference.stream import audio_info, blocks, read_range
 
 RANGES = [(0, 1), (1000, 5000), (12345, 54321), (-50, 700), (60000, 10**9)]
 

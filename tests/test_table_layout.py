@@ -1,4 +1,4 @@
-"""The table layout (medusa.table_layout): a corpus described by one CSV/TSV, its audio
+"""The table layout (medusa.corpus.table_layout): a corpus described by one CSV/TSV, its audio
 partitions, manifests (single labels, one row per vote, a votes column, folds) and errors."""
 
 import csv
@@ -8,18 +8,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from medusa.data import build_table_manifest, labelled_audio_indexes, prepare
-from medusa.emotions import ClassSet
-from medusa.manifest import manifest_columns, read_manifest
-from medusa.partitions import (
-    UNLABELLED,
-    audio_partitions,
-    clip_paths,
-    corpus_fingerprints,
-    partition_of_subset,
-    write_audio_index,
-)
-from medusa.table_layout import TableError, read_table
+from medusa.core.emotions import ClassSet
+from medusa.core.manifest import manifest_columns, read_manifest
+from medusa.corpus.audio_index import clip_paths, write_audio_index
+from medusa.corpus.partitions import audio_partitions, corpus_fingerprints, partition_of_subset
+from medusa.corpus.prepare import build_table_manifest, labelled_audio_indexes, prepare
+from medusa.corpus.table_layout import UNLABELLED, TableError, read_table
 
 from workflow_runner import run_snakemake
 

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from medusa import cli
-from medusa.manifest import manifest_classes, read_manifest
+from medusa.core.manifest import manifest_classes, read_manifest
 
 from workflow_runner import REPO, run_snakemake
 

@@ -15,12 +15,16 @@ import pandas as pd
 import pytest
 from test_ensemble import FAST_META, make_world
 
-from medusa.bundle import BundleError, bundle_temperature, load_bundle
-from medusa.calibration import temperature_scale
-from medusa.emotions import CLASS_LETTERS
-from medusa.ensemble import EnsembleError, load_head, make_soup, predict_probs, train_meta
-from medusa.report import SOUP_SCALED, build_report
-from medusa.temperature import fit_soup_temperature, read_temperature
+from medusa.core.emotions import CLASS_LETTERS
+from medusa.ensemble.inputs import EnsembleError
+from medusa.ensemble.meta import load_head, predict_probs
+from medusa.ensemble.meta_training import train_meta
+from medusa.ensemble.soup import make_soup
+from medusa.evaluation.calibration import temperature_scale
+from medusa.evaluation.report import SOUP_SCALED, build_report
+from medusa.evaluation.temperature import fit_soup_temperature, read_temperature
+from medusa.inference.bundle_files import BundleError
+from medusa.inference.bundle_load import bundle_temperature, load_bundle
 
 from workflow_runner import CI_CONFIGS, run_snakemake
 

@@ -1,4 +1,4 @@
-"""Timelines and the HTML page (medusa.timeline) for a class set other than MSP-Podcast's.
+"""Timelines and the HTML page (medusa.inference.timeline) for a class set other than MSP-Podcast's.
 
 The page of a real run is opened in a headless browser in tests/test_predict.py; here, made-up
 predictions of six classes (one code a Python keyword), with overlapping windows and gaps.
@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.image import imread
 
-from medusa.emotions import ClassSet
-from medusa.recognize import GAP_COLUMNS, SKIPPED_COLUMNS, Predictions, summarise
-from medusa.timeline import html_page, timeline_names, timeline_pngs
+from medusa.core.emotions import ClassSet
+from medusa.inference.recognize import GAP_COLUMNS, SKIPPED_COLUMNS, Predictions, summarise
+from medusa.inference.timeline import html_page, timeline_names, timeline_pngs
 
 CLASSES = ClassSet(("ang", "sad", "hap", "fea", "dis", "in"), ("a", "s", "h", "f", "d", "inner"))
 

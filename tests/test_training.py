@@ -15,24 +15,18 @@ import pandas as pd
 import pytest
 import torch
 
-from medusa import training
-from medusa.atomic import atomic_torch_save
-from medusa.emotions import CLASS_LETTERS
-from medusa.integrity import load_torch
-from medusa.manifest import MANIFEST_COLUMNS, read_manifest
-from medusa.model import class_weights_from_targets, total_loss
-from medusa.settings import ModelSettings
-from medusa.store import FeatureWriter
-from medusa.training import (
-    BatchPlan,
-    ClipDataset,
-    NonFiniteTrainingError,
-    collate,
-    epoch_batches,
-    load_checkpoint,
-    train_stage,
-    write_posteriors,
-)
+from medusa.core.atomic import atomic_torch_save
+from medusa.core.emotions import CLASS_LETTERS
+from medusa.core.integrity import load_torch
+from medusa.core.manifest import MANIFEST_COLUMNS, read_manifest
+from medusa.core.store import FeatureWriter
+from medusa.training import loop
+from medusa.training.checkpoints import load_checkpoint
+from medusa.training.data import BatchPlan, ClipDataset, collate, epoch_batches
+from medusa.training.loop import NonFiniteTrainingError, train_stage
+from medusa.training.model import class_weights_from_targets, total_loss
+from medusa.training.posteriors import write_posteriors
+from medusa.training.settings import ModelSettings
 
 torch.set_num_threads(1)
 
@@ -287,7 +281,7 @@ CHILD = textwrap.dedent(
     """
     import logging, os, sys, time, json, torch
     torch.set_num_threads(1)
-    from medusa.training import train_stage
+    from medusa.training.loop import train_stage
     from test_training import settings
 
     args = json.loads(sys.argv[1])
@@ -364,7 +358,7 @@ def nan_at_epoch_3(monkeypatch):
         calls["n"] += 1
         return (loss * math.nan, ce, mse) if calls["n"] == 2 * 9 + 1 else (loss, ce, mse)
 
-    monkeypatch.setattr(training, "total_loss", poisoned)
+    monkeypatch.setattr(loop, "total_loss", poisoned)
 
 
 @pytest.mark.usefixtures("nan_at_epoch_3")
@@ -385,7 +379,7 @@ def test_non_finite_loss_stops_training_and_keeps_the_last_good_state(corpus, tm
 def test_non_finite_weights_are_never_written(tmp_path):
     state = {"w": torch.tensor([1.0, math.inf]), "steps": torch.tensor([3])}
     with pytest.raises(NonFiniteTrainingError, match=r"checkpoint\.pt: not written.*'w'"):
-        training.require_finite_weights(state, tmp_path / "checkpoint.pt")
+        loop.require_finite_weights(state, tmp_path / "checkpoint.pt")
 
 
 def test_stage2_balanced_epochs(corpus):
@@ -496,7 +490,7 @@ def test_posteriors_one_row_per_clip(corpus, stage1, tmp_path):
 
 def test_dataset_crops_and_collate_pads(corpus):
     _, features = corpus
-    from medusa.store import FeatureReader
+    from medusa.core.store import FeatureReader
 
     ids = FeatureReader(features["dev"][0]).ids[:4]
     dataset = ClipDataset(ids, features["dev"], max_frames=3)
@@ -531,16 +525,16 @@ def test_stage1_loss_applies_the_class_weights_of_the_training_targets(
 ):
     """The weights that reach the loss, not only those reported: stage 1 weights each class by
     (N / (C f_c))^0.5 of the train targets, stage 2 uniformly."""
-    import medusa.training
+    import medusa.training.loop
 
     seen = []
-    original = medusa.training.total_loss
+    original = medusa.training.loop.total_loss
 
     def recording_total_loss(logits, attrs, y_class, y_attr, class_weights, *weights):
         seen.append(class_weights.detach().cpu().clone())
         return original(logits, attrs, y_class, y_attr, class_weights, *weights)
 
-    monkeypatch.setattr(medusa.training, "total_loss", recording_total_loss)
+    monkeypatch.setattr(medusa.training.loop, "total_loss", recording_total_loss)
     manifest, features = corpus
     quick = {"stage1": {**model_cfg()["stage1"], "max_epochs": 1}}
     train_stage(1, settings(**quick), manifest, features, tmp_path / "s1", tmp_path / "r1")

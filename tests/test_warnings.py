@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from medusa.features import MIXED_MASK_TYPES_WARNING
+from medusa.features.backbone import MIXED_MASK_TYPES_WARNING
 
 # Python prints a warning as "<file>:<line>: <Category>: <message>"; the project's code is the
 # library, the workflow's scripts and Snakemake's copies of them (.snakemake/scripts/).

@@ -12,9 +12,9 @@ from pathlib import Path
 import pandas as pd
 import soundfile as sf
 
-from medusa.emotions import CLASS_LETTERS
-from medusa.manifest import read_manifest
-from medusa.partitions import clip_paths
+from medusa.core.emotions import CLASS_LETTERS
+from medusa.core.manifest import read_manifest
+from medusa.corpus.audio_index import clip_paths
 
 from workflow_runner import CI_CONFIGS, dry_run_jobs, run_snakemake
 

@@ -21,7 +21,7 @@ import sys
 import time
 from collections.abc import Sequence
 
-from medusa.segments import DEFAULT_MAX_PAUSE_S, DEFAULT_MIN_TURN_S
+from medusa.inference.segments import DEFAULT_MAX_PAUSE_S, DEFAULT_MIN_TURN_S
 
 EXIT_OK, EXIT_NOTHING, EXIT_ERROR = 0, 1, 2
 MODEL_STORE_HELP = (
@@ -175,9 +175,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _evaluate(args) -> int:
-    from medusa.bundle import BundleError
-    from medusa.cross_corpus import EvaluationError, evaluate_table
-    from medusa.table_layout import TableError
+    from medusa.corpus.table_layout import TableError
+    from medusa.inference.bundle_files import BundleError
+    from medusa.inference.cross_corpus import EvaluationError, evaluate_table
 
     bootstrap = {"n_resamples": args.resamples, "seed": args.seed, "confidence": 0.95}
     try:
@@ -204,7 +204,8 @@ def _verify(args) -> int:
     import json
     from pathlib import Path
 
-    from medusa.bundle import MANIFEST, BundleError, verify_checksums, verify_fetched_models
+    from medusa.inference.bundle_files import MANIFEST, BundleError, verify_checksums
+    from medusa.inference.bundle_load import verify_fetched_models
 
     try:
         files = verify_checksums(args.bundle)
@@ -226,8 +227,9 @@ def _predict(args, parser: argparse.ArgumentParser) -> int:
         parser.error(str(err))
     import torch
 
-    from medusa.bundle import BundleError
-    from medusa.recognize import Recognizer, write_predictions
+    from medusa.inference.bundle_files import BundleError
+    from medusa.inference.recognize import write_predictions
+    from medusa.inference.recognizer import Recognizer
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -12,7 +12,7 @@ os.environ.update(
     PYTHONPATH=os.pathsep.join(p for p in (SRC_DIR, os.environ.get("PYTHONPATH")) if p)
 )
 
-from medusa.config import (
+from medusa.core.config import (
     ablation_variants,
     canonical_json,
     enabled_models,
@@ -21,20 +21,17 @@ from medusa.config import (
     stage2_enabled,
     validate_config,
 )
-from medusa.corpus_guard import (
+from medusa.corpus.guard import (
     DEMO_CORPUS_HOME,
     DEMO_TABLE_HOME,
     is_demo_home,
     missing_corpus_message,
     refuse_outputs_in_corpus,
 )
-from medusa.fetch import hub_model, whisper_checkpoint
-from medusa.emotions import ClassSet
-from medusa.partitions import (
-    UNLABELLED,
-    corpus_fingerprints,
-    partition_of_subset,
-)
+from medusa.core.fetch import hub_model, whisper_checkpoint
+from medusa.core.emotions import ClassSet
+from medusa.corpus.table_layout import UNLABELLED
+from medusa.corpus.partitions import corpus_fingerprints, partition_of_subset
 
 validate_config(config, workflow.source_path("../schemas/config.schema.yaml"))
 
@@ -64,7 +61,7 @@ def log_path(path):
 
 
 # The demo_corpus rule exists only in the demo's config and only when data.root is the demo
-# corpus's fixed home: it can never write into a user's corpus (medusa.corpus_guard).
+# corpus's fixed home: it can never write into a user's corpus (medusa.corpus.guard).
 DEMO_CORPUS = "demo" in config and is_demo_home(DATA_ROOT, os.getcwd())
 # Likewise the second demo corpus (table layout) and its rule demo_table_corpus.
 DEMO_TABLE_CORPUS = "demo_table" in config and is_demo_home(
@@ -102,7 +99,7 @@ def corpus_params():
 
 # ---------------------------------------------------------------- audio partitions
 
-# Content digests of the corpus files, by file identity (medusa.content_hash): outside
+# Content digests of the corpus files, by file identity (medusa.core.content_hash): outside
 # data.root (never written) and outside .snakemake/ (kept by --cleanup-metadata and friends).
 CONTENT_DIGEST_CACHE = "results/cache/content-digests.tsv"
 _CORPUS_STATE = []
@@ -125,7 +122,7 @@ def corpus_state():
                     table=DATA_TABLE,
                 )
             )
-        # The scan is cached (medusa.scan_cache); a cluster job's parse trusts the folders'
+        # The scan is cached (medusa.corpus.scan_cache); a cluster job's parse trusts the folders'
         # and label files' states, the main process also checks every audio file's.
         state = corpus_fingerprints(
             DATA_ROOT,
@@ -400,7 +397,7 @@ def feature_shards(wildcards):
 
 def model_params(wildcards):
     """The model's resolved settings and the seed of the balanced holdout it is selected on
-    (medusa.settings.ModelSettings), canonical JSON."""
+    (medusa.training.settings.ModelSettings), canonical JSON."""
     return canonical_json(model_job_params(config, wildcards.model))
 
 
@@ -565,7 +562,7 @@ def model_features_json():
 
 # ---------------------------------------------------------------- robustness (robustness.smk)
 
-from medusa.conditions import condition_names, condition_spec, spec_json
+from medusa.evaluation.conditions import condition_names, condition_spec, spec_json
 
 # The enabled perturbation conditions of the `robustness` target, checked at parse time (a bad
 # entry names its key: robustness.conditions.<name>.<parameter>).

@@ -1,4 +1,4 @@
-# Remote models fetched once, where the network is, pinned to a revision (medusa.fetch).
+# Remote models fetched once, where the network is, pinned to a revision (medusa.core.fetch).
 # Local rules: under a cluster profile they run on the node Snakemake runs on (the login node);
 # the ASR and feature jobs then load only these local copies, with the hub offline.
 

@@ -9,8 +9,8 @@ logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
 import torch  # noqa: E402
 
-from medusa.asr import run_asr  # noqa: E402
-from medusa.devices import acquire_device  # noqa: E402
+from medusa.asr.transcribe import run_asr  # noqa: E402
+from medusa.core.devices import acquire_device  # noqa: E402
 
 asr = json.loads(snakemake.params.asr)
 torch.set_num_threads(snakemake.threads)

@@ -6,7 +6,7 @@ import sys
 sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115 - the log stays open for the job
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
-from medusa.partitions import write_audio_index  # noqa: E402
+from medusa.corpus.audio_index import write_audio_index  # noqa: E402
 
 index = write_audio_index(
     # From the config, not a param: moving the corpus must not rerun the job (the index

@@ -7,7 +7,7 @@ import sys
 sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115 - the log stays open for the job
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
-from medusa.bundle import build_bundle, sources_from_snakemake  # noqa: E402
+from medusa.inference.bundle import build_bundle, sources_from_snakemake  # noqa: E402
 
 config = json.loads(snakemake.params.config)
 sources = sources_from_snakemake(snakemake.input, config, config["models"])

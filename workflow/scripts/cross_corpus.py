@@ -10,8 +10,8 @@ logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
 import torch  # noqa: E402
 
-from medusa.cross_corpus import evaluate_table  # noqa: E402
-from medusa.evaluation import bootstrap_settings  # noqa: E402
+from medusa.evaluation.figures import bootstrap_settings  # noqa: E402
+from medusa.inference.cross_corpus import evaluate_table  # noqa: E402
 
 torch.set_num_threads(snakemake.threads)
 corpus = json.loads(snakemake.params.corpus)

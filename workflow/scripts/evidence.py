@@ -6,7 +6,7 @@ import sys
 sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115 - the log stays open for the job
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
-from medusa.evidence import write_evidence  # noqa: E402
+from medusa.evaluation.evidence import write_evidence  # noqa: E402
 
 write_evidence(
     snakemake.input.robustness_table,

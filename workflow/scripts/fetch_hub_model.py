@@ -7,7 +7,7 @@ import sys
 sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115 - the log stays open for the job
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
-from medusa.fetch import HubModel, fetch_hub_model  # noqa: E402
+from medusa.core.fetch import HubModel, fetch_hub_model  # noqa: E402
 
 model = HubModel(**json.loads(snakemake.params.model))
 manifest = fetch_hub_model(model, snakemake.output[0])

@@ -7,7 +7,7 @@ import sys
 sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115 - the log stays open for the job
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
-from medusa.fetch import WhisperCheckpoint, fetch_whisper_checkpoint  # noqa: E402
+from medusa.core.fetch import WhisperCheckpoint, fetch_whisper_checkpoint  # noqa: E402
 
 checkpoint = json.loads(snakemake.params.checkpoint)
 name = snakemake.wildcards.name

@@ -8,7 +8,7 @@ from pathlib import Path
 sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115 - the log stays open for the job
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
-from medusa.folds import write_fold_summary  # noqa: E402
+from medusa.corpus.folds import write_fold_summary  # noqa: E402
 
 folds = json.loads(snakemake.params.folds)
 # Each fold's Table 1, in fold order: its report folder is the table's folder.

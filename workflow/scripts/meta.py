@@ -8,7 +8,7 @@ from pathlib import Path
 sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115 - the log stays open for the job
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
-from medusa.ensemble import train_meta  # noqa: E402
+from medusa.ensemble.meta_training import train_meta  # noqa: E402
 
 meta = json.loads(snakemake.params.meta)["meta"]
 selection = json.loads(Path(snakemake.input.selection).read_text(encoding="utf-8"))

@@ -7,7 +7,7 @@ import sys
 sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115 - the log stays open for the job
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
-from medusa.meta_cv import select_meta  # noqa: E402
+from medusa.ensemble.meta_cv import select_meta  # noqa: E402
 
 select_meta(
     list(snakemake.input.posteriors),

@@ -8,7 +8,7 @@ from pathlib import Path
 sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115 - the log stays open for the job
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
-from medusa.ensemble import make_soup  # noqa: E402
+from medusa.ensemble.soup import make_soup  # noqa: E402
 
 make_soup(
     [Path(head).parent for head in snakemake.input.heads],

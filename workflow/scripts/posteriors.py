@@ -8,9 +8,9 @@ logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
 import torch  # noqa: E402
 
-from medusa.devices import acquire_device  # noqa: E402
-from medusa.partitions import unlabelled_manifest  # noqa: E402
-from medusa.training import write_posteriors  # noqa: E402
+from medusa.core.devices import acquire_device  # noqa: E402
+from medusa.corpus.audio_index import unlabelled_manifest  # noqa: E402
+from medusa.training.posteriors import write_posteriors  # noqa: E402
 
 torch.set_num_threads(snakemake.threads)
 if "index" in snakemake.input.keys():

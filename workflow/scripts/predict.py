@@ -7,8 +7,8 @@ from pathlib import Path
 sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115 - the log stays open for the job
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
-from medusa.ensemble import predict_test  # noqa: E402
-from medusa.partitions import unlabelled_manifest  # noqa: E402
+from medusa.corpus.audio_index import unlabelled_manifest  # noqa: E402
+from medusa.ensemble.soup import predict_test  # noqa: E402
 
 table = predict_test(
     Path(snakemake.input.head).parent,

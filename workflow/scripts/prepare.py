@@ -7,8 +7,8 @@ import sys
 sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115 - the log stays open for the job
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
-from medusa.data import prepare  # noqa: E402
-from medusa.emotions import ClassSet  # noqa: E402
+from medusa.core.emotions import ClassSet  # noqa: E402
+from medusa.corpus.prepare import prepare  # noqa: E402
 
 # The data sub-config without data.root, the label files' digests and the class set.
 params = json.loads(snakemake.params.data)

@@ -8,8 +8,8 @@ from pathlib import Path
 sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115 - the log stays open for the job
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
-from medusa.ensemble import posterior_model_name  # noqa: E402
-from medusa.report import Ensemble, build_report  # noqa: E402
+from medusa.ensemble.inputs import posterior_model_name  # noqa: E402
+from medusa.evaluation.report import Ensemble, build_report  # noqa: E402
 
 # Each top-k ensemble: its soup folder results/soup/top<k>, its seeds results/meta/top<k>/seed*.
 top_ensembles = [

@@ -15,8 +15,8 @@ logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
 import torch  # noqa: E402
 
-from medusa.devices import acquire_device  # noqa: E402
-from medusa.features import extract_feature_set  # noqa: E402
+from medusa.core.devices import acquire_device  # noqa: E402
+from medusa.features.extract import extract_feature_set  # noqa: E402
 
 torch.set_num_threads(snakemake.threads)
 with acquire_device() as device:

@@ -6,8 +6,8 @@ import sys
 sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115 - the log stays open for the job
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
-from medusa.conditions import build_condition  # noqa: E402
-from medusa.robustness import perturb_partition, usable_clip_files  # noqa: E402
+from medusa.evaluation.conditions import build_condition  # noqa: E402
+from medusa.evaluation.robustness import perturb_partition, usable_clip_files  # noqa: E402
 
 # From the config, not a param: moving the corpus must not rerun the job.
 root = snakemake.config["data"]["root"]

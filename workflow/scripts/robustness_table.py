@@ -7,8 +7,8 @@ import sys
 sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115 - the log stays open for the job
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
-from medusa.evaluation import bootstrap_settings  # noqa: E402
-from medusa.robustness import write_robustness  # noqa: E402
+from medusa.evaluation.figures import bootstrap_settings  # noqa: E402
+from medusa.evaluation.robustness import write_robustness  # noqa: E402
 
 table = write_robustness(
     snakemake.input.manifest,

@@ -7,11 +7,11 @@ import sys
 sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115 - the log stays open for the job
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
-from medusa.atomic import atomic_write_text  # noqa: E402
-from medusa.config import ablation_variants  # noqa: E402
-from medusa.ensemble import posterior_model_name  # noqa: E402
-from medusa.evaluation import ablation_table, bootstrap_settings  # noqa: E402
-from medusa.manifest import read_manifest  # noqa: E402
+from medusa.core.atomic import atomic_write_text  # noqa: E402
+from medusa.core.config import ablation_variants  # noqa: E402
+from medusa.core.manifest import read_manifest  # noqa: E402
+from medusa.ensemble.inputs import posterior_model_name  # noqa: E402
+from medusa.evaluation.figures import ablation_table, bootstrap_settings  # noqa: E402
 
 table = ablation_table(
     {posterior_model_name(path): path for path in snakemake.input.posteriors},

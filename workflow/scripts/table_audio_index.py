@@ -7,7 +7,7 @@ import sys
 sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115 - the log stays open for the job
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
-from medusa.partitions import write_audio_index  # noqa: E402
+from medusa.corpus.audio_index import write_audio_index  # noqa: E402
 
 # The corpus layout and, for a table, its path relative to data.root.
 corpus = json.loads(snakemake.params.corpus)

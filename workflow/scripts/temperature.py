@@ -7,7 +7,7 @@ from pathlib import Path
 sys.stderr = open(snakemake.log[0], "w")  # noqa: SIM115 - the log stays open for the job
 logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
-from medusa.temperature import fit_soup_temperature  # noqa: E402
+from medusa.evaluation.temperature import fit_soup_temperature  # noqa: E402
 
 fit_soup_temperature(
     Path(snakemake.input.head).parent,

@@ -9,9 +9,9 @@ logging.basicConfig(stream=sys.stderr, level=logging.INFO)
 
 import torch  # noqa: E402
 
-from medusa.devices import acquire_device  # noqa: E402
-from medusa.settings import ModelSettings  # noqa: E402
-from medusa.training import train_stage  # noqa: E402
+from medusa.core.devices import acquire_device  # noqa: E402
+from medusa.training.loop import train_stage  # noqa: E402
+from medusa.training.settings import ModelSettings  # noqa: E402
 
 SUBSETS = ("train", "holdout", "dev")
 stage = {"stage1": 1, "stage2": 2}[snakemake.rule]

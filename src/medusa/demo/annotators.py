@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from medusa.core.emotions import CLASS_LETTERS, CLASS_NAMES, NAME_TO_LETTER
 from medusa.demo.plan import Clip
-from medusa.emotions import CLASS_LETTERS, CLASS_NAMES, NAME_TO_LETTER
 
 LETTER_TO_NAME = dict(zip(CLASS_LETTERS, CLASS_NAMES, strict=True))
 # Which classes a rater confuses a clip with (relative weights).

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from medusa.atomic import atomic_directory
+from medusa.core.atomic import atomic_directory
 
 SAMPLE_RATE = 16_000
 

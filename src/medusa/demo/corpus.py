@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from medusa.atomic import atomic_directory
+from medusa.core.atomic import atomic_directory
 from medusa.demo.annotators import annotate_clips, consensus_letter, format_emo_detail
 from medusa.demo.audio import render as _render  # a module global: tests replace it
 from medusa.demo.audio import to_pcm16

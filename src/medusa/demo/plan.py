@@ -13,9 +13,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from medusa.core.emotions import CLASS_LETTERS
 from medusa.demo.sentences import SENTENCES
 from medusa.demo.speech import PARAM_LIMITS
-from medusa.emotions import CLASS_LETTERS
 
 # Prosody of neutral speech, and each class's shift from it (scaled per clip by how strongly
 # the speaker acts). Sad: low, slow, flat, quiet; angry: loud, fast, wide range; etc.

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from medusa.atomic import atomic_directory
+from medusa.core.atomic import atomic_directory
 from medusa.demo.annotators import CLASS_ATTRIBUTES
 from medusa.demo.audio import render as _render  # a module global: tests replace it
 from medusa.demo.audio import to_pcm16

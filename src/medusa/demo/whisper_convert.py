@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from medusa.atomic import atomic_torch_save
+from medusa.core.atomic import atomic_torch_save
 from medusa.demo.build_common import wheel_model_dir
 
 # dtype index used by CTranslate2's model.bin (specs/model_spec.py); bfloat16 is handled apart.
