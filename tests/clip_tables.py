@@ -1,4 +1,4 @@
-"""Test helper: an audio partition's clip table (medusa.partitions) from a small manifest."""
+"""Test helper: an audio partition's clip table (medusa.corpus.audio_index) from a small manifest."""
 
 from __future__ import annotations
 

@@ -293,7 +293,7 @@ def test_build_manifest_reports_every_problem(tmp_path):
     assert "MSP-PODCAST_0101_0001" not in ids  # unreadable
     stereo = manifest.set_index("id").loc["MSP-PODCAST_0100_0001"]
     assert (stereo["sample_rate"], stereo["channels"]) == (44100, 2)
-    # Unlabelled audio is its own partition, never in the manifest (medusa.partitions).
+    # Unlabelled audio is its own partition, never in the manifest (medusa.corpus.partitions).
     assert "MSP-PODCAST_test3_0001" not in ids
     assert [i for i, _ in clip_paths_of(root, UNLABELLED, tmp_path)] == ["MSP-PODCAST_test3_0001"]
     other = manifest.set_index("id").loc["MSP-PODCAST_0102_0001"]

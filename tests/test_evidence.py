@@ -25,11 +25,11 @@ from medusa.evaluation.evidence import (
     EvidenceError,
     compose_evidence,
     corpora_of,
-    interval,
     overlap,
     write_evidence,
 )
 from medusa.evaluation.robustness import SYSTEMS
+from medusa.evaluation.stats import interval_text as interval
 
 from workflow_runner import CI_CONFIGS, REPO, dry_run_jobs, run_snakemake
 

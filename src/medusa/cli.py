@@ -46,6 +46,13 @@ def _parser() -> argparse.ArgumentParser:
         prog="medusa", description="MEDUSA speech emotion recognition with a trained bundle."
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_predict(sub)
+    _add_verify(sub)
+    _add_evaluate(sub)
+    return parser
+
+
+def _add_predict(sub) -> None:
     predict = sub.add_parser(
         "predict",
         help="predict the emotion of audio files or folders",
@@ -61,6 +68,25 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--bundle", required=True, help="bundle folder (results/bundle)")
     predict.add_argument("--output", "-o", help="segment table (default predictions.csv/.jsonl)")
     predict.add_argument("--format", choices=("csv", "jsonl"), default="csv")
+    _add_segment_options(predict)
+    predict.add_argument("--no-timelines", action="store_true", help="no timeline PNG per file")
+    predict.add_argument(
+        "--uncalibrated",
+        action="store_true",
+        help="the soup's raw posteriors, as the workflow writes them (default: scaled by the "
+        "temperature the bundle records, fitted on the meta-classifier's clips; same classes)",
+    )
+    predict.add_argument(
+        "--html",
+        action="store_true",
+        help="also write <stem>.html: one self-contained page with every file's summary, "
+        "timeline and segments",
+    )
+    _add_model_options(predict)
+
+
+def _add_segment_options(predict: argparse.ArgumentParser) -> None:
+    """Where recordings are cut into the segments that are scored."""
     predict.add_argument(
         "--segments",
         choices=("vad", "fixed"),
@@ -94,25 +120,16 @@ def _parser() -> argparse.ArgumentParser:
         help="a recording up to this long is scored whole, as the workflow scores a clip "
         "(with vad: if it holds speech; bundle default: 12)",
     )
-    predict.add_argument("--no-timelines", action="store_true", help="no timeline PNG per file")
-    predict.add_argument(
-        "--uncalibrated",
-        action="store_true",
-        help="the soup's raw posteriors, as the workflow writes them (default: scaled by the "
-        "temperature the bundle records, fitted on the meta-classifier's clips; same classes)",
-    )
-    predict.add_argument(
-        "--html",
-        action="store_true",
-        help="also write <stem>.html: one self-contained page with every file's summary, "
-        "timeline and segments",
-    )
     predict.add_argument(
         "--silence-rms",
         type=float,
         help="skip files whose RMS is below this (bundle default: 1e-5; 0 scores every file, "
         "as the workflow does)",
     )
+
+
+def _add_model_options(predict: argparse.ArgumentParser) -> None:
+    """Where the backbones and the ASR model are, and what runs them."""
     predict.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     predict.add_argument(
         "--backbone-root",
@@ -129,6 +146,9 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--threads", type=int, help="CPU threads of torch (default: torch's choice)"
     )
+
+
+def _add_verify(sub) -> None:
     verify = sub.add_parser(
         "verify",
         help="check a bundle's files against its checksums, and its fetched hub backbones and "
@@ -136,6 +156,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     verify.add_argument("bundle")
     verify.add_argument("--model-store", help=MODEL_STORE_HELP)
+
+
+def _add_evaluate(sub) -> None:
     evaluate = sub.add_parser(
         "evaluate",
         help="score the bundle on another labelled corpus (a table, as the workflow's table "
@@ -159,7 +182,6 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     evaluate.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
     evaluate.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -261,7 +283,7 @@ def _predict(args, parser: argparse.ArgumentParser) -> int:
     except (BundleError, OSError, ValueError, RuntimeError) as err:
         print(f"medusa predict: error: {err}", file=sys.stderr)
         return EXIT_ERROR
-    # Each skipped file was already reported on stderr (a warning of medusa.recognize).
+    # Each skipped file was already reported on stderr (a warning of medusa.inference.recognizer).
     paths = write_predictions(
         predictions,
         output,

@@ -1,4 +1,9 @@
-# Helpers and input functions shared by every rule file (no lambdas in rules).
+# What the rules must see: the config-derived constants, input and params functions (no lambdas
+# in rules). Each is a short call into the library, where the logic lives with its tests:
+# medusa.dag.layout (artifact paths), medusa.dag.corpus_state (the corpus as the parse sees it),
+# medusa.dag.inputs / medusa.dag.evaluation_inputs (what jobs read), medusa.dag.params
+# (the sub-config each job depends on). None of them imports Snakemake or a model library.
+import functools
 import os
 import sys
 
@@ -12,26 +17,30 @@ os.environ.update(
     PYTHONPATH=os.pathsep.join(p for p in (SRC_DIR, os.environ.get("PYTHONPATH")) if p)
 )
 
+from medusa.dag import inputs as job_inputs
+from medusa.dag import layout
+from medusa.dag import params as job_params
 from medusa.core.config import (
     ablation_variants,
     canonical_json,
     enabled_models,
-    resolved_model,
     model_job_params,
     stage2_enabled,
     validate_config,
 )
+from medusa.core.emotions import ClassSet
+from medusa.core.fetch import hub_model, whisper_checkpoint
+from medusa.dag.layout import Layout, LayoutError, local_backbone_input
+from medusa.dag import corpus_state as state
 from medusa.corpus.guard import (
     DEMO_CORPUS_HOME,
     DEMO_TABLE_HOME,
     is_demo_home,
-    missing_corpus_message,
     refuse_outputs_in_corpus,
 )
-from medusa.core.fetch import hub_model, whisper_checkpoint
-from medusa.core.emotions import ClassSet
 from medusa.corpus.table_layout import UNLABELLED
-from medusa.corpus.partitions import corpus_fingerprints, partition_of_subset
+from medusa.dag import evaluation_inputs
+from medusa.evaluation.conditions import condition_names, condition_spec, spec_json
 
 validate_config(config, workflow.source_path("../schemas/config.schema.yaml"))
 
@@ -41,24 +50,12 @@ DATA_LAYOUT = config["data"]["layout"]
 DATA_TABLE = config["data"]["table"] if DATA_LAYOUT == "table" else None
 # The classes every model learns and predicts (checked here, at parse time).
 CLASSES = ClassSet.from_config(config["classes"])
-# A fold-style table runs the recipe once per held-out fold: everything that depends on the
-# split (manifest, models, posteriors, ensemble, report, bundle) goes under results/fold<k>/,
-# while the audio index, ASR and features stay shared in results/ (they never read labels).
-# The fold as a number's text ("2" from `--config 'data={fold: 2}'` and from YAML alike).
-FOLD = None if config["data"]["fold"] is None else str(int(config["data"]["fold"]))
-RUN = "results" if FOLD is None else f"results/fold{FOLD}"
-LOGS = "logs" if FOLD is None else f"logs/fold{FOLD}"
-
-
-def run_path(path):
-    """`path` under the split-dependent results folder (results/ or results/fold<k>/)."""
-    return f"{RUN}/{path}"
-
-
-def log_path(path):
-    """`path` under the split-dependent logs folder (logs/ or logs/fold<k>/)."""
-    return f"{LOGS}/{path}"
-
+# The held-out fold of a fold-style table (None: no folds): its split-dependent results go
+# under results/fold<k>/, the audio index, ASR and features stay shared (medusa.dag.layout).
+FOLD = layout.fold_of(config["data"])
+LAYOUT = Layout(fold=FOLD, shards=config["shards"])
+run_path = LAYOUT.run_path
+log_path = LAYOUT.log_path
 
 # The demo_corpus rule exists only in the demo's config and only when data.root is the demo
 # corpus's fixed home: it can never write into a user's corpus (medusa.corpus.guard).
@@ -67,6 +64,15 @@ DEMO_CORPUS = "demo" in config and is_demo_home(DATA_ROOT, os.getcwd())
 DEMO_TABLE_CORPUS = "demo_table" in config and is_demo_home(
     DATA_ROOT, os.getcwd(), DEMO_TABLE_HOME
 )
+
+
+def checked(call, *args, **kwargs):
+    """`call(*args, **kwargs)`, its LayoutError (naming the config key or file) shown as
+    Snakemake's own WorkflowError."""
+    try:
+        return call(*args, **kwargs)
+    except LayoutError as error:
+        raise WorkflowError(str(error)) from None
 
 
 def refuse_writes_into_corpus():
@@ -80,112 +86,24 @@ def refuse_writes_into_corpus():
     refuse_outputs_in_corpus(products, DATA_ROOT, os.getcwd())
 
 
-def prepare_params(wildcards):
-    """The data sub-config without data.root (editing models never re-prepares the data)
-    and the label files' content digests: the labels are not inputs (their path changes
-    with data.root, their times with a copy), so only new content reruns `prepare`.
-    """
-    data = {k: v for k, v in config["data"].items() if k != "root"}
-    labels = corpus_state().labels
-    return canonical_json(
-        {"data": data, "labels": labels, "classes": CLASSES.to_config()}
-    )
+# ---------------------------------------------------------------- corpus and audio partitions
 
 
-def corpus_params():
-    """The corpus layout (and a table's path) the table layout's audio_index jobs read."""
-    return canonical_json({"layout": DATA_LAYOUT, "table": DATA_TABLE})
-
-
-# ---------------------------------------------------------------- audio partitions
-
-# Content digests of the corpus files, by file identity (medusa.core.content_hash): outside
-# data.root (never written) and outside .snakemake/ (kept by --cleanup-metadata and friends).
-CONTENT_DIGEST_CACHE = "results/cache/content-digests.tsv"
-_CORPUS_STATE = []
-
-
+@functools.cache
 def corpus_state():
-    """The corpus's partition fingerprints and label digests (medusa.partitions), read once per
-    parse, after the Snakefile has checked that no output lands in data.root.
-
-    ASR and features run per partition: a partition whose audio content changed, and only that
-    one, gets a new fingerprint and is indexed, transcribed and extracted again. The
-    fingerprints hold names relative to data.root and content digests, never paths or times.
-    """
-    if not _CORPUS_STATE:
-        if not corpus_present():
-            raise WorkflowError(
-                missing_corpus_message(
-                    DATA_ROOT,
-                    demo_home=DEMO_CORPUS or DEMO_TABLE_CORPUS,
-                    table=DATA_TABLE,
-                )
-            )
-        # The scan is cached (medusa.corpus.scan_cache); a cluster job's parse trusts the folders'
-        # and label files' states, the main process also checks every audio file's.
-        state = corpus_fingerprints(
-            DATA_ROOT,
-            CONTENT_DIGEST_CACHE,
-            layout=DATA_LAYOUT,
-            table=DATA_TABLE,
-            check_files=workflow.is_main_process,
-        )
-        check_fold(state.folds)
-        _CORPUS_STATE.append(state)
-    return _CORPUS_STATE[0]
-
-
-def corpus_present():
-    """Whether data.root holds the files its layout reads."""
-    if DATA_LAYOUT == "table":
-        return os.path.isfile(os.path.join(DATA_ROOT, DATA_TABLE))
-    labels = os.path.join(DATA_ROOT, "Labels", "labels_consensus.csv")
-    return os.path.isfile(labels) and os.path.isdir(os.path.join(DATA_ROOT, "Audios"))
-
-
-def check_fold(folds):
-    """data.fold must name one of a fold-style table's folds, and only such a table's."""
-    if folds and FOLD is None:
-        raise WorkflowError(
-            f"data.fold: {os.path.join(DATA_ROOT, DATA_TABLE)} has folds {', '.join(folds)}; "
-            "set data.fold to the fold held out (e.g. --config 'data={fold: 1}')"
-        )
-    if FOLD is not None and FOLD not in folds:
-        found = (
-            f"its folds are {', '.join(folds)}" if folds else "it has no numbered folds"
-        )
-        raise WorkflowError(f"data.fold: {FOLD} is not a fold of the corpus ({found})")
-
-
-def fold_reports(wildcards):
-    """Table 1 and Table 3 of every fold's report: the configured fold's are built by this
-    run, the others must exist from that fold's own run (`--config 'data={fold: <k>}'`).
-    """
-    folds = corpus_state().folds
-    if not folds:
-        raise WorkflowError(
-            "folds: the corpus has no numbered folds (a table layout whose partition column "
-            "holds fold numbers); its results are in results/report/"
-        )
-    reports = {f: f"results/fold{f}/report" for f in folds}
-    missing = [f for f in folds if f != FOLD and not os.path.isdir(reports[f])]
-    if missing:
-        runs = "; ".join(
-            f"snakemake soup --config 'data={{fold: {f}}}' ..." for f in missing
-        )
-        raise WorkflowError(
-            f"folds: no report yet for fold(s) {', '.join(missing)}: run each fold first "
-            f"with the same config files ({runs}), then `snakemake folds`"
-        )
-    return {
-        "table1": [f"{reports[f]}/table1.tsv" for f in folds],
-        "table3": [f"{reports[f]}/table3.tsv" for f in folds],
-    }
-
-
-def fold_summary_params(wildcards):
-    return canonical_json(list(corpus_state().folds))
+    """The corpus's partition fingerprints, label digests and folds (medusa.dag.corpus_state), read
+    once per parse, after the Snakefile has checked that no output lands in data.root; a
+    cluster job's parse trusts the folders' and label files' states."""
+    return checked(
+        state.load_corpus_state,
+        DATA_ROOT,
+        layout.CONTENT_DIGEST_CACHE,
+        layout=DATA_LAYOUT,
+        table=DATA_TABLE,
+        fold=FOLD,
+        demo_home=DEMO_CORPUS or DEMO_TABLE_CORPUS,
+        check_files=workflow.is_main_process,
+    )
 
 
 def corpus_partitions():
@@ -193,38 +111,39 @@ def corpus_partitions():
     return corpus_state().partitions
 
 
-def labelled_partitions():
-    return sorted(p for p in corpus_partitions() if p != UNLABELLED)
+def has_folds():
+    return bool(corpus_state().folds)
 
 
 def labelled_subsets():
-    """Manifest subsets with labels: train, holdout and meta (all in the `train` partition),
-    dev (`development`), and any other Split_Set under its own name; a fold-style table's
-    four subsets all live in its `labelled` partition."""
-    names = {
-        "train": ["train", "holdout", "meta"],
-        "development": ["dev"],
-        "labelled": ["train", "holdout", "meta", "dev"],
-    }
-    return [s for p in labelled_partitions() for s in names.get(p, [p])]
+    return state.labelled_subsets(corpus_partitions())
+
+
+def prepare_params(wildcards):
+    labels = corpus_state().labels
+    return job_params.prepare_params(config["data"], labels, CLASSES.to_config())
+
+
+def corpus_params():
+    return job_params.corpus_params(DATA_LAYOUT, DATA_TABLE)
+
+
+def fold_reports(wildcards):
+    return checked(state.fold_report_inputs, corpus_state().folds, FOLD)
+
+
+def fold_summary_params(wildcards):
+    return canonical_json(list(corpus_state().folds))
 
 
 def audio_fingerprint(wildcards):
-    if wildcards.partition not in corpus_partitions():
-        raise WorkflowError(
-            f"no audio partition {wildcards.partition!r} in {DATA_ROOT} "
-            f"(partitions: {', '.join(sorted(corpus_partitions()))})"
-        )
-    return corpus_partitions()[wildcards.partition]
+    fingerprint = state.partition_fingerprint
+    return checked(fingerprint, corpus_partitions(), wildcards.partition, DATA_ROOT)
 
 
 def labelled_audio_indexes(wildcards):
-    """The audio indexes `prepare` joins with the labels (the unlabelled one never: new
-    unlabelled audio must not change the manifest)."""
-    return expand("results/audio/{partition}.tsv", partition=labelled_partitions())
-
-
-LOCAL_BACKBONE_DIR = "resources/backbones/"
+    """Never the unlabelled index: new unlabelled audio must not change the manifest."""
+    return layout.audio_indexes(state.labelled_partitions(corpus_partitions()))
 
 
 def demo_params():
@@ -235,23 +154,9 @@ def demo_table_params():
     return canonical_json(config["demo_table"])
 
 
-def local_backbone_input(model_path):
-    """The resources/backbones/<name> folder a model path lives in, when the workflow builds it.
+# ---------------------------------------------------------------- models, shards, features
 
-    Hub ids and user folders elsewhere are not inputs (nothing to build).
-    """
-    if not model_path.startswith(LOCAL_BACKBONE_DIR):
-        return []
-    name = model_path[len(LOCAL_BACKBONE_DIR) :].split("/")[0]
-    return [LOCAL_BACKBONE_DIR + name]
-
-
-# ---------------------------------------------------------------- subsets, shards, features
-
-# Subsets a training job reads: train, holdout (model selection) and dev (reported evaluation).
-TRAINING_SUBSETS = ("train", "holdout", "dev")
-SHARDS = range(config["shards"])
-SHARDED = config["shards"] > 1
+SHARDED = LAYOUT.sharded
 MODELS = enabled_models(config)
 # Table 2's ablation models (`<model>__no_<switch>`), trained only for the `ablations` target.
 ABLATIONS = ablation_variants(config)
@@ -261,6 +166,7 @@ STAGE2_MODELS = [m for m in [*MODELS, *ABLATIONS] if stage2_enabled(config, m)]
 # CPU threads of each GPU job (data loading, and the computation itself on a CPU-only machine).
 GPU_JOB_THREADS = config["threads_per_gpu_job"]
 META_SEEDS = list(config["meta"]["seeds"])
+TOP_K = sorted(set(config["meta"]["top_k"]), reverse=True)
 
 
 wildcard_constraints:
@@ -277,13 +183,7 @@ wildcard_constraints:
     corpus=r"[A-Za-z0-9_-]+",
 
 
-def sharded_path(stem, suffix):
-    """`stem/shard{shard}suffix` when subsets are sharded, else `stem suffix`.
-
-    With one shard (the default) ASR and feature jobs write their final files directly and no
-    merge job runs.
-    """
-    return f"{stem}/shard{{shard}}{suffix}" if SHARDED else f"{stem}{suffix}"
+sharded_path = LAYOUT.sharded_path
 
 
 def sharded_output(stem, suffix):
@@ -310,120 +210,63 @@ WHISPER_CHECKPOINT = whisper_checkpoint(config["asr"])
 
 
 def fetched_models():
-    """Every remote model of the config, as the local copies fetch_models makes."""
-    asr_file = [str(WHISPER_CHECKPOINT.path(MODEL_STORE))] if WHISPER_CHECKPOINT else []
-    return [*HUB_FOLDERS, *asr_file]
+    return job_inputs.fetched_models(list(HUB_FOLDERS), WHISPER_CHECKPOINT, MODEL_STORE)
 
 
 def fetch_hub_params(wildcards):
-    """The repository and revision a fetched folder holds (only its own: one folder per pair)."""
-    model = HUB_FOLDERS[f"{MODEL_STORE}/hub/{wildcards.repo}@{wildcards.revision}"]
-    return canonical_json({"repo_id": model.repo_id, "revision": model.revision})
+    folder = layout.fetched_hub_folder(MODEL_STORE, wildcards.repo, wildcards.revision)
+    return job_params.fetch_hub_params(HUB_FOLDERS[folder])
 
 
 def fetch_whisper_params(wildcards):
-    return canonical_json(
-        {"url": WHISPER_CHECKPOINT.url, "sha256": WHISPER_CHECKPOINT.sha256}
-    )
+    return job_params.fetch_whisper_params(WHISPER_CHECKPOINT)
 
 
 def asr_params():
-    """Only the ASR sub-config: changing a model or a feature set never reruns ASR. The
-    revision (sha256) of a fetched checkpoint is always in it, given or resolved."""
-    asr = dict(config["asr"])
-    if WHISPER_CHECKPOINT:
-        asr["revision"] = WHISPER_CHECKPOINT.sha256
-    return canonical_json(asr)
+    return job_params.asr_params(config["asr"], WHISPER_CHECKPOINT)
 
 
 def asr_inputs(wildcards):
-    """The partition's clip table and the checkpoint: built by the workflow (demo), fetched
-    (a release name or URL), or a user's own file (not an input)."""
-    inputs = {
-        "index": f"results/audio/{wildcards.partition}.tsv",
-        "model": local_backbone_input(config["asr"]["model"]),
-    }
-    if WHISPER_CHECKPOINT:
-        inputs["fetched"] = str(WHISPER_CHECKPOINT.path(MODEL_STORE))
-    return inputs
+    model, partition = config["asr"]["model"], wildcards.partition
+    return job_inputs.asr_inputs(partition, model, WHISPER_CHECKPOINT, MODEL_STORE)
 
 
 def asr_shards(wildcards):
-    return expand(
-        "results/asr/{partition}/shard{shard}.jsonl",
-        partition=wildcards.partition,
-        shard=SHARDS,
-    )
+    return LAYOUT.shard_files(f"results/asr/{wildcards.partition}", ".jsonl")
 
 
 def feature_set_params(wildcards):
-    """Only this feature set's sub-config (canonical), so editing it re-extracts only it; a
-    hub backbone's revision is always in it (default main)."""
-    feature_set = dict(config["feature_sets"][wildcards.feature_set])
-    hub = HUB_BACKBONES[wildcards.feature_set]
-    if hub is not None:
-        feature_set["revision"] = hub.revision
-    return canonical_json(feature_set)
+    name = wildcards.feature_set
+    feature_set, hub = config["feature_sets"][name], HUB_BACKBONES[name]
+    return job_params.feature_set_params(feature_set, hub)
 
 
 def feature_inputs(wildcards):
-    """The partition's clip table, the backbone when the workflow builds it (or its fetched
-    copy, for a hub id), and the partition's transcripts for text (never the manifest: features do not depend on labels).
-    """
     feature_set = config["feature_sets"][wildcards.feature_set]
-    inputs = {
-        "index": f"results/audio/{wildcards.partition}.tsv",
-        "backbone": local_backbone_input(feature_set["backbone"]),
-    }
     hub = HUB_BACKBONES[wildcards.feature_set]
-    if hub is not None:
-        inputs["fetched"] = str(hub.folder(MODEL_STORE))
-    if feature_set["kind"] == "text":
-        inputs["transcripts"] = f"results/asr/{wildcards.partition}.jsonl"
-    return inputs
+    return job_inputs.feature_inputs(feature_set, wildcards.partition, hub, MODEL_STORE)
 
 
 def feature_shards(wildcards):
-    return expand(
-        "results/features/{feature_set}/{partition}/shard{shard}.h5",
-        feature_set=wildcards.feature_set,
-        partition=wildcards.partition,
-        shard=SHARDS,
-    )
+    stem = f"results/features/{wildcards.feature_set}/{wildcards.partition}"
+    return LAYOUT.shard_files(stem, ".h5")
 
 
 # ---------------------------------------------------------------- models
 
 
 def model_params(wildcards):
-    """The model's resolved settings and the seed of the balanced holdout it is selected on
-    (medusa.training.settings.ModelSettings), canonical JSON."""
+    """The model's resolved settings (medusa.training.settings.ModelSettings)."""
     return canonical_json(model_job_params(config, wildcards.model))
 
 
-def feature_files(model, subset):
-    """The model's feature files (model order) of the audio partition holding `subset`."""
-    return expand(
-        "results/features/{feature_set}/{partition}.h5",
-        feature_set=resolved_model(config, model)["features"],
-        partition=partition_of_subset(subset, folds=bool(corpus_state().folds)),
-    )
-
-
 def stage1_inputs(wildcards):
-    """Manifest and the features of train, holdout and dev: nothing of the unlabelled
-    partition, so new unlabelled audio never retrains a model."""
-    inputs = {"manifest": run_path("data/manifest.tsv")}
-    for subset in TRAINING_SUBSETS:
-        inputs[subset] = feature_files(wildcards.model, subset)
-    return inputs
+    return job_inputs.stage_inputs(LAYOUT, config, wildcards.model, has_folds())
 
 
 def stage2_inputs(wildcards):
-    return {
-        **stage1_inputs(wildcards),
-        "init": f"{RUN}/models/{wildcards.model}/stage1/checkpoint.pt",
-    }
+    model = wildcards.model
+    return job_inputs.stage_inputs(LAYOUT, config, model, has_folds(), "stage2")
 
 
 def stage2_model_pattern():
@@ -432,92 +275,70 @@ def stage2_model_pattern():
 
 
 def final_checkpoint(model):
-    """The checkpoint a model's posteriors come from: stage 2's, or stage 1's when the
-    model's stage2.enabled is false."""
-    stage = "stage2" if model in STAGE2_MODELS else "stage1"
-    return f"{RUN}/models/{model}/{stage}/checkpoint.pt"
+    return job_inputs.final_checkpoint(LAYOUT, model, STAGE2_MODELS)
 
 
 def posterior_subsets(wildcards):
-    """Subsets a posteriors file holds: every labelled subset, or the unlabelled `test`."""
-    if wildcards.posterior_set == "unlabelled":
-        return ["test"]
-    return labelled_subsets()
+    return job_inputs.posterior_subsets(wildcards.posterior_set, labelled_subsets())
 
 
 def posterior_inputs(wildcards):
-    """The model's final checkpoint, the clips to score (manifest, or the unlabelled
-    partition's index) and the model's features of each subset."""
-    inputs = {"checkpoint": final_checkpoint(wildcards.model)}
-    if wildcards.posterior_set == "unlabelled":
-        inputs["index"] = f"results/audio/{UNLABELLED}.tsv"
-    else:
-        inputs["manifest"] = run_path("data/manifest.tsv")
-    for subset in posterior_subsets(wildcards):
-        inputs[subset] = feature_files(wildcards.model, subset)
-    return inputs
+    model, posterior_set = wildcards.model, wildcards.posterior_set
+    subsets = labelled_subsets()
+    args = (model, posterior_set, subsets, STAGE2_MODELS, has_folds())
+    return job_inputs.posterior_inputs(LAYOUT, config, *args)
 
 
 def labelled_posteriors(wildcards):
-    return expand(run_path("posteriors/{model}/labelled.h5"), model=MODELS)
+    return LAYOUT.posteriors(MODELS)
 
 
 def unlabelled_posteriors(wildcards):
-    return expand(run_path("posteriors/{model}/unlabelled.h5"), model=MODELS)
+    return LAYOUT.posteriors(MODELS, "unlabelled")
 
 
-# ---------------------------------------------------------------- ensemble
+# ---------------------------------------------------------------- ensemble, report, bundle
 
 
 def meta_params(wildcards):
-    """Meta-classifier settings (not the list of seeds: the seed is the job's wildcard, so
-    adding a seed runs only that seed) plus the model order (the head's input layout).
-    """
-    meta = {k: v for k, v in config["meta"].items() if k not in ("seeds", "top_k")}
-    return canonical_json({"meta": meta, "models": MODELS})
-
-
-TOP_K = sorted(set(config["meta"]["top_k"]), reverse=True)
+    return job_params.meta_params(config["meta"], MODELS)
 
 
 def top_k_heads(wildcards):
-    return expand(
-        run_path("meta/top{k}/seed{seed}/head.pt"), k=wildcards.k, seed=META_SEEDS
-    )
+    return LAYOUT.meta_heads(META_SEEDS, wildcards.k)
 
 
 def report_inputs(wildcards):
-    """Everything the report scores: every model's posteriors, the meta seeds and soup of
-    the whole ensemble and of each top-k ensemble (Table 3), the soup's temperature
-    (Table C)."""
-    return {
-        "manifest": run_path("data/manifest.tsv"),
-        "posteriors": labelled_posteriors(wildcards),
-        "meta": expand(run_path("meta/seed{seed}/metrics.json"), seed=META_SEEDS),
-        "soup": run_path("soup/head.pt"),
-        "temperature": run_path("soup/temperature.json"),
-        "top_meta": expand(
-            run_path("meta/top{k}/seed{seed}/metrics.json"), k=TOP_K, seed=META_SEEDS
-        ),
-        "top_soups": expand(run_path("soup/top{k}/head.pt"), k=TOP_K),
-    }
+    return evaluation_inputs.report_inputs(LAYOUT, MODELS, META_SEEDS, TOP_K)
+
+
+def evaluation_params():
+    return canonical_json(config["evaluation"])
+
+
+def soup_params():
+    return canonical_json(config["soup"])
+
+
+def model_features_json():
+    return job_params.model_features(config["models"], MODELS)
+
+
+def table2_inputs(wildcards):
+    return evaluation_inputs.table2_inputs(LAYOUT, ABLATIONS)
+
+
+def ablations_params():
+    return canonical_json(config["ablations"])
 
 
 # The feature sets the enabled models read, in config order (the bundle records them).
-BUNDLE_FEATURE_SETS = [
-    fs
-    for fs in config["feature_sets"]
-    if any(fs in config["models"][model]["features"] for model in MODELS)
-]
+BUNDLE_FEATURE_SETS = job_params.bundle_feature_sets(config, MODELS)
 
 
 def bundle_feature_files(wildcards):
-    """One feature file per bundled feature set (the training partition's), for its attributes."""
-    return expand(
-        "results/features/{feature_set}/{partition}.h5",
-        feature_set=BUNDLE_FEATURE_SETS,
-        partition=partition_of_subset("train", folds=bool(corpus_state().folds)),
-    )
+    """One feature file per bundled feature set (the training partition's)."""
+    return job_inputs.subset_feature_files(BUNDLE_FEATURE_SETS, "train", has_folds())
 
 
 # Evaluation corpora of the `cross_corpus` target (name -> table and label mapping).
@@ -534,42 +355,11 @@ def cross_corpus_params(wildcards):
     return canonical_json(config["cross_corpus"][wildcards.corpus])
 
 
-def evaluation_params():
-    return canonical_json(config["evaluation"])
-
-
-def soup_params():
-    return canonical_json(config["soup"])
-
-
-def table2_inputs(wildcards):
-    """The labelled posteriors of every ablated model and of each of its ablations."""
-    models = sorted({base for base, _ in ABLATIONS.values()} | set(ABLATIONS))
-    return {
-        "manifest": run_path("data/manifest.tsv"),
-        "posteriors": expand(run_path("posteriors/{model}/labelled.h5"), model=models),
-    }
-
-
-def ablations_params():
-    return canonical_json(config["ablations"])
-
-
-def model_features_json():
-    """Which feature sets each model fuses (for the report's Table 1)."""
-    return canonical_json({m: config["models"][m]["features"] for m in MODELS})
-
-
 # ---------------------------------------------------------------- robustness (robustness.smk)
-
-from medusa.evaluation.conditions import condition_names, condition_spec, spec_json
 
 # The enabled perturbation conditions of the `robustness` target, checked at parse time (a bad
 # entry names its key: robustness.conditions.<name>.<parameter>).
 ROBUSTNESS_CONDITIONS = condition_names(config["robustness"])
-# Perturbed audio, its transcripts and features never read labels: shared by every fold, like
-# results/asr and results/features; the posteriors and Table R depend on the split (RUN).
-ROBUSTNESS = "results/robustness"
 
 
 def robustness_condition_pattern():
@@ -577,95 +367,48 @@ def robustness_condition_pattern():
     return "|".join(ROBUSTNESS_CONDITIONS) or "(?!)"  # (?!) matches nothing
 
 
-def robustness_partition():
-    """The audio partition holding the dev clips. It is perturbed whole, so that ASR and
-    features stay keyed by audio alone (no manifest: a new split reruns none of them, and a
-    fold-style table's `labelled` partition serves every fold); only its dev clips are scored.
-    """
-    return partition_of_subset("dev", folds=bool(corpus_state().folds))
-
-
 def robustness_babble_partition(wildcards):
-    """The training partition, whose clips a babble condition mixes; None for other kinds."""
-    spec = condition_spec(config["robustness"], wildcards.condition)
-    if spec["kind"] != "babble":
-        return None
-    return partition_of_subset("train", folds=bool(corpus_state().folds))
+    babble = evaluation_inputs.babble_partition
+    return babble(config["robustness"], wildcards.condition, has_folds())
 
 
 def robustness_perturb_params(wildcards):
-    """Only this condition's kind, seed and parameters: editing one condition reruns only
-    its chain (a babble's clips are an input, the training partition's index)."""
+    """Only this condition's spec: editing one condition reruns only its chain."""
     return canonical_json(condition_spec(config["robustness"], wildcards.condition))
 
 
 def robustness_audio_params(wildcards):
     """The content of the partitions the job reads (see rule asr's `audio`)."""
     partitions = [wildcards.partition, robustness_babble_partition(wildcards)]
-    return canonical_json({p: corpus_partitions()[p] for p in partitions if p})
+    return job_params.audio_params(corpus_partitions(), partitions)
 
 
 def robustness_perturb_inputs(wildcards):
-    """The partition's clip table, and the training partition's for babble."""
-    inputs = {"index": f"results/audio/{wildcards.partition}.tsv"}
     babble = robustness_babble_partition(wildcards)
-    if babble:
-        inputs["babble"] = f"results/audio/{babble}.tsv"
-    return inputs
-
-
-def perturbed_clips(wildcards):
-    """A condition's perturbed partition: its clip table (paths relative to the folder)."""
-    stem = f"{ROBUSTNESS}/{wildcards.condition}/audio/{wildcards.partition}"
-    return {"index": f"{stem}.tsv", "audio": stem}
+    return evaluation_inputs.perturb_inputs(wildcards.partition, babble)
 
 
 def robustness_asr_inputs(wildcards):
     """As rule asr's, on the condition's perturbed clips."""
-    return {**asr_inputs(wildcards), **perturbed_clips(wildcards)}
+    clips = layout.perturbed_clips(wildcards.condition, wildcards.partition)
+    return {**asr_inputs(wildcards), **clips}
 
 
 def robustness_feature_inputs(wildcards):
     """As rule features', on the condition's perturbed clips and their own transcripts."""
-    inputs = {**feature_inputs(wildcards), **perturbed_clips(wildcards)}
-    if "transcripts" in inputs:
-        inputs["transcripts"] = (
-            f"{ROBUSTNESS}/{wildcards.condition}/asr/{wildcards.partition}.jsonl"
-        )
-    return inputs
+    condition, partition = wildcards.condition, wildcards.partition
+    clean = feature_inputs(wildcards)
+    return evaluation_inputs.perturbed_feature_inputs(clean, condition, partition)
 
 
 def robustness_posterior_inputs(wildcards):
-    """The model's final checkpoint, the manifest (which clips are dev) and the model's
-    features of the condition's perturbed partition."""
-    return {
-        "checkpoint": final_checkpoint(wildcards.model),
-        "manifest": run_path("data/manifest.tsv"),
-        "dev": expand(
-            "results/robustness/{condition}/features/{feature_set}/{partition}.h5",
-            condition=wildcards.condition,
-            feature_set=resolved_model(config, wildcards.model)["features"],
-            partition=robustness_partition(),
-        ),
-    }
+    args = (wildcards.model, wildcards.condition, STAGE2_MODELS, has_folds())
+    return evaluation_inputs.robustness_posterior_inputs(LAYOUT, config, *args)
 
 
 def robustness_table_inputs(wildcards):
-    """Clean posteriors and soup (the report's), and every condition's posteriors."""
-    if not ROBUSTNESS_CONDITIONS:
-        raise WorkflowError(
-            "robustness.conditions: no enabled condition (config/config.yaml lists them)"
-        )
-    return {
-        "manifest": run_path("data/manifest.tsv"),
-        "clean": labelled_posteriors(wildcards),
-        "soup": run_path("soup/head.pt"),
-        "perturbed": expand(
-            run_path("robustness/{condition}/posteriors/{model}.h5"),
-            condition=ROBUSTNESS_CONDITIONS,
-            model=MODELS,
-        ),
-    }
+    tables = evaluation_inputs.robustness_table_inputs
+    return checked(tables, LAYOUT, ROBUSTNESS_CONDITIONS, MODELS)
 
 
 def robustness_table_params():
@@ -676,21 +419,5 @@ def robustness_table_params():
 # ---------------------------------------------------------------- evidence (evidence.smk)
 
 
-def cross_corpus_results(name):
-    """One results file (`name`) of every configured evaluation corpus, in config order."""
-    return expand(run_path(f"cross_corpus/{{corpus}}/{name}"), corpus=CROSS_CORPORA)
-
-
 def evidence_inputs(wildcards):
-    """Table R (robustness), the report's Table C and Table 1 (its best single model and the
-    soup's dev macro-F1), and the cross-corpus results of every configured corpus (none: the
-    document says so)."""
-    return {
-        "robustness_table": run_path("report/robustness.tsv"),
-        "robustness_markdown": run_path("report/robustness.md"),
-        "calibration": run_path("report/calibration.tsv"),
-        "table1": run_path("report/table1.tsv"),
-        "cross_corpus": cross_corpus_results("metrics.tsv"),
-        "cross_corpus_excluded": cross_corpus_results("excluded.tsv"),
-        "cross_corpus_unmapped": cross_corpus_results("unmapped.tsv"),
-    }
+    return evaluation_inputs.evidence_inputs(LAYOUT, CROSS_CORPORA)

@@ -60,7 +60,7 @@ AUDIO_DIR = "Audios"
 LABEL_FILES = ("Labels/labels_consensus.csv", "Labels/labels_detailed.csv")
 INDEX_COLUMNS = ["id", "path", "partition", "duration_s", "sample_rate", "channels", "problem"]
 # The subsets of the clips (docs/method.md, section 1.4): the labelled ones, which the manifest
-# holds (medusa.data), and `test`, the usable clips of the unlabelled partition.
+# holds (medusa.corpus.prepare), and `test`, the usable clips of the unlabelled partition.
 TRAIN, HOLDOUT, META, DEV, TEST = "train", "holdout", "meta", "dev", "test"
 # A split-style table's labelled `test` rows (`test` names the unlabelled clips).
 TEST_LABELLED = "test_labelled"

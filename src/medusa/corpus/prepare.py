@@ -1,4 +1,5 @@
-"""The data layer: labels -> soft targets -> speaker-disjoint subsets -> manifest + report.
+"""The data layer: labels (``medusa.corpus.labels``) -> soft targets -> speaker-disjoint subsets
+-> manifest + report (``medusa.corpus.data_report``).
 
 Two corpus layouts (``data.layout``): a corpus described by one table (``table``,
 ``medusa.corpus.table_layout``: ``build_table_manifest``), and MSP-Podcast's release
@@ -10,7 +11,7 @@ Two corpus layouts (``data.layout``): a corpus described by one table (``table``
                                      or  FileName,WorkerID,EmoClass_Major,EmoClass_Second,EmoAct,EmoVal,EmoDom
                                                                         (MSP-Podcast 2.0)
 
-and, joined with the audio indexes of the labelled partitions (`medusa.partitions`: durations and
+and, joined with the audio indexes of the labelled partitions (`medusa.corpus.audio_index`: durations and
 readability of every audio file, computed without labels), produces the manifest of the
 labelled clips that training and evaluation read (columns and reader: `medusa.core.manifest`) plus a
 human-readable report of every problem found. Nothing is dropped silently: each excluded or
@@ -138,7 +139,7 @@ def _attribute(value: str, key: str, file_name: str, problems: Problems) -> floa
 
 
 def _audio_rows(indexes: list[str | os.PathLike | pd.DataFrame]) -> dict[str, dict]:
-    """FileName -> its row of the labelled partitions' audio indexes (medusa.partitions)."""
+    """FileName -> its row of the labelled partitions' audio indexes (medusa.corpus.audio_index)."""
     rows: dict[str, dict] = {}
     for index in indexes:
         table = index if isinstance(index, pd.DataFrame) else read_audio_index(index)
@@ -306,7 +307,7 @@ def build_manifest(
     `holdout` that selects DeepSER checkpoints: no clip serves both purposes.
 
     Returns (manifest, problems, summary). Unlabelled audio is not in the manifest: it is the
-    `unlabelled` partition (medusa.partitions). Never writes to `root`.
+    `unlabelled` partition (medusa.corpus.partitions). Never writes to `root`.
     """
     root = Path(root)
     problems = Problems()

@@ -23,7 +23,7 @@ speaker in two partitions) and ``clip_votes(clip, classes)`` turns a clip's labe
 target and consensus for a class set; labels outside the set are returned, for the data report,
 never mapped.
 
-Audio partitions (``medusa.partitions``; ASR and features run per partition and never read
+Audio partitions (``medusa.corpus.partitions``; ASR and features run per partition and never read
 labels) depend on a row's path, partition value and whether it is labelled, nothing else:
 labelled rows in ``train``, ``development`` and ``test_labelled`` (split style) or all in
 ``labelled`` (fold style: features are extracted once for every fold), unlabelled rows in

@@ -27,6 +27,7 @@ from pathlib import Path
 import pandas as pd
 
 from medusa.core.atomic import atomic_write_text
+from medusa.evaluation.stats import interval_text
 
 TITLE = "# Evidence beyond the clean dev set"
 BEST, SOUP = "best single model", "MEDUSA (soup)"  # Table R's system names
@@ -122,16 +123,6 @@ def best_model(table1_path: str | os.PathLike) -> str:
 # Intervals and comparisons
 
 
-def interval(value: float, low: float, high: float, signed: bool = False) -> str:
-    """`0.412 [0.330, 0.490]` (three decimals, as Table R); `n/a` for a missing figure."""
-    if pd.isna(value):
-        return "n/a"
-    fmt = "{:+.3f}" if signed else "{:.3f}"
-    if pd.isna(low) or pd.isna(high):
-        return fmt.format(value)
-    return f"{fmt.format(value)} [{fmt.format(low)}, {fmt.format(high)}]"
-
-
 def overlap(a: Sequence[float], b: Sequence[float]) -> bool:
     """Whether the intervals (low, high) `a` and `b` share a point."""
     return bool(max(a[0], b[0]) <= min(a[1], b[1]))
@@ -168,8 +159,8 @@ def robustness_comparison(table: pd.DataFrame) -> list[str]:
         apart += not overlap(s, b)
         lines.append(
             f"- `{condition}`: Δ macro-F1 of the soup "
-            f"{interval(soup['delta_macro_f1'], *s, signed=True)}, of the best single model "
-            f"({best['model']}) {interval(best['delta_macro_f1'], *b, signed=True)}: the "
+            f"{interval_text(soup['delta_macro_f1'], *s, signed=True)}, of the best single model "
+            f"({best['model']}) {interval_text(best['delta_macro_f1'], *b, signed=True)}: the "
             f"soup's change is {relation} the best model's; {_overlap_text(s, b)}."
         )
     if not conditions:
@@ -213,7 +204,7 @@ def robustness_section(
 
 def _scores(row: pd.Series) -> str:
     return ", ".join(
-        f"{name} {interval(row[key], row[f'{key}_low'], row[f'{key}_high'])}"
+        f"{name} {interval_text(row[key], row[f'{key}_low'], row[f'{key}_high'])}"
         for name, key in (("ECE", "ece"), ("NLL", "nll"))
     )
 
@@ -235,7 +226,8 @@ def calibration_markdown(table: pd.DataFrame, best: str) -> list[str]:
         name = f"{row['system']} ({BEST})" if row["system"] == best else row["system"]
         t = "" if pd.isna(row["temperature"]) else f"{row['temperature']:.3f}"
         cells = [
-            interval(row[k], row[f"{k}_low"], row[f"{k}_high"]) for k in ("ece", "brier", "nll")
+            interval_text(row[k], row[f"{k}_low"], row[f"{k}_high"])
+            for k in ("ece", "brier", "nll")
         ]
         lines.append(f"| {name} | {t} | " + " | ".join(cells) + " |")
     return lines
@@ -302,7 +294,7 @@ def corpus_table(metrics: pd.DataFrame) -> list[str]:
         if figure in by_figure.index:
             row = by_figure.loc[figure]
             lines.append(
-                f"| {label} | {interval(row['value'], row['low'], row['high'])} "
+                f"| {label} | {interval_text(row['value'], row['low'], row['high'])} "
                 f"| {int(row['clips'])} |"
             )
     return lines
@@ -324,8 +316,8 @@ def corpus_section(name: str, folder: str | os.PathLike, dev_soup: pd.Series) ->
         "",
         *corpus_table(metrics),
         "",
-        f"- The soup's macro-F1 here, {interval(f1['value'], f1['low'], f1['high'])}, is "
-        f"{relation} {'with' if relation == 'level' else 'than'} on the clean dev set of the training corpus, {interval(*dev)} "
+        f"- The soup's macro-F1 here, {interval_text(f1['value'], f1['low'], f1['high'])}, is "
+        f"{relation} {'with' if relation == 'level' else 'than'} on the clean dev set of the training corpus, {interval_text(*dev)} "
         f"({f1['value'] - dev[0]:+.3f}); {_overlap_text((f1['low'], f1['high']), dev[1:])}.",
     ]
 

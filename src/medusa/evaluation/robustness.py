@@ -1,7 +1,7 @@
 """Robustness (Table R): the ensemble on perturbed dev audio against clean dev audio.
 
 The ``robustness`` target perturbs the audio partition that holds the dev clips once per named
-condition (``medusa.perturb``), runs ASR, features and every enabled model's posteriors on
+condition (``medusa.evaluation.perturb``), runs ASR, features and every enabled model's posteriors on
 that audio only, and scores three systems per condition on the dev clips: the best single
 model (class-balanced holdout macro-F1 of the clean posteriors, the report's selection), the
 soft vote and the soup head. Here:
@@ -54,6 +54,7 @@ from medusa.evaluation.perturb import Condition, perturb_files
 from medusa.evaluation.stats import (
     ccc_interval,
     concordance_correlation,
+    interval_text,
     macro_f1_interval,
     paired_bootstrap,
     paired_macro_f1,
@@ -238,9 +239,7 @@ def _cell(row: Mapping, figure: str, signed: bool = False) -> str:
     value = row.get(figure)
     if value is None or not np.isfinite(value):
         return ""
-    fmt = "{:+.3f}" if signed else "{:.3f}"
-    low, high = row[f"{figure}_low"], row[f"{figure}_high"]
-    return f"{fmt.format(value)} [{fmt.format(low)}, {fmt.format(high)}]"
+    return interval_text(value, row[f"{figure}_low"], row[f"{figure}_high"], signed)
 
 
 def format_markdown(table: pd.DataFrame, boot: Mapping) -> str:

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 
 from medusa.core.emotions import NUM_CLASSES
 from medusa.core.manifest import is_unknown
@@ -402,3 +403,14 @@ def summarise(values) -> dict:
     p10, median, p90 = np.percentile(values, [10, 50, 90])
     stats = (values.mean(), values.std(), values.min(), p10, median, p90, values.max())
     return {"n": len(values)} | {k: float(v) for k, v in zip(keys, stats, strict=True)}
+
+
+def interval_text(value: float, low: float, high: float, signed: bool = False) -> str:
+    """`0.412 [0.330, 0.490]`: a figure with its interval, three decimals (Tables R and C and the
+    evidence document); `n/a` for a missing figure, the figure alone without an interval."""
+    if pd.isna(value):
+        return "n/a"
+    fmt = "{:+.3f}" if signed else "{:.3f}"
+    if pd.isna(low) or pd.isna(high):
+        return fmt.format(value)
+    return f"{fmt.format(value)} [{fmt.format(low)}, {fmt.format(high)}]"

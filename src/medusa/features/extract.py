@@ -1,40 +1,7 @@
-"""Feature stage (docs/method.md, section 3): per-frame layer embeddings of one backbone, into an HDF5 store.
-
-A feature set (``feature_sets`` in config/config.yaml) is a dict: ``backbone`` (Hugging Face id
-or local folder), ``kind`` (``audio`` | ``whisper`` | ``text``), ``layer`` (``last`` |
-``sum_last4`` | an int index into the hidden states, 0 = embeddings), optional ``batch_size``
-(default 8) and ``revision``.
-
-Kinds:
-
-- ``audio`` (WavLM, HuBERT, wav2vec2): raw 16 kHz audio through the model's feature extractor
-  (per-clip normalisation, attention mask); each clip's frames are trimmed to the number its
-  unpadded length gives (``_get_feat_extract_output_lengths``), about 50 frames/s. Models whose
-  convolutions use group norm over time cannot mask padding: they are batched only with clips
-  of identical length.
-- ``whisper``: log-mels padded to 30 s (the encoder accepts nothing else), encoder output
-  trimmed to the clip's real length, ``ceil(samples / 320)`` frames (50 frames/s); clips over
-  30 s go through in 30 s windows whose outputs are concatenated.
-- ``text`` (RoBERTa, ModernBERT, BERT): the ASR transcript, tokenised with the model's special
-  tokens, truncated at the model's maximum length; an empty transcript is just the special
-  tokens.
-
-Layer views. transformers 5 reports ``hidden_states[-1]`` *before* the final LayerNorm for
-wav2vec2-family models with ``do_stable_layer_norm`` (WavLM-large, HuBERT-large) but after it
-for most others. We make it uniform: the list of hidden states used here is the model's
-``hidden_states`` with its final entry replaced by ``last_hidden_state`` (the model's output,
-after any final norm; the transformers 4 behaviour the reference release was built on). So
-``last`` is ``last_hidden_state``, ``sum_last4`` sums the outputs of the last four layers
-with the final one normalised, and index ``-1`` equals ``last``.
-
-Batches are formed from clips sorted by length (padding and compute stay small), run in eval
-mode under ``torch.inference_mode``, with bf16 autocast on CUDA (fp16 where bf16 is not
-supported) and float32 on CPU.
-
-API: ``load_backbone(feature_set_cfg, device) -> Backbone`` (``.encode_batch(inputs)``: one
-forward pass; ``.encode(inputs, batch_size)``: sorted and batched; ``.dim``, ``.attrs``) and
-``extract_feature_set(name, cfg, index_path, out_path, asr_path=None, shard=0,
-n_shards=1, device="cpu")``.
+"""Feature stage (docs/method.md, section 3): one backbone over one audio partition's clips (or
+one shard of them), per-frame layer embeddings into an HDF5 store, written in blocks so memory
+stays bounded; text backbones read the partition's ASR transcripts. The backbone itself, its
+kinds and layer views: ``medusa.features.backbone``.
 """
 
 from __future__ import annotations

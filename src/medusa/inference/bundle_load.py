@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from medusa.core.emotions import ClassSet, ClassSetError
 from medusa.core.fetch import FetchError, verified_hub_copy
 from medusa.inference.bundle_files import (
     BUNDLE_FORMAT,
@@ -164,6 +165,16 @@ class Bundle:
     manifest: dict
     checkpoints: dict[str, dict]  # model -> checkpoint dict (as the workflow wrote it)
     head_checkpoint: dict
+
+    def class_set(self) -> ClassSet:
+        """The class set the bundle predicts: its manifest's codes, in order, with their names
+        (the codes themselves when the manifest names none)."""
+        letters = tuple(str(c) for c in self.manifest.get("classes") or ())
+        names = tuple(str(n) for n in self.manifest.get("class_names") or letters)
+        try:
+            return ClassSet(letters, names)
+        except ClassSetError as err:
+            raise BundleError(f"{self.path / MANIFEST}: {err}") from err
 
     @property
     def models(self) -> list[str]:

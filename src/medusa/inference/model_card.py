@@ -16,9 +16,9 @@ from medusa.inference.recognize import (
     MIN_GAP_S,
     SKIPPED_COLUMNS,
     output_paths,
+    segment_columns,
     summary_columns,
 )
-from medusa.inference.recognizer import segment_columns
 from medusa.inference.segments import (
     DEFAULT_MAX_PAUSE_S,
     DEFAULT_MIN_TURN_S,
@@ -179,8 +179,6 @@ def _posteriors_text(record: Mapping | None) -> str:
 
 def _outputs_text(classes: ClassSet) -> str:
     """predict's output files and their columns, from the functions that write them."""
-    # medusa.recognize imports this module: imported here, when the card is written.
-
     paths = {k: p.name for k, p in output_paths("predictions.csv").items()}
 
     def columns(names: Sequence[str]) -> str:

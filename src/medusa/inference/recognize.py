@@ -1,41 +1,6 @@
-"""Emotion recognition on new recordings with a trained MEDUSA bundle (``medusa predict``).
-
-``Recognizer(bundle_dir).predict(paths)`` takes audio files and folders (searched recursively
-for the audio formats libsndfile reads), at any sample rate and channel count, and returns
-``Predictions``: one row per segment, a summary per file, and the files that were skipped.
-
-What runs is the workflow's own code, in the workflow's batches, so a clip gives the numbers the
-workflow gives it (``results/predictions/test_posteriors.csv`` for Test3):
-
-1. audio: ``medusa.core.audio.load_audio`` (16 kHz mono); an unreadable, empty or silent file is
-   skipped with its reason and the rest go on;
-2. segments (``medusa.inference.segments``): with ``segmentation="vad"`` (the default) speech turns found
-   by voice-activity detection, what lies between them reported as gaps and not scored, a
-   recording without speech skipped ("no speech found"); with ``"fixed"`` windows of
-   ``window_s`` every ``hop_s`` seconds (8 s, 8 s), a last piece under ``min_segment_s``
-   dropped. Either way a recording up to ``max_segment_s`` (bundle default 12 s) is one
-   segment, scored whole as the workflow scores a clip (with VAD: if it holds speech);
-3. ASR: ``medusa.asr.transcribe.transcribe_clips`` in blocks of ``batch_size x asr.BATCHES_PER_BLOCK``
-   segments (as ``run_asr`` does);
-4. features: each feature set's backbone (``medusa.features.backbone.load_backbone``) in blocks of
-   ``batch_size x features.BATCHES_PER_BLOCK`` segments (as ``extract_feature_set`` does),
-   written through ``medusa.core.store.FeatureWriter`` (float16) into a temporary HDF5 file;
-5. each DeepSER model: ``medusa.training.posteriors.predict_clips`` over those files;
-6. the soup head: ``medusa.ensemble.meta.head_outputs`` over the models' outputs, in the head's
-   model order, on one CPU thread (as ``predict_test``).
-
-The posterior columns are the bundle's classes (its manifest's codes, in its order), whatever
-the class set the bundle was trained with.
-
-Memory does not grow with a recording's length or the number of files: a file is read in
-blocks of ``BLOCK_S`` seconds for its checks and speech detection (``medusa.inference.stream``), then
-the segments of all files, in order, are scored in chunks of at most ``max_chunk_s`` seconds of
-segment audio, each segment read from its file when its chunk comes (a short file: all of it,
-exactly as ``load_audio`` reads it); every stage batches across the segments of a chunk.
-Segments are identified internally by (file number, segment number), and files are taken in
-sorted path order, so the batches over a folder of clips up to ``max_chunk_s`` long in all are
-the workflow's batches over the same clips. Everything runs on one device: ``acquire_device``
-(a free GPU when there is one, else the CPU), or the one asked for.
+"""What `medusa predict` reads and writes: the audio files found under the paths it is given,
+the segment, summary, gap and skipped tables of a run (``Predictions``), and the files they go
+to. The recognition itself: ``medusa.inference.recognizer.Recognizer``.
 """
 
 from __future__ import annotations
@@ -209,3 +174,8 @@ def write_predictions(
 def real_time_factor(seconds: float, audio_seconds: float) -> float:
     """Processing time per second of audio (below 1: faster than real time)."""
     return seconds / audio_seconds if audio_seconds > 0 else math.nan
+
+
+def segment_columns(classes: ClassSet) -> list[str]:
+    """Columns of the segment table: the posteriors are the bundle's class codes."""
+    return ["file", "start_s", "end_s", "transcript", "emotion", *classes.letters, *ATTRIBUTES]

@@ -1,4 +1,42 @@
-"""The bundle's models held in memory and run over one recording: `Recognizer`."""
+"""Emotion recognition on new recordings with a trained MEDUSA bundle (``medusa predict``).
+
+``Recognizer(bundle_dir).predict(paths)`` takes audio files and folders (searched recursively
+for the audio formats libsndfile reads), at any sample rate and channel count, and returns
+``Predictions``: one row per segment, a summary per file, and the files that were skipped.
+
+What runs is the workflow's own code, in the workflow's batches, so a clip gives the numbers the
+workflow gives it (``results/predictions/test_posteriors.csv`` for Test3):
+
+1. audio: ``medusa.core.audio.load_audio`` (16 kHz mono); an unreadable, empty or silent file is
+   skipped with its reason and the rest go on;
+2. segments (``medusa.inference.segments``): with ``segmentation="vad"`` (the default) speech turns found
+   by voice-activity detection, what lies between them reported as gaps and not scored, a
+   recording without speech skipped ("no speech found"); with ``"fixed"`` windows of
+   ``window_s`` every ``hop_s`` seconds (8 s, 8 s), a last piece under ``min_segment_s``
+   dropped. Either way a recording up to ``max_segment_s`` (bundle default 12 s) is one
+   segment, scored whole as the workflow scores a clip (with VAD: if it holds speech);
+3. ASR: ``medusa.asr.transcribe.transcribe_clips`` in blocks of ``batch_size x asr.BATCHES_PER_BLOCK``
+   segments (as ``run_asr`` does);
+4. features: each feature set's backbone (``medusa.features.backbone.load_backbone``) in blocks of
+   ``batch_size x features.BATCHES_PER_BLOCK`` segments (as ``extract_feature_set`` does),
+   written through ``medusa.core.store.FeatureWriter`` (float16) into a temporary HDF5 file;
+5. each DeepSER model: ``medusa.training.posteriors.predict_clips`` over those files;
+6. the soup head: ``medusa.ensemble.meta.head_outputs`` over the models' outputs, in the head's
+   model order, on one CPU thread (as ``predict_test``).
+
+The posterior columns are the bundle's classes (its manifest's codes, in its order), whatever
+the class set the bundle was trained with.
+
+Memory does not grow with a recording's length or the number of files: a file is read in
+blocks of ``BLOCK_S`` seconds for its checks and speech detection (``medusa.inference.stream``), then
+the segments of all files, in order, are scored in chunks of at most ``max_chunk_s`` seconds of
+segment audio, each segment read from its file when its chunk comes (a short file: all of it,
+exactly as ``load_audio`` reads it); every stage batches across the segments of a chunk.
+Segments are identified internally by (file number, segment number), and files are taken in
+sorted path order, so the batches over a folder of clips up to ``max_chunk_s`` long in all are
+the workflow's batches over the same clips. Everything runs on one device: ``acquire_device``
+(a free GPU when there is one, else the CPU), or the one asked for.
+"""
 
 from __future__ import annotations
 
@@ -18,23 +56,16 @@ import torch
 from tqdm import tqdm
 
 from medusa.core.audio import SAMPLE_RATE, AudioError
-from medusa.core.emotions import ATTRIBUTES, ClassSet, ClassSetError
-from medusa.inference.bundle_files import DEFAULT_SEGMENTATION, MANIFEST, BundleError, sha256_file
-from medusa.inference.bundle_load import (
-    Bundle,
-    fetched_asr,
-    fetched_backbone,
-    load_bundle,
-    map_path,
-    model_store_of,
-    resolve_source,
-)
+from medusa.core.emotions import ATTRIBUTES
+from medusa.inference.bundle_files import DEFAULT_SEGMENTATION, MANIFEST, BundleError
+from medusa.inference.bundle_load import Bundle, load_bundle, model_store_of
 from medusa.inference.recognize import (
     GAP_COLUMNS,
     MIN_GAP_S,
     SKIPPED_COLUMNS,
     Predictions,
     find_audio,
+    segment_columns,
     summarise,
 )
 from medusa.inference.segments import (
@@ -48,28 +79,13 @@ from medusa.inference.segments import (
     speech_turns,
 )
 from medusa.inference.stream import AudioInfo, audio_info, blocks, read_range
+from medusa.inference.upstream import UpstreamModels
 
 log = logging.getLogger(__name__)
 # Segment audio per chunk of work: what ASR, features and models hold at a time.
 DEFAULT_MAX_CHUNK_S = 120.0
 # A recording is checked and its speech found in blocks of this many seconds.
 BLOCK_S = 300.0
-
-
-def segment_columns(classes: ClassSet) -> list[str]:
-    """Columns of the segment table: the posteriors are the bundle's class codes."""
-    return ["file", "start_s", "end_s", "transcript", "emotion", *classes.letters, *ATTRIBUTES]
-
-
-def bundle_classes(bundle: Bundle) -> ClassSet:
-    """The class set a bundle predicts: its manifest's codes, in order, with their names (the
-    codes themselves when the manifest names none)."""
-    letters = tuple(str(c) for c in bundle.manifest.get("classes") or ())
-    names = tuple(str(n) for n in bundle.manifest.get("class_names") or letters)
-    try:
-        return ClassSet(letters, names)
-    except ClassSetError as err:
-        raise BundleError(f"{bundle.path / MANIFEST}: {err}") from err
 
 
 def release_freed_memory() -> None:
@@ -143,7 +159,7 @@ class Recognizer:
         # The soup's temperature (fitted on the meta clips when the bundle was built): the
         # posteriors' confidence matches how often they are right; argmax is unchanged.
         self.calibrate = calibrate and "calibration" in self.bundle.manifest
-        self.classes = bundle_classes(self.bundle)
+        self.classes = self.bundle.class_set()
         seg = self.bundle.manifest["segmentation"]
         self.window_s = float(window_s if window_s is not None else seg["window_s"])
         self.hop_s = float(hop_s if hop_s is not None else seg["hop_s"])
@@ -171,18 +187,21 @@ class Recognizer:
             ),
         )
         self._speech = SpeechDetector()
-        self.backbone_root = backbone_root
-        self.model_store, self.model_store_explicit = model_store_of(
-            self.bundle.manifest, model_store
-        )
-        self.path_map = dict(path_map or {})
         self.progress = progress
-        self.keep_backbones = keep_backbones
-        self.verify_backbones = verify_backbones
         self.max_chunk_s = float(max_chunk_s)
-        self._cache: dict[str, object] = {}
         self._stack = contextlib.ExitStack()
         self.device = self._open_device(device)
+        store, store_explicit = model_store_of(self.bundle.manifest, model_store)
+        self.upstream = UpstreamModels(
+            self.bundle,
+            self.device,
+            backbone_root,
+            dict(path_map or {}),
+            store,
+            store_explicit,
+            keep=keep_backbones,
+            verify=verify_backbones,
+        )
         try:
             self._models = self.bundle.load_models(self.device)
             self._head, _ = self.bundle.load_head()
@@ -215,7 +234,7 @@ class Recognizer:
         return chosen
 
     def close(self) -> None:
-        self._cache.clear()
+        self.upstream.clear()
         self._stack.close()
 
     def __enter__(self) -> Recognizer:
@@ -223,95 +242,6 @@ class Recognizer:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-    # ---------------------------------------------------------------- ASR model, backbones
-
-    def _asr_model(self):
-        from medusa.asr.transcribe import load_asr_model
-
-        if "asr" in self._cache:
-            return self._cache["asr"]
-        asr = self.bundle.manifest["asr"]
-        fetched = None
-        if asr.get("fetched") and map_path(asr["model"], self.path_map) is None:
-            fetched = fetched_asr(asr, self.model_store, self.model_store_explicit)
-            if fetched is None and asr["model"].startswith(("http://", "https://")):
-                raise BundleError(
-                    f"ASR model {asr['model']}: no fetched checkpoint at "
-                    f"{self.model_store / asr['fetched']}; pass --model-store DIR (the "
-                    "workflow's model_store) or --path-map URL=CHECKPOINT"
-                )
-        # Else a release name: openai-whisper loads it from its cache and checks its sha256.
-        source = (
-            str(fetched)
-            if fetched
-            else resolve_source(
-                asr["model"], asr["local"], self.backbone_root, self.path_map, what="ASR model"
-            )
-        )
-        if self.verify_backbones and asr["local"] and asr["sha256"]:
-            if sha256_file(source) != asr["sha256"]:
-                raise BundleError(
-                    f"ASR model {source}: its sha256 differs from the one the bundle was "
-                    f"trained with ({asr['sha256'][:12]}...); wrong file for {asr['model']!r}"
-                )
-        model = load_asr_model(source, self.device)
-        if self.keep_backbones:
-            self._cache["asr"] = model
-        return model
-
-    def _backbone_source(self, name: str, record: Mapping) -> tuple[dict, Path | None, str]:
-        """(the feature-set config to load, the checked fetched copy or None, what it is).
-
-        A hub backbone comes from its fetched copy in the model store, else by id at the
-        recorded commit from the Hugging Face cache, unless --path-map maps its id; a local
-        folder from --path-map or under --backbone-root."""
-        cfg = {"kind": record["kind"], "layer": record["layer"], "batch_size": record["batch_size"]}
-        if record.get("hub") and map_path(record["backbone"], self.path_map) is None:
-            copy = fetched_backbone(record, self.model_store, self.model_store_explicit)
-            revision = record["revision"] if copy else record.get("commit") or record["revision"]
-            cfg.update(backbone=record["backbone"], revision=revision)
-            return cfg, copy, str(copy or record["backbone"])
-        source = resolve_source(
-            record["backbone"],
-            record["local"],
-            self.backbone_root,
-            self.path_map,
-            what=f"backbone of feature set {name!r}",
-        )
-        cfg["backbone"] = source
-        if record.get("revision") and not record["local"]:
-            cfg["revision"] = record["revision"]
-        return cfg, None, source
-
-    def _backbone(self, name: str):
-        from medusa.features.backbone import load_backbone
-
-        key = f"features:{name}"
-        if key in self._cache:
-            return self._cache[key]
-        record = self.bundle.feature_sets[name]
-        cfg, copy, source = self._backbone_source(name, record)
-        backbone = load_backbone(cfg, self.device, local_copy=copy)
-        # A hub backbone loaded from the cache at the recorded commit: the commit pins the
-        # weights (the cache's files are not a folder whose checksum could be taken).
-        from_cache = bool(record.get("hub")) and copy is None
-        if backbone.dim != record["dim"]:
-            raise BundleError(
-                f"backbone {source} of feature set {name!r} gives dim {backbone.dim}, the "
-                f"models were trained on dim {record['dim']}"
-            )
-        found = backbone.attrs.get("weights_sha256", "")
-        expected = "" if from_cache else record["weights_sha256"]
-        if self.verify_backbones and expected and found != expected:
-            raise BundleError(
-                f"backbone {source} of feature set {name!r}: its weights differ from the ones "
-                f"the models were trained on (sha256 {found[:12]}... vs "
-                f"{record['weights_sha256'][:12]}...)"
-            )
-        if self.keep_backbones:
-            self._cache[key] = backbone
-        return backbone
 
     # ---------------------------------------------------------------- prediction
 
@@ -459,7 +389,7 @@ class Recognizer:
         from medusa.asr.transcribe import BATCHES_PER_BLOCK, transcribe_clips
 
         asr = self.bundle.manifest["asr"]
-        model = self._asr_model()
+        model = self.upstream.asr()
         block = asr["batch_size"] * BATCHES_PER_BLOCK
         texts = {}
         for start in range(0, len(keys), block):
@@ -483,7 +413,7 @@ class Recognizer:
         from medusa.core.store import FeatureWriter
         from medusa.features.extract import BATCHES_PER_BLOCK
 
-        backbone = self._backbone(name)
+        backbone = self.upstream.backbone(name)
         block = backbone.cfg.batch_size * BATCHES_PER_BLOCK
         path = tmp / f"{name}.h5"
         with FeatureWriter(path, backbone.dim, {"feature_set": name}) as writer:

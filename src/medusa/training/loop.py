@@ -1,16 +1,12 @@
-"""Stage 1 and stage 2 of MEDUSA for one DeepSER model, and its posteriors (docs/method.md, 5).
+"""Stage 1 and stage 2 of MEDUSA for one DeepSER model (docs/method.md, 5).
 
 `train_stage` reads top to bottom like the method: load the stage's data, build or load the
 model, resume or start, the epoch loop (train one epoch, evaluate on the holdout, update the
 early-stopping state, save the resume state), write the outputs (checkpoint.pt, metrics.json,
-history.tsv). What differs between the two stages is one `StagePlan`. `write_posteriors` runs a
-trained checkpoint over every subset.
-
-Data loading: features stay on disk in HDF5 and are read one utterance slice at a time by
-DataLoader workers (`num_workers`; 0 reads in the training process). One MSP-Podcast feature set
-is ~70 GB, so caching everything in RAM cannot be the general path; files under
-IN_MEMORY_MAX_BYTES (the demo's) are read into memory once instead. Batches group clips of
-similar length (shuffled buckets), so little time goes into padding.
+history.tsv). What differs between the two stages is one `StagePlan` (``medusa.training.plan``); the
+data and batches come from ``medusa.training.data``, one epoch's steps from
+``medusa.training.steps``, and ``medusa.training.posteriors`` runs the trained checkpoint over
+every subset.
 
 Determinism: all randomness of epoch e (stage-2 subset, batch order, dropout, MixUp) is drawn
 from generators seeded with (seed, stage, e). A resumed run therefore needs no RNG snapshot:
