@@ -21,7 +21,7 @@ Measured, in this order (a --budget-s run skips what no longer fits and says so)
    one clip at a time and batched, in fp32 and (CUDA only) in the bf16 autocast the workflow
    uses on a GPU. The project never autocasts on CPU (bf16 gives wrong results there).
 3. DeepSER training at the recipe's size (config/config.yaml ``model_defaults``): steps/s of
-   ``medusa.training.loop.train_one_epoch`` for every distinct input signature of the 14 models
+   ``medusa.training.steps.train_one_epoch`` for every distinct input signature of the 14 models
    (each feature set's width; ~6 s clips = 300 frames per audio modality, ~20 tokens per text
    modality), batches already on the device: the compute ceiling.
 4. Data wait: the same loop fed from HDF5 files through FeatureReader / ClipDataset /
@@ -89,7 +89,7 @@ from medusa.demo.backbones import (  # noqa: E402
 from medusa.features.backbone import load_backbone
 from medusa.features.extract import FeatureSetConfig
 from medusa.training import data as training_data  # noqa: E402
-from medusa.training import loop  # noqa: E402
+from medusa.training import steps as training_steps  # noqa: E402
 from medusa.training.model import DeepSER, class_weights_from_targets  # noqa: E402
 
 hf_logging.disable_progress_bar()
@@ -677,7 +677,7 @@ class Trainer:
     def epoch(self, loader) -> tuple[dict, float]:
         """train_one_epoch over `loader`: (its stats, wall seconds with the device drained)."""
         run = functools.partial(
-            loop.train_one_epoch,
+            training_steps.train_one_epoch,
             self.model,
             loader,
             self.optimizer,

@@ -24,9 +24,9 @@ import yaml
 
 from medusa.core.store import FeatureReader, FeatureWriter
 from medusa.training.data import BatchPlan, ClipDataset, length_bucketed_batches, make_loader
-from medusa.training.loop import train_one_epoch
 from medusa.training.model import build_model, class_weights_from_targets
 from medusa.training.settings import ModelSettings
+from medusa.training.steps import train_one_epoch
 
 FRAME_RATE = 50
 

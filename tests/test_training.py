@@ -20,13 +20,14 @@ from medusa.core.emotions import CLASS_LETTERS
 from medusa.core.integrity import load_torch
 from medusa.core.manifest import MANIFEST_COLUMNS, read_manifest
 from medusa.core.store import FeatureWriter
-from medusa.training import loop
+from medusa.training import steps
 from medusa.training.checkpoints import load_checkpoint
 from medusa.training.data import BatchPlan, ClipDataset, collate, epoch_batches
-from medusa.training.loop import NonFiniteTrainingError, train_stage
+from medusa.training.loop import train_stage
 from medusa.training.model import class_weights_from_targets, total_loss
 from medusa.training.posteriors import write_posteriors
 from medusa.training.settings import ModelSettings
+from medusa.training.steps import NonFiniteTrainingError
 
 torch.set_num_threads(1)
 
@@ -358,7 +359,7 @@ def nan_at_epoch_3(monkeypatch):
         calls["n"] += 1
         return (loss * math.nan, ce, mse) if calls["n"] == 2 * 9 + 1 else (loss, ce, mse)
 
-    monkeypatch.setattr(loop, "total_loss", poisoned)
+    monkeypatch.setattr(steps, "total_loss", poisoned)
 
 
 @pytest.mark.usefixtures("nan_at_epoch_3")
@@ -379,7 +380,7 @@ def test_non_finite_loss_stops_training_and_keeps_the_last_good_state(corpus, tm
 def test_non_finite_weights_are_never_written(tmp_path):
     state = {"w": torch.tensor([1.0, math.inf]), "steps": torch.tensor([3])}
     with pytest.raises(NonFiniteTrainingError, match=r"checkpoint\.pt: not written.*'w'"):
-        loop.require_finite_weights(state, tmp_path / "checkpoint.pt")
+        steps.require_finite_weights(state, tmp_path / "checkpoint.pt")
 
 
 def test_stage2_balanced_epochs(corpus):
@@ -525,16 +526,16 @@ def test_stage1_loss_applies_the_class_weights_of_the_training_targets(
 ):
     """The weights that reach the loss, not only those reported: stage 1 weights each class by
     (N / (C f_c))^0.5 of the train targets, stage 2 uniformly."""
-    import medusa.training.loop
+    import medusa.training.steps
 
     seen = []
-    original = medusa.training.loop.total_loss
+    original = medusa.training.steps.total_loss
 
     def recording_total_loss(logits, attrs, y_class, y_attr, class_weights, *weights):
         seen.append(class_weights.detach().cpu().clone())
         return original(logits, attrs, y_class, y_attr, class_weights, *weights)
 
-    monkeypatch.setattr(medusa.training.loop, "total_loss", recording_total_loss)
+    monkeypatch.setattr(medusa.training.steps, "total_loss", recording_total_loss)
     manifest, features = corpus
     quick = {"stage1": {**model_cfg()["stage1"], "max_epochs": 1}}
     train_stage(1, settings(**quick), manifest, features, tmp_path / "s1", tmp_path / "r1")
