@@ -12,8 +12,8 @@ stops), so ASR decodes a fixed number of tokens per window.
 Measured, in this order (a --budget-s run skips what no longer fits and says so):
 
 1. ASR: an openai-whisper model of Whisper-large-v3's shape through
-   ``medusa.asr.transcribe.transcribe_clips`` (fp16 on CUDA, as the workflow runs it), batched at the
-   recipe's batch size vs one clip at a time. ``DecodingOptions`` gains ``sample_len`` = N and
+   ``medusa.asr.transcribe.transcribe_clips`` (fp16 on CUDA, as the workflow runs it), batched at
+   the recipe's batch size vs one clip at a time. ``DecodingOptions`` gains ``sample_len`` = N and
    end-of-text is suppressed, so every window decodes exactly N tokens (checked).
 2. Feature extraction per backbone (WavLM-large first, then HuBERT-large, the Whisper-large-v3
    encoder, RoBERTa-large, ModernBERT-large) with the recipe's layer views: real-time factor
@@ -485,8 +485,8 @@ def build_asr_model(plan: Plan) -> whisper.Whisper:
 
 @contextlib.contextmanager
 def fixed_decoding_steps(model: whisper.Whisper, steps: int):
-    """Every window medusa.asr.transcribe decodes gets exactly `steps` tokens: sample_len = steps and
-    end-of-text suppressed. Yields the list of token counts per decoded window."""
+    """Every window medusa.asr.transcribe decodes gets exactly `steps` tokens: sample_len = steps
+    and end-of-text suppressed. Yields the list of token counts per decoded window."""
     eot = whisper.tokenizer.get_tokenizer(
         model.is_multilingual, num_languages=model.num_languages
     ).eot
@@ -634,7 +634,8 @@ def device_batches(sig: tuple, plan: Plan, n: int) -> list[dict]:
 
 def build_deepser(cfg: dict, sig: tuple) -> DeepSER:
     """The DeepSER of the recipe's model settings `cfg` for inputs `sig` (the constructor
-    medusa.training.model.build_model calls; frame pooling, 1 in the recipe, on audio modalities only)."""
+    medusa.training.model.build_model calls; frame pooling, 1 in the recipe, on audio modalities
+    only)."""
     mixup = cfg["mixup"]
     k = int(cfg.get("frame_pooling", 1))
     attention_dropout = cfg.get("attention_dropout")

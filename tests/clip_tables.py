@@ -1,4 +1,5 @@
-"""Test helper: an audio partition's clip table (medusa.corpus.audio_index) from a small manifest."""
+"""Test helper: an audio partition's clip table (medusa.corpus.audio_index) from a small
+manifest."""
 
 from __future__ import annotations
 

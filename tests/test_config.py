@@ -90,8 +90,8 @@ def settings_fields(cls, prefix=""):
 
 
 def test_recipe_and_schema_cover_every_model_setting(recipe):
-    """Every field of medusa.training.settings.ModelSettings is a key of config/config.yaml, typed and
-    required by the schema: a setting added to the code without its key fails here."""
+    """Every field of medusa.training.settings.ModelSettings is a key of config/config.yaml, typed
+    and required by the schema: a setting added to the code without its key fails here."""
     config = validate_config(recipe, SCHEMA)
     for model in config["models"]:
         ModelSettings.from_params(model_job_params(config, model))  # raises on a missing key

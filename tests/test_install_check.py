@@ -1,4 +1,5 @@
-"""`python -m medusa.core.install_check` passes on this stack and names a mismatched or drifted package."""
+"""`python -m medusa.core.install_check` passes on this stack and names a mismatched or drifted
+package."""
 
 import os
 import subprocess

@@ -1,5 +1,5 @@
-"""The parse-time corpus scan cached by the state of what it read (medusa.corpus.scan_cache): the same
-result as a scan, reused while the corpus is unchanged (no label file read, no digest looked
+"""The parse-time corpus scan cached by the state of what it read (medusa.corpus.scan_cache): the
+same result as a scan, reused while the corpus is unchanged (no label file read, no digest looked
 up), scanned again when a folder or a label file changes, and a clip rewritten in place seen by
 the file check (the main `snakemake` process) but not by the folders' states alone (cluster
 jobs), as documented; then the workflow's own parse."""

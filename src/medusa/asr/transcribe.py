@@ -31,9 +31,9 @@ API:
   "no_speech_prob"}]`` in input order (None keeps every window's text).
 - ``run_asr(model_name_or_path, index_path, out_path, batch_size=16, shard=0, n_shards=1,
   device="cpu", language="en", checkpoint=None, audio_root="", no_speech_threshold=None)``:
-  one audio partition (or one shard of it, see
-  ``medusa.core.store.shard_ids``) from its clip table to a transcript file (``medusa.asr.transcripts``)
-  whose first line records the model and the sha256 of the checkpoint that ran.
+  one audio partition (or one shard of it, see ``medusa.core.store.shard_ids``) from its clip
+  table to a transcript file (``medusa.asr.transcripts``) whose first line records the model and
+  the sha256 of the checkpoint that ran.
 """
 
 from __future__ import annotations
@@ -211,8 +211,8 @@ def run_asr(
 ) -> int:
     """Transcribe one audio partition (shard) into a transcript file sorted by id.
 
-    `index_path`: the partition's clip table (``medusa.corpus.audio_index.write_audio_index``), whose
-    paths are relative to `audio_root` (the corpus folder, data.root).
+    `index_path`: the partition's clip table (``medusa.corpus.audio_index.write_audio_index``),
+    whose paths are relative to `audio_root` (the corpus folder, data.root).
     `checkpoint`: the local copy of a remote model (``medusa.core.fetch``), checked against the
     sha256 that `model_name_or_path` and `revision` pin; the file's first line records both.
 

@@ -1,10 +1,11 @@
 """Does the installed stack load together, at the versions medusa-ser pins?
 
-`python -m medusa.core.install_check` (the last step of `make install`) imports the heavy dependencies
-in a fresh process, torch first and torchaudio straight after it, so a mismatched pair fails
-here with one clear message instead of deep inside a workflow job. It then compares the installed
-version of every pinned direct dependency with the pins in medusa-ser's own metadata, so it needs
-no pyproject.toml at run time. Exit status 0 with a one-line summary, or 1 with the message.
+`python -m medusa.core.install_check` (the last step of `make install`) imports the heavy
+dependencies in a fresh process, torch first and torchaudio straight after it, so a mismatched pair
+fails here with one clear message instead of deep inside a workflow job. It then compares the
+installed version of every pinned direct dependency with the pins in medusa-ser's own metadata, so
+it needs no pyproject.toml at run time. Exit status 0 with a one-line summary, or 1 with the
+message.
 """
 
 import importlib

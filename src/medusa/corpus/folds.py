@@ -1,10 +1,10 @@
 """Cross-validation over a corpus's speaker folds: one recipe run per held-out fold, aggregated.
 
-A fold-style table (``medusa.corpus.table_layout``) runs the whole recipe once per fold (``data.fold``;
-each run's split-dependent results under ``results/fold<k>/``, features shared). Each run's
-report scores its held-out fold as ``dev``. ``aggregate_folds`` reads every fold's Table 1 (each
-model, Average DeepSER, Top DeepSER, MEDUSA soup) and Table 3 (the whole ensemble's votes and
-meta-classifier) and writes, per system, the held-out macro-F1 and accuracy of every fold
+A fold-style table (``medusa.corpus.table_layout``) runs the whole recipe once per fold
+(``data.fold``; each run's split-dependent results under ``results/fold<k>/``, features shared).
+Each run's report scores its held-out fold as ``dev``. ``aggregate_folds`` reads every fold's
+Table 1 (each model, Average DeepSER, Top DeepSER, MEDUSA soup) and Table 3 (the whole ensemble's
+votes and meta-classifier) and writes, per system, the held-out macro-F1 and accuracy of every fold
 with their mean and spread across folds (standard deviation, minimum, maximum): the figure
 speaker-independent k-fold studies (e.g. EMO-SUPERB) report. Each fold's own bootstrap
 interval stays in its report; the spread here is between folds, i.e. between held-out speaker

@@ -258,8 +258,8 @@ def corpus_fingerprints(
 ) -> CorpusFingerprints:
     """The fingerprint of every audio partition, the digest of each label file and a
     table's folds, with file digests cached in `cache_path` (``medusa.core.content_hash``; read once
-    per file version) and the whole result next to it (``medusa.corpus.scan_cache``: reused while the
-    audio folders and label files are unchanged and, with `check_files`, every audio file's
+    per file version) and the whole result next to it (``medusa.corpus.scan_cache``: reused while
+    the audio folders and label files are unchanged and, with `check_files`, every audio file's
     state too; without it, a file rewritten in place is not seen)."""
     with _without_cyclic_gc():
         return _cached_fingerprints(Path(root), cache_path, layout, table, check_files)
@@ -288,7 +288,8 @@ def _label_files(root: Path, layout: str, table: str | None) -> list[str]:
 def _cached_fingerprints(
     root: Path, cache_path: str | os.PathLike, layout: str, table: str | None, check_files: bool
 ) -> CorpusFingerprints:
-    """The cached scan while it is valid (medusa.corpus.scan_cache), else a scan, cached when settled."""
+    """The cached scan while it is valid (medusa.corpus.scan_cache), else a scan, cached when
+    settled."""
     cache = scan_cache.scan_cache_path(cache_path)
     key = {"root": os.path.abspath(root), "layout": layout, "table": table, "code": _code()}
     entry = scan_cache.load(cache, key)

@@ -11,10 +11,10 @@ Two corpus layouts (``data.layout``): a corpus described by one table (``table``
                                      or  FileName,WorkerID,EmoClass_Major,EmoClass_Second,EmoAct,EmoVal,EmoDom
                                                                         (MSP-Podcast 2.0)
 
-and, joined with the audio indexes of the labelled partitions (`medusa.corpus.audio_index`: durations and
-readability of every audio file, computed without labels), produces the manifest of the
-labelled clips that training and evaluation read (columns and reader: `medusa.core.manifest`) plus a
-human-readable report of every problem found. Nothing is dropped silently: each excluded or
+and, joined with the audio indexes of the labelled partitions (`medusa.corpus.audio_index`:
+durations and readability of every audio file, computed without labels), produces the manifest of
+the labelled clips that training and evaluation read (columns and reader: `medusa.core.manifest`)
+plus a human-readable report of every problem found. Nothing is dropped silently: each excluded or
 altered row is counted in the report with examples. Unlabelled audio (Test3) is its own
 partition and never enters the manifest, so new unlabelled clips never retrain anything.
 
@@ -372,7 +372,8 @@ def build_table_manifest(
     meta_fraction: float = 0.0,
     classes: ClassSet = MSP_PODCAST_CLASSES,
 ) -> tuple[pd.DataFrame, Problems, dict]:
-    """The table layout (``medusa.corpus.table_layout``): the manifest of the table's labelled clips.
+    """The table layout (``medusa.corpus.table_layout``): the manifest of the table's labelled
+    clips.
 
     Split style: `train`, `dev` (development) and `test_labelled` (labelled test rows); fold
     style: the held-out `fold` (data.fold) is `dev`, the other folds `train`. Then whole

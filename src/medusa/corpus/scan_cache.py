@@ -1,5 +1,5 @@
-"""The corpus scan of a parse (``medusa.corpus.partitions.corpus_fingerprints``), cached by the state
-of what it read: an unchanged corpus is not scanned again at every parse, and a cluster job's
+"""The corpus scan of a parse (``medusa.corpus.partitions.corpus_fingerprints``), cached by the
+state of what it read: an unchanged corpus is not scanned again at every parse, and a cluster job's
 parse does not even list the audio folder.
 
 A scan reads the audio folder(s), every audio file's state (and, through the digest cache of

@@ -13,8 +13,8 @@ choice is the vote, and the record says why.
 
 ``select_meta`` (rule meta_select) writes the record (the grid, each point's per-fold scores,
 mean, standard deviation and standard error, the choice and its reason) as JSON; every seed of
-the ensemble trains with that choice (``medusa.ensemble.meta_training.chosen_config``) and carries the record
-into its metrics, the soup's metrics, the report and the model card.
+the ensemble trains with that choice (``medusa.ensemble.meta_training.chosen_config``) and carries
+the record into its metrics, the soup's metrics, the report and the model card.
 """
 
 from __future__ import annotations

@@ -156,8 +156,8 @@ VOTE = "vote"  # the grid point "stay at the vote" of the cross-validated choice
 
 
 def chosen_config(cfg: MetaConfig, selection: Mapping, models: Sequence[str]) -> MetaConfig:
-    """`cfg` with the prior strength `selection` chose (``medusa.ensemble.meta_cv``): its value, or an
-    infinite one for "stay at the vote". The choice must have been made for these models."""
+    """`cfg` with the prior strength `selection` chose (``medusa.ensemble.meta_cv``): its value, or
+    an infinite one for "stay at the vote". The choice must have been made for these models."""
     if list(selection.get("models", [])) != list(models):
         raise EnsembleError(
             f"the meta selection was made for models {selection.get('models')}, not {models}: "

@@ -58,7 +58,8 @@ def sample_clips(models: list[SyntheticModel], n: int, seed: int) -> tuple[np.nd
 
 
 def training_arrays(X: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
-    """What ``medusa.ensemble.meta_training.fit_head`` takes: one-hot soft targets, attributes unrated."""
+    """What ``medusa.ensemble.meta_training.fit_head`` takes: one-hot soft targets, attributes
+    unrated."""
     return {
         "X": X,
         "soft": np.eye(NUM_CLASSES, dtype=np.float32)[y],

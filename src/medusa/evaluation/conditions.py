@@ -4,8 +4,8 @@ Light on purpose (no torch): the workflow reads it at every parse for the condit
 each perturb job's params. Here:
 
 - ``enabled_section``, ``condition_names``, ``condition_spec``, ``build_condition``: the block
-  (``medusa.evaluation.perturb.conditions_from_config``'s shape, plus ``name: {enabled: false}`` to leave
-  a condition out in a config merged on top). A babble condition's clips are the training
+  (``medusa.evaluation.perturb.conditions_from_config``'s shape, plus ``name: {enabled: false}`` to
+  leave a condition out in a config merged on top). A babble condition's clips are the training
   partition's clips, an input of the job, so its spec (the rule's params) names their source
   (``BABBLE_SOURCE``) instead of listing them;
 - ``spec_json``: every enabled condition's spec, Table R's params;

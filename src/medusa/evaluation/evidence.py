@@ -8,9 +8,9 @@ side by side, each with a caption saying what it shows and what it does not:
 - Calibration: Table C as the report writes it (``calibration.tsv``), and the soup against the
   best single model (the report's Top DeepSER, ``table1.tsv``) and against itself after
   temperature scaling;
-- Cross-corpus: per evaluation corpus (``cross_corpus/<corpus>/``, ``medusa.inference.cross_corpus``),
-  its figures with intervals, the clips scored, left out and the labels mapped to no class,
-  and its macro-F1 against the soup's on the clean dev set.
+- Cross-corpus: per evaluation corpus (``cross_corpus/<corpus>/``,
+  ``medusa.inference.cross_corpus``), its figures with intervals, the clips scored, left out and the
+  labels mapped to no class, and its macro-F1 against the soup's on the clean dev set.
 
 Every statement about results is derived from the tables' numbers here, never written by hand.
 A comparison of two intervals is descriptive: overlapping intervals are not a test, and

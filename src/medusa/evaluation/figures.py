@@ -233,8 +233,8 @@ MIN_CLIPS_PER_BIN = 20
 
 
 def calibration_bins(n_clips: int) -> int:
-    """ECE bins for `n_clips`: ``medusa.evaluation.calibration.DEFAULT_BINS`` (15), fewer on a small set
-    (at least ``MIN_CLIPS_PER_BIN`` clips each), at least one."""
+    """ECE bins for `n_clips`: ``medusa.evaluation.calibration.DEFAULT_BINS`` (15), fewer on a small
+    set (at least ``MIN_CLIPS_PER_BIN`` clips each), at least one."""
     return max(1, min(DEFAULT_BINS, n_clips // MIN_CLIPS_PER_BIN))
 
 

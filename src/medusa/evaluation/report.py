@@ -2,9 +2,10 @@
 figures and a short headline.
 
 Everything is recomputed from the posteriors files and the heads' checkpoints, on the same
-scored sets as the ensemble stages (``medusa.ensemble.inputs.evaluation_data``): ``dev`` (the consensus
-classes of the run's class set, X/O excluded) and the class-balanced selection holdout. Dev figures carry 95%
-bootstrap intervals that resample speakers (``medusa.evaluation.figures``). Files in ``out_dir``:
+scored sets as the ensemble stages (``medusa.ensemble.inputs.evaluation_data``): ``dev`` (the
+consensus classes of the run's class set, X/O excluded) and the class-balanced selection holdout.
+Dev figures carry 95% bootstrap intervals that resample speakers (``medusa.evaluation.figures``).
+Files in ``out_dir``:
 
 - ``table1.tsv``: paper Table 1: each DeepSER model's macro-F1 and accuracy, then the rows
   Average DeepSER (its interval: of the models' mean on each resample), Top DeepSER (best
@@ -22,12 +23,13 @@ bootstrap intervals that resample speakers (``medusa.evaluation.figures``). File
   and chance.
 - ``calibration.tsv`` (Table C), ``calibration.png``: ECE, Brier score and NLL on dev with
   intervals of each model, the soft vote, the product of experts, the soup and the soup after
-  temperature scaling (``medusa.evaluation.temperature``: T fitted on the meta clips, never dev); the
-  reliability diagram of the soft vote, the best model and the soup before and after.
+  temperature scaling (``medusa.evaluation.temperature``: T fitted on the meta clips, never dev);
+  the reliability diagram of the soft vote, the best model and the soup before and after.
 - ``headline.md``: Table 3 and the main comparisons in a few lines (``format_headline``).
 
 Every table with intervals has an ``unreliable_intervals`` column naming the intervals with
-over 10% undefined resamples (``medusa.evaluation.figures.unreliable_note``); the headline marks them.
+over 10% undefined resamples (``medusa.evaluation.figures.unreliable_note``); the headline marks
+them.
 """
 
 from __future__ import annotations
@@ -354,8 +356,8 @@ def _per_class(names, per_model, main, dev: DevSet, holdout_y, boot) -> pd.DataF
 
 
 def _selection_table(systems: Mapping[str, Mapping]) -> pd.DataFrame:
-    """Each ensemble's cross-validated choice of regularisation (``medusa.ensemble.meta_cv``): one row
-    per grid point (macro-F1 over speaker-grouped folds: mean, sd, standard error), the
+    """Each ensemble's cross-validated choice of regularisation (``medusa.ensemble.meta_cv``): one
+    row per grid point (macro-F1 over speaker-grouped folds: mean, sd, standard error), the
     chosen one marked; one row with the reason when no validation was possible."""
     rows = []
     for label, system in systems.items():

@@ -1,13 +1,13 @@
 """Robustness (Table R): the ensemble on perturbed dev audio against clean dev audio.
 
 The ``robustness`` target perturbs the audio partition that holds the dev clips once per named
-condition (``medusa.evaluation.perturb``), runs ASR, features and every enabled model's posteriors on
-that audio only, and scores three systems per condition on the dev clips: the best single
+condition (``medusa.evaluation.perturb``), runs ASR, features and every enabled model's posteriors
+on that audio only, and scores three systems per condition on the dev clips: the best single
 model (class-balanced holdout macro-F1 of the clean posteriors, the report's selection), the
 soft vote and the soup head. Here:
 
-- the config's ``robustness`` block (its conditions, checked) is read by ``medusa.evaluation.conditions``,
-  a light module the workflow's parse imports;
+- the config's ``robustness`` block (its conditions, checked) is read by
+  ``medusa.evaluation.conditions``, a light module the workflow's parse imports;
 - ``perturb_partition``: one condition applied to the usable clips of an audio index, written
   under a folder of their own with an index in the audio-index format whose paths are
   relative to that folder (ASR and features read it as they read the corpus's);

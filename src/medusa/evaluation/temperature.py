@@ -1,11 +1,12 @@
 """Temperature scaling of the soup (docs/method.md, section 7): one number T, fitted after
 the soup on the clips the meta-classifier trained on, recorded in ``temperature.json``.
 
-The soup's posteriors p become softmax(ln p / T) (``medusa.evaluation.calibration.temperature_scale``):
-T > 1 softens over-confident posteriors, T < 1 sharpens under-confident ones, and no
-prediction changes (the argmax is the same). T minimises the negative log-likelihood of the
-consensus labels (``medusa.evaluation.calibration.fit_temperature``) on the clips of ``meta.train_on``,
-read from the soup's checkpoint: by default the `meta` clips, which share no speaker with
+The soup's posteriors p become softmax(ln p / T)
+(``medusa.evaluation.calibration.temperature_scale``): T > 1 softens over-confident posteriors,
+T < 1 sharpens under-confident ones, and no prediction changes (the argmax is the same). T
+minimises the negative log-likelihood of the consensus labels
+(``medusa.evaluation.calibration.fit_temperature``) on the clips of ``meta.train_on``, read from
+the soup's checkpoint: by default the `meta` clips, which share no speaker with
 dev or the selection holdout. Dev is never used, so the report's dev figures after scaling
 (Table C) are out of sample. With ``train_on: holdout`` T is fitted on the selection
 holdout, and the record says so.

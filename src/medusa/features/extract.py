@@ -43,8 +43,8 @@ def extract_feature_set(
 ) -> int:
     """Extract one feature set for one audio partition (shard) into an HDF5 store.
 
-    `index_path`: the partition's clip table (``medusa.corpus.audio_index.write_audio_index``), whose
-    paths are relative to `audio_root` (the corpus folder, data.root).
+    `index_path`: the partition's clip table (``medusa.corpus.audio_index.write_audio_index``),
+    whose paths are relative to `audio_root` (the corpus folder, data.root).
     `local_copy`: the fetched folder of a hub backbone (see ``Backbone``).
 
     Utterances are written in id order (see BATCHES_PER_BLOCK). Returns the number written.

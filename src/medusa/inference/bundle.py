@@ -11,21 +11,23 @@ folder renamed into place):
 - ``bundle.json``: format, class order, attributes, the model order the head expects, the ASR
   and feature-set definitions (backbone id or local path, revision, weights checksum, layer
   view, dims, batch sizes), the segmentation settings predict reads (``segmentation``), the
-  soup's temperature (``calibration``: T and the clips it was fitted on, ``medusa.evaluation.temperature``;
-  ``Bundle.calibrate`` applies it), and the configuration blocks used;
+  soup's temperature (``calibration``: T and the clips it was fitted on,
+  ``medusa.evaluation.temperature``; ``Bundle.calibrate`` applies it), and the configuration blocks
+  used;
 - ``metrics/``: the soup's metrics and the report's Tables 1, 3 and C (calibration);
 - ``README.md``: the model card;
 - ``checksums.sha256``: the sha256 of every other file (``sha256sum -c`` reads it).
 
 No pickle anywhere. ``load_bundle`` verifies every checksum first: a missing or altered file
 stops with a message naming that file. The checkpoints are rebuilt through the training and
-ensemble modules' own loaders (``medusa.training.checkpoints.load_checkpoint``, ``medusa.ensemble.meta.load_head``)
-so a bundled model computes exactly what the workflow's model computes.
+ensemble modules' own loaders (``medusa.training.checkpoints.load_checkpoint``,
+``medusa.ensemble.meta.load_head``) so a bundled model computes exactly what the workflow's model
+computes.
 
 Backbones and the ASR model are not copied (they are large and public, or local folders the
 user already has). A hub backbone is recorded as its id with the commit ``fetch_models`` fetched
-(``medusa.core.fetch``) and its weights' checksum, and loads from that checked copy in the model store
-(``fetched_backbone``), else by id at the commit from the Hugging Face cache; a fetched ASR
+(``medusa.core.fetch``) and its weights' checksum, and loads from that checked copy in the model
+store (``fetched_backbone``), else by id at the commit from the Hugging Face cache; a fetched ASR
 checkpoint is recorded with its sha256 and loads from the store (``fetched_asr``); local paths
 are found through a path map and a backbone root (``resolve_source``), and a local folder's
 weights are checked against the checksum recorded at training time.

@@ -22,7 +22,8 @@ HEAD_STEM = "head"
 MODELS_DIR = "models"
 METRICS_DIR = "metrics"
 # bundle.json's `segmentation`: what `medusa predict` reads from a bundle. The other settings of
-# its default, VAD speech turns, are medusa.inference.segments' own (MSP-Podcast segments run 3-11 s).
+# its default, VAD speech turns, are medusa.inference.segments' own
+# (MSP-Podcast segments run 3-11 s).
 DEFAULT_SEGMENTATION = {
     "window_s": 8.0,  # --segments fixed: window length
     "hop_s": 8.0,  # --segments fixed: distance between window starts

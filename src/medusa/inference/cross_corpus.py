@@ -6,8 +6,8 @@ mapped into the bundle's classes: ``--map FROM=TO`` first (case-insensitive FROM
 IEMOCAP's ``exc=H``: excited counted as happy), then a label that is a bundle class's code or
 name counts as that class. Labels that map to no class are left out and counted per label,
 never guessed; a clip whose votes tie between classes after mapping is left out too. Each
-clip is predicted whole, as the workflow scores a clip (``medusa.inference.recognizer.Recognizer`` with
-no segmentation), and scored like the workflow's dev set: macro-F1, unweighted average recall
+clip is predicted whole, as the workflow scores a clip (``medusa.inference.recognizer.Recognizer``
+with no segmentation), and scored like the workflow's dev set: macro-F1, unweighted average recall
 (the mean of the per-class recalls) and accuracy with speaker-bootstrap intervals, the
 confusion matrix, the concordance correlation of arousal, valence and dominance where the
 table has ratings, and macro-F1 per gender.

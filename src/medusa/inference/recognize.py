@@ -133,8 +133,8 @@ def write_predictions(
 ) -> dict[str, Path]:
     """Write the segments (CSV or JSON lines), the per-file summary, the skipped files and the
     gaps (always, so an old file never lingers); with `timelines` a PNG per file
-    (``medusa.inference.timeline``), with `html` one self-contained page; atomically. Returns the paths
-    written."""
+    (``medusa.inference.timeline``), with `html` one self-contained page; atomically. Returns the
+    paths written."""
     from medusa.core.atomic import atomic_write_text
 
     paths = output_paths(output)

@@ -9,14 +9,14 @@ workflow gives it (``results/predictions/test_posteriors.csv`` for Test3):
 
 1. audio: ``medusa.core.audio.load_audio`` (16 kHz mono); an unreadable, empty or silent file is
    skipped with its reason and the rest go on;
-2. segments (``medusa.inference.segments``): with ``segmentation="vad"`` (the default) speech turns found
-   by voice-activity detection, what lies between them reported as gaps and not scored, a
+2. segments (``medusa.inference.segments``): with ``segmentation="vad"`` (the default) speech turns
+   found by voice-activity detection, what lies between them reported as gaps and not scored, a
    recording without speech skipped ("no speech found"); with ``"fixed"`` windows of
    ``window_s`` every ``hop_s`` seconds (8 s, 8 s), a last piece under ``min_segment_s``
    dropped. Either way a recording up to ``max_segment_s`` (bundle default 12 s) is one
    segment, scored whole as the workflow scores a clip (with VAD: if it holds speech);
-3. ASR: ``medusa.asr.transcribe.transcribe_clips`` in blocks of ``batch_size x asr.BATCHES_PER_BLOCK``
-   segments (as ``run_asr`` does);
+3. ASR: ``medusa.asr.transcribe.transcribe_clips`` in blocks of
+   ``batch_size x asr.BATCHES_PER_BLOCK`` segments (as ``run_asr`` does);
 4. features: each feature set's backbone (``medusa.features.backbone.load_backbone``) in blocks of
    ``batch_size x features.BATCHES_PER_BLOCK`` segments (as ``extract_feature_set`` does),
    written through ``medusa.core.store.FeatureWriter`` (float16) into a temporary HDF5 file;
@@ -28,8 +28,8 @@ The posterior columns are the bundle's classes (its manifest's codes, in its ord
 the class set the bundle was trained with.
 
 Memory does not grow with a recording's length or the number of files: a file is read in
-blocks of ``BLOCK_S`` seconds for its checks and speech detection (``medusa.inference.stream``), then
-the segments of all files, in order, are scored in chunks of at most ``max_chunk_s`` seconds of
+blocks of ``BLOCK_S`` seconds for its checks and speech detection (``medusa.inference.stream``),
+then the segments of all files, in order, are scored in chunks of at most ``max_chunk_s`` seconds of
 segment audio, each segment read from its file when its chunk comes (a short file: all of it,
 exactly as ``load_audio`` reads it); every stage batches across the segments of a chunk.
 Segments are identified internally by (file number, segment number), and files are taken in
@@ -121,8 +121,8 @@ class Recognizer:
 
     `device`: "auto" (a free GPU through ``acquire_device``, else the CPU), "cpu" or "cuda".
     `backbone_root`, `path_map`: where local backbones recorded with relative (or moved) paths
-    are (``medusa.inference.bundle_load.resolve_source``). `model_store`: where fetch_models put the hub
-    backbones and the ASR checkpoint (default: the workflow's ``model_store`` the bundle
+    are (``medusa.inference.bundle_load.resolve_source``). `model_store`: where fetch_models put the
+    hub backbones and the ASR checkpoint (default: the workflow's ``model_store`` the bundle
     recorded); a hub backbone without a copy there loads by id at the recorded commit from the
     Hugging Face cache. `segmentation`: "vad" (speech turns) or "fixed" (windows);
     `min_turn_s`, `max_turn_s` (default: `max_segment_s`), `max_pause_s`: the turns of "vad"

@@ -1,4 +1,5 @@
-"""Stage 1 and 2's data: the manifest's subsets, their features and soft targets, and length-bucketed batches (docs/method.md, 5).
+"""Stage 1 and 2's data: the manifest's subsets, their features and soft targets, and
+length-bucketed batches (docs/method.md, 5).
 
 Features stay on disk in HDF5 and are read one utterance slice at a time by DataLoader workers
 (`num_workers`; 0 reads in the training process). One MSP-Podcast feature set is ~70 GB, so caching

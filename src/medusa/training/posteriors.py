@@ -58,8 +58,8 @@ def write_posteriors(
     """Softmax posteriors and attributes of every manifest row with features, per subset.
 
     `manifest`: the manifest (a path, or a table such as the unlabelled partition's clips as
-    `test` rows, ``medusa.corpus.audio_index.unlabelled_manifest``); `feature_paths` maps each subset
-    to write to the model's feature files of the audio partition that holds it.
+    `test` rows, ``medusa.corpus.audio_index.unlabelled_manifest``); `feature_paths` maps each
+    subset to write to the model's feature files of the audio partition that holds it.
 
     HDF5 layout: one group per subset with `ids` (utf-8, sorted), `probs` float32 [N, C]
     (class order: the file's `classes` attribute, codes joined by commas, e.g. A,S,H,U,F,D,C,N)
