@@ -190,7 +190,7 @@ def test_a_hub_backbone_without_a_fetched_copy_loads_by_id_at_the_recorded_commi
     features were extracted with; an explicit store without the copy is an error instead."""
     from types import SimpleNamespace
 
-    from medusa.inference.recognizer import Recognizer
+    from medusa.inference.upstream import UpstreamModels
 
     record = {
         "backbone": REPO_ID,
@@ -204,8 +204,8 @@ def test_a_hub_backbone_without_a_fetched_copy_loads_by_id_at_the_recorded_commi
         "batch_size": 2,
     }
     where = SimpleNamespace(path_map={}, model_store=tmp_path, model_store_explicit=False)
-    cfg, copy, source = Recognizer._backbone_source(where, "whisper", record)
+    cfg, copy, source = UpstreamModels._backbone_source(where, "whisper", record)
     assert (cfg["backbone"], cfg["revision"], copy, source) == (REPO_ID, "a" * 40, None, REPO_ID)
     where.model_store_explicit = True
     with pytest.raises(BundleError, match="no fetched copy at"):
-        Recognizer._backbone_source(where, "whisper", record)
+        UpstreamModels._backbone_source(where, "whisper", record)
